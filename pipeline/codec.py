@@ -1,0 +1,328 @@
+"""Encoder and decoder: frames <-> packets, and whole videos <-> .rlv streams.
+
+:class:`FrameEncoder` turns a batch of frames into packets plus per-frame stats; it runs
+refinement and the actual-bits guard (a refined latent is coded only if its real RD cost,
+measured with the entropy coder's bytes and the real reconstruction, beats the unrefined
+latent's). :class:`FrameDecoder` turns packets back into 8-bit RGB frames and proves, via
+the symbols CRC, that it recovered the encoder's latents bit for bit.
+
+Byte determinism: on the CPU every float computation of the encoder runs with one intra-op
+thread (parallelism comes from processes/actors, one per core), so the bytes depend only on
+the input, the model and the config, never on the host's thread count, the batch size or
+the shard layout. On CUDA, cuDNN runs in deterministic mode; byte identity then holds per
+device type.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pipeline import metrics
+from pipeline.bitstream import FLAG_REFINED, Packet, StreamHeader, StreamReader, StreamWriter
+from pipeline.entropy import LatentCodec, fixed_threads
+from pipeline.errors import BitstreamError, ConfigError, WeightsMismatchError
+from pipeline.models import PAD_MULTIPLE, LoadedModel, load_cards, load_model
+from pipeline.refine import RefineConfig, refine_latents
+
+#: Stats written into the stream (deterministic); ``refine_seconds`` is returned but not stored.
+STREAM_STATS = ("index", "pts", "bytes", "bpp", "psnr", "psnr_y", "ms_ssim", "rd_before", "rd_after", "iters", "refined")
+
+
+def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def to_batch(rgbs: Sequence[np.ndarray], device: torch.device) -> Tensor:
+    """Stack HxWx3 float RGB frames into a padded [B,3,Hp,Wp] tensor (edge replication)."""
+    h, w = rgbs[0].shape[:2]
+    hp, wp = padded_size(h, w)
+    arr = np.stack([np.asarray(r, dtype=np.float32) for r in rgbs])
+    if (hp, wp) != (h, w):
+        arr = np.pad(arr, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)), mode="edge")
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).contiguous().to(device)
+
+
+def to_uint8_frames(x_hat: Tensor, h: int, w: int) -> np.ndarray:
+    """[B,3,Hp,Wp] in [0,1] -> [B,h,w,3] uint8 (crop back to the source size)."""
+    arr = x_hat[..., :h, :w].permute(0, 2, 3, 1).detach().cpu().double().numpy()
+    return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+
+
+@contextmanager
+def deterministic(device: torch.device) -> Iterator[None]:
+    """The numerics context of the encoder (see module docstring)."""
+    if device.type == "cpu":
+        with fixed_threads(1):
+            yield
+    else:
+        prev = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev
+
+
+@dataclass
+class EncodedFrame:
+    packet: Packet
+    packet_bytes: bytes
+    stats: dict[str, Any]
+
+    def stream_stats(self) -> dict[str, Any]:
+        return {k: self.stats[k] for k in STREAM_STATS}
+
+
+@dataclass
+class _Candidate:
+    coded: list[Any]
+    rec: np.ndarray  # [B,h,w,3] uint8
+    packets: list[bytes] = field(default_factory=list)
+    cost: list[float] = field(default_factory=list)
+    mse: list[float] = field(default_factory=list)
+
+
+class FrameEncoder:
+    """Encodes batches of frames of one video with a fixed model (loads nothing itself)."""
+
+    def __init__(self, model: LoadedModel, refine: RefineConfig | None = None) -> None:
+        self.model = model
+        self.codec = LatentCodec(model)
+        self.refine = (refine or RefineConfig()).resolved(model.identity.lmbda)
+
+    @property
+    def lmbda(self) -> float:
+        assert self.refine.lmbda is not None
+        return self.refine.lmbda
+
+    def _candidate(self, latents: dict[str, Tensor], refs: np.ndarray, idx: Sequence[int], pts: Sequence[int], flag: int) -> _Candidate:
+        h, w = refs.shape[1:3]
+        coded = self.codec.compress(latents)
+        y_hat = self.codec.quantize(latents)["y_hat"]
+        rec = to_uint8_frames(self.codec.synthesize(y_hat), h, w)
+        cand = _Candidate(coded, rec)
+        for i, c in enumerate(coded):
+            pb = Packet(idx[i], pts[i], c.strings, c.symbols_crc, flag).to_bytes()
+            m = metrics.mse(refs[i], rec[i])
+            cand.packets.append(pb)
+            cand.mse.append(m)
+            cand.cost.append(metrics.rd_cost(metrics.bpp(len(pb), h, w), m, self.lmbda))
+        return cand
+
+    def encode(self, rgbs: Sequence[np.ndarray], frame_indices: Sequence[int], pts: Sequence[int]) -> list[EncodedFrame]:
+        """Encode one batch (frames of equal size). ``frame_indices`` are the frames'
+        indices in the video: they seed the refinement noise and go into the packets."""
+        if not rgbs:
+            return []
+        dev = self.model.device
+        h, w = rgbs[0].shape[:2]
+        refs = np.stack([metrics.to_uint8(r) for r in rgbs])
+        with deterministic(dev):
+            x = to_batch([r.astype(np.float32) / 255.0 for r in refs], dev)
+            with torch.no_grad():
+                lat0 = self.codec.analyze(x)
+            base = self._candidate(lat0, refs, frame_indices, pts, 0)
+            iters = [0] * len(rgbs)
+            seconds = 0.0
+            best = base
+            choose = [False] * len(rgbs)
+            if self.refine.method != "none" and self.refine.iters > 0:
+                with torch.enable_grad():
+                    res = refine_latents(self.codec, x, lat0, (h, w), list(frame_indices), self.refine)
+                iters, seconds = res.iters, res.seconds
+                best = self._candidate(res.latents, refs, frame_indices, pts, FLAG_REFINED)
+                choose = [best.cost[i] < base.cost[i] for i in range(len(rgbs))]
+        out = []
+        per_frame_s = seconds / len(rgbs)
+        for i in range(len(rgbs)):
+            c = best if choose[i] else base
+            pb = c.packets[i]
+            pkt = Packet(frame_indices[i], pts[i], c.coded[i].strings, c.coded[i].symbols_crc, FLAG_REFINED if choose[i] else 0)
+            stats = {
+                "index": int(frame_indices[i]),
+                "pts": int(pts[i]),
+                "bytes": len(pb),
+                "bpp": round(metrics.bpp(len(pb), h, w), 6),
+                "psnr": round(metrics.psnr_from_mse(c.mse[i]), 4),
+                "psnr_y": round(metrics.psnr_y(refs[i], c.rec[i]), 4),
+                "ms_ssim": round(metrics.ms_ssim(refs[i], c.rec[i]), 6),
+                "rd_before": round(base.cost[i], 6),
+                "rd_after": round(c.cost[i], 6),
+                "iters": int(iters[i]),
+                "refined": bool(choose[i]),
+                "refine_seconds": per_frame_s,
+            }
+            out.append(EncodedFrame(pkt, pb, stats))
+        return out
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+@dataclass
+class DecodedFrame:
+    index: int
+    pts: int
+    rgb: np.ndarray  # h x w x 3 uint8
+    y_hat: Tensor
+    symbols_crc: int
+
+
+class FrameDecoder:
+    """Decodes packets of one stream; checks every frame's symbols CRC."""
+
+    def __init__(self, model: LoadedModel, header: StreamHeader) -> None:
+        check_model_matches(model, header)
+        self.model = model
+        self.header = header
+        self.codec = LatentCodec(model)
+
+    def decode(self, packet: Packet) -> DecodedFrame:
+        hd = self.header
+        with torch.no_grad():
+            out = self.codec.decompress(packet.strings, hd.padded_height, hd.padded_width)
+            if out["symbols_crc"] != packet.latent_crc:
+                raise BitstreamError(
+                    f"frame {packet.frame_index}: decoded latents differ from the encoder's (symbols CRC mismatch)",
+                    hint="the stream is corrupt, or this machine derives different entropy tables; decode with the encoder's relatent/compressai versions",
+                )
+            rgb = to_uint8_frames(self.codec.synthesize(out["y_hat"]), hd.height, hd.width)[0]
+        return DecodedFrame(packet.frame_index, packet.pts, rgb, out["y_hat"], out["symbols_crc"])
+
+
+def check_model_matches(model: LoadedModel, header: StreamHeader) -> None:
+    ident = model.identity
+    if ident.arch != header.arch or ident.weights_sha256 != header.weights_sha256:
+        raise WeightsMismatchError(
+            f"stream needs {header.arch} q{header.quality} sha256 {header.weights_sha256[:12]}…, "
+            f"found {ident.arch} q{ident.quality} sha256 {ident.weights_sha256[:12]}…",
+            hint="pass --checkpoint with the weights the stream was encoded with",
+        )
+    if ident.tables_sha256 != header.tables_sha256:
+        raise WeightsMismatchError(
+            f"the entropy tables built here ({ident.tables_sha256[:12]}…) differ from the encoder's ({header.tables_sha256[:12]}…)",
+            hint="decode with the compressai version the stream was encoded with (1.2.8)",
+        )
+
+
+def model_for_stream(header: StreamHeader, checkpoint: str | None = None, device: str | None = None) -> LoadedModel:
+    """Load the weights a stream needs: ``checkpoint`` if given, else the shipped ones."""
+    if checkpoint is None:
+        match = [c for c in load_cards()["models"] if c["sha256"] == header.weights_sha256]
+        if not match:
+            raise WeightsMismatchError(
+                f"stream needs {header.arch} q{header.quality} sha256 {header.weights_sha256[:12]}…, "
+                "which is not among the shipped weights",
+                hint="pass --checkpoint with the weights the stream was encoded with",
+            )
+        model = load_model(match[0]["arch"], int(match[0]["quality"]), device=device)
+    else:
+        model = load_model(header.arch, header.quality, checkpoint, lmbda=header.lmbda, device=device)
+    check_model_matches(model, header)
+    return model
+
+
+# --------------------------------------------------------------------------- whole videos
+
+
+def make_header(model: LoadedModel, info: Any, refine: RefineConfig, frame_count: int | None = None) -> StreamHeader:
+    hp, wp = padded_size(info.height, info.width)
+    ident = model.identity
+    return StreamHeader(
+        arch=ident.arch,
+        quality=ident.quality,
+        lmbda=ident.lmbda,
+        weights_sha256=ident.weights_sha256,
+        tables_sha256=ident.tables_sha256,
+        width=info.width,
+        height=info.height,
+        padded_width=wp,
+        padded_height=hp,
+        frame_rate=info.frame_rate,
+        time_base=info.time_base,
+        frame_count=info.frame_count if frame_count is None else frame_count,
+        color=info.color.to_dict(),
+        refine=refine.to_json(),
+        refine_hash=refine.hash(),
+        latent_kind=model.arch.kind,
+        source={"pix_fmt": info.pix_fmt},
+    )
+
+
+def batched(frames: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    buf: list[Any] = []
+    for f in frames:
+        buf.append(f)
+        if len(buf) == n:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+@dataclass
+class EncodeSummary:
+    header: StreamHeader
+    frames: list[dict[str, Any]]
+    seconds: float
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f["bytes"] for f in self.frames)
+
+
+def encode_video(
+    src: str,
+    dst: str,
+    model: LoadedModel,
+    refine: RefineConfig | None = None,
+    *,
+    batch: int = 4,
+    start: int = 0,
+    end: int | None = None,
+    max_pixels: int | None = None,
+    on_frame: Callable[[dict[str, Any]], None] | None = None,
+) -> EncodeSummary:
+    """Encode frames [start, end) of ``src`` to the stream ``dst`` (written atomically)."""
+    from pipeline import frames as fio
+    from pipeline import storage
+
+    if batch < 1:
+        raise ConfigError(f"--batch {batch} must be at least 1")
+    t0 = time.perf_counter()
+    enc = FrameEncoder(model, refine)
+    info = fio.probe(src)
+    end = info.frame_count if end is None else end
+    header = make_header(model, info, enc.refine, frame_count=end - start)
+    all_stats: list[dict[str, Any]] = []
+    with storage.open_write(dst) as f:
+        writer = StreamWriter(f, header)
+        for group in batched(fio.read_frames(src, start, end, info=info, max_pixels=max_pixels), batch):
+            encoded = enc.encode([g.rgb for g in group], [g.index - start for g in group], [g.pts for g in group])
+            for e in encoded:
+                writer.write(e.packet, e.stream_stats())
+                all_stats.append(e.stats)
+                if on_frame:
+                    on_frame(e.stats)
+        writer.close()
+    return EncodeSummary(header, all_stats, time.perf_counter() - t0)
+
+
+def decode_stream(
+    src: str,
+    checkpoint: str | None = None,
+    device: str | None = None,
+) -> Iterator[DecodedFrame]:
+    """Decode every frame of a stream, in order."""
+    with StreamReader(src) as reader:
+        dec = FrameDecoder(model_for_stream(reader.header, checkpoint, device), reader.header)
+        for pkt in reader:
+            yield dec.decode(pkt)

@@ -1,0 +1,221 @@
+"""Coding a GIVEN latent with a fixed CompressAI model (what refinement needs).
+
+:class:`LatentCodec` wraps a frozen :class:`~pipeline.models.LoadedModel` and gives, for
+each latent kind, the same four operations in one dict contract (names follow the maths):
+
+* ``analyze(x)`` -> ``{"y": ..., "z": ...}``: the encoder's initial latents
+  (``z`` only for hyperprior kinds).
+* ``relaxed(latents, noise)`` -> per-frame bits and the reconstruction ``x_tilde`` under the
+  uniform-noise relaxation of quantization (differentiable w.r.t. the latents).
+* ``compress(latents)`` -> per frame: the entropy strings and the CRC32 of the integer
+  symbols, plus the quantized latents ``y_hat`` used for the real reconstruction.
+* ``decompress(strings)`` -> ``{"y_hat": ..., "symbols_crc": ...}`` for one frame.
+
+Determinism: the path that chooses CDF indexes for hyperprior models (``h_s`` -> scales,
+means -> ``build_indexes``) runs on the CPU in float64 with one thread, at both ends, so
+every process derives the same indexes; the CRC of the decoded symbols then proves it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pipeline.errors import BitstreamError
+from pipeline.models import LoadedModel
+
+
+@contextmanager
+def fixed_threads(n: int = 1) -> Iterator[None]:
+    """Run a block with ``n`` intra-op threads, restoring the previous count afterwards.
+
+    Float convolutions on the CPU give different last bits for different thread counts;
+    everything whose result must be bit-reproducible runs inside this."""
+    prev = torch.get_num_threads()
+    if prev != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if prev != n:
+            torch.set_num_threads(prev)
+
+
+def symbols_crc(*symbols: Tensor) -> int:
+    crc = 0
+    for s in symbols:
+        crc = zlib.crc32(s.detach().to("cpu", torch.int32).contiguous().numpy().tobytes(), crc)
+    return crc & 0xFFFFFFFF
+
+
+@dataclass
+class Coded:
+    """The coded form of one frame."""
+
+    strings: tuple[bytes, ...]
+    symbols_crc: int
+
+
+class LatentCodec:
+    """Forward/compress/decompress of given latents for one loaded model."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self.net = model.net
+        self.kind = model.arch.kind
+        if self.kind != "factorized":
+            # The index path, in float64 on the CPU (kept apart from the working copy).
+            self._h_s64 = copy.deepcopy(self.net.h_s).to("cpu", torch.float64).eval()
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def latent_shapes(self, padded_h: int, padded_w: int) -> dict[str, tuple[int, int]]:
+        shapes = {"y": (padded_h // 16, padded_w // 16)}
+        if self.kind != "factorized":
+            shapes["z"] = (padded_h // 64, padded_w // 64)
+        return shapes
+
+    # ------------------------------------------------------------------ forward pieces
+    def analyze(self, x: Tensor) -> dict[str, Tensor]:
+        y = self.net.g_a(x)
+        out = {"y": y}
+        if self.kind == "scale-hyperprior":
+            out["z"] = self.net.h_a(torch.abs(y))
+        elif self.kind == "mean-scale-hyperprior":
+            out["z"] = self.net.h_a(y)
+        return out
+
+    @torch.no_grad()
+    def synthesize(self, y_hat: Tensor) -> Tensor:
+        """The decoder: x_hat = g_s(y_hat), clamped to [0, 1]."""
+        return self.net.g_s(y_hat).clamp_(0.0, 1.0)
+
+    def _gaussian_params(self, z_hat: Tensor) -> tuple[Tensor, Tensor | None]:
+        params = self.net.h_s(z_hat)
+        if self.kind == "mean-scale-hyperprior":
+            scales, means = params.chunk(2, 1)
+            return scales, means
+        return params, None
+
+    def _bottleneck_likelihood(self, v: Tensor) -> Tensor:
+        """Likelihood of ``v`` (B,C,H,W) under the factorized entropy bottleneck."""
+        eb = self.net.entropy_bottleneck
+        b, c, h, w = v.shape
+        lik, _, _ = eb._likelihood(v.permute(1, 0, 2, 3).reshape(c, 1, -1))
+        if eb.use_likelihood_bound:
+            lik = eb.likelihood_lower_bound(lik)
+        return lik.reshape(c, b, h, w).permute(1, 0, 2, 3)
+
+    def relaxed(self, latents: dict[str, Tensor], noise: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Per-frame bits (shape [B]) and x_tilde, with y~ = y + u (and z~ = z + u)."""
+        y_t = latents["y"] + noise["y"]
+        if self.kind == "factorized":
+            bits = -torch.log2(self._bottleneck_likelihood(y_t)).flatten(1).sum(1)
+        else:
+            z_t = latents["z"] + noise["z"]
+            lz = self._bottleneck_likelihood(z_t)
+            scales, means = self._gaussian_params(z_t)
+            gc = self.net.gaussian_conditional
+            ly = gc._likelihood(y_t, scales, means)
+            if gc.use_likelihood_bound:
+                ly = gc.likelihood_lower_bound(ly)
+            bits = -torch.log2(lz).flatten(1).sum(1) - torch.log2(ly).flatten(1).sum(1)
+        return bits, self.net.g_s(y_t)
+
+    # ------------------------------------------------------------------ hard path
+    def _index_path(self, z_hat: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Indexes (and means) from z_hat: float64, CPU, one thread, at both ends."""
+        with fixed_threads(1), torch.no_grad():
+            params = self._h_s64(z_hat.detach().to("cpu", torch.float64))
+            if self.kind == "mean-scale-hyperprior":
+                scales, means = params.chunk(2, 1)
+            else:
+                scales, means = params, None
+            idx = self.net.gaussian_conditional.build_indexes(scales)
+        return idx, means
+
+    @torch.no_grad()
+    def quantize(self, latents: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Hard-quantized latents exactly as the decoder will see them (``y_hat`` on the
+        model's device, float32)."""
+        eb = self.net.entropy_bottleneck
+        if self.kind == "factorized":
+            y_hat = eb.quantize(latents["y"], "dequantize", eb._get_medians())
+            return {"y_hat": y_hat}
+        z_hat = eb.quantize(latents["z"], "dequantize", eb._get_medians())
+        idx, means = self._index_path(z_hat)
+        y = latents["y"].detach().to("cpu", torch.float64)
+        if means is None:
+            y_hat = torch.round(y)
+        else:
+            y_hat = torch.round(y - means) + means
+        return {"y_hat": y_hat.to(self.device, torch.float32), "z_hat": z_hat, "indexes": idx, "means": means}
+
+    @torch.no_grad()
+    def compress(self, latents: dict[str, Tensor]) -> list[Coded]:
+        """Entropy-code a batch of latents; one :class:`Coded` per frame."""
+        eb = self.net.entropy_bottleneck
+        gc = getattr(self.net, "gaussian_conditional", None)
+        out: list[Coded] = []
+        if self.kind == "factorized":
+            y = latents["y"].detach()
+            y_strings = eb.compress(y)
+            sym = torch.round(y - eb._get_medians())
+            for i in range(y.shape[0]):
+                out.append(Coded((y_strings[i],), symbols_crc(sym[i])))
+            return out
+        z = latents["z"].detach()
+        z_strings = eb.compress(z)
+        z_sym = torch.round(z - eb._get_medians())
+        z_hat = eb.quantize(z, "dequantize", eb._get_medians())
+        idx, means = self._index_path(z_hat)
+        y64 = latents["y"].detach().to("cpu", torch.float64)
+        assert gc is not None
+        y_strings = gc.compress(y64, idx, means=means)
+        y_sym = torch.round(y64 - means) if means is not None else torch.round(y64)
+        for i in range(z.shape[0]):
+            out.append(Coded((z_strings[i], y_strings[i]), symbols_crc(z_sym[i], y_sym[i])))
+        return out
+
+    @torch.no_grad()
+    def decompress(self, strings: Sequence[bytes], padded_h: int, padded_w: int) -> dict[str, Any]:
+        """Decode one frame's strings to ``y_hat`` (on the model's device) and the CRC of its symbols."""
+        eb = self.net.entropy_bottleneck
+        shapes = self.latent_shapes(padded_h, padded_w)
+        if self.kind == "factorized":
+            if len(strings) != 1:
+                raise BitstreamError(f"factorized packet has {len(strings)} strings, expected 1", hint="the stream is corrupt")
+            y_hat = eb.decompress([strings[0]], shapes["y"])
+            sym = torch.round(y_hat - eb._get_medians())
+            return {"y_hat": y_hat, "symbols_crc": symbols_crc(sym[0])}
+        if len(strings) != 2:
+            raise BitstreamError(f"hyperprior packet has {len(strings)} strings, expected 2", hint="the stream is corrupt")
+        z_hat = eb.decompress([strings[0]], shapes["z"])
+        z_sym = torch.round(z_hat - eb._get_medians())
+        idx, means = self._index_path(z_hat)
+        gc = self.net.gaussian_conditional
+        y_hat = gc.decompress([strings[1]], idx, dtype=torch.float64, means=means)
+        y_sym = torch.round(y_hat - means) if means is not None else torch.round(y_hat)
+        return {
+            "y_hat": y_hat.to(self.device, torch.float32),
+            "symbols_crc": symbols_crc(z_sym[0], y_sym[0]),
+        }
+
+
+def bits_to_bpp(bits: Tensor, num_pixels: int) -> Tensor:
+    return bits / num_pixels
+
+
+def psnr_from_mse(mse: float) -> float:
+    return 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")

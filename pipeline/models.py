@@ -1,0 +1,383 @@
+"""Model registry, checkpoint loading and model identity.
+
+Architectures are addressed by stable string ids (the CompressAI zoo names), never by
+position in a dict. A loaded model is always:
+
+* built from a CompressAI-format state dict (N and M inferred from the weight shapes),
+* loaded with ``torch.load(weights_only=True)`` after its sha256 was computed (and checked
+  when an expected digest is known),
+* frozen (eval mode, ``requires_grad=False`` everywhere),
+* entropy-ready: ``update(force=True)`` ran exactly once, in a fixed single-threaded
+  context, and the resulting CDF tables are fingerprinted (``tables_sha256``) so a decoder
+  can prove it holds the very same tables as the encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pipeline.errors import (
+    ConfigError,
+    CorruptWeightsError,
+    UnknownModelError,
+    WeightsMismatchError,
+)
+
+if TYPE_CHECKING:
+    import torch
+    from compressai.models import CompressionModel
+
+LatentKind = Literal["factorized", "scale-hyperprior", "mean-scale-hyperprior"]
+
+#: CompressAI's MSE training lambdas for quality 1..8 (lambda * 255^2 * MSE + bpp).
+ZOO_LAMBDAS: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+
+#: Latent grid of every supported architecture: inputs are padded to this multiple.
+PAD_MULTIPLE = 64
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+CARDS_FILE = WEIGHTS_DIR / "cards.json"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One registered architecture.
+
+    ``kind`` decides how a latent is entropy coded: ``factorized`` codes y with the
+    entropy bottleneck; the hyperprior kinds code z with the bottleneck and y with a
+    Gaussian conditional whose scales (and means) come from ``h_s(z_hat)``.
+    """
+
+    id: str
+    class_name: str
+    kind: LatentKind
+    slow: bool = False
+    description: str = ""
+
+    def model_class(self) -> type[CompressionModel]:
+        from compressai import models as zoo
+
+        return getattr(zoo, self.class_name)
+
+
+ARCHITECTURES: Mapping[str, Architecture] = {
+    a.id: a
+    for a in (
+        Architecture(
+            "bmshj2018-factorized",
+            "FactorizedPrior",
+            "factorized",
+            description="Balle et al. 2018, factorized prior (no side information)",
+        ),
+        Architecture(
+            "bmshj2018-hyperprior",
+            "ScaleHyperprior",
+            "scale-hyperprior",
+            description="Balle et al. 2018, scale hyperprior",
+        ),
+        Architecture(
+            "mbt2018-mean",
+            "MeanScaleHyperprior",
+            "mean-scale-hyperprior",
+            description="Minnen et al. 2018, mean-scale hyperprior (non-autoregressive)",
+        ),
+    )
+}
+
+
+def get_architecture(arch_id: str) -> Architecture:
+    try:
+        return ARCHITECTURES[arch_id]
+    except KeyError:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise UnknownModelError(
+            f"unknown model {arch_id!r}", hint=f"choose one of: {known}"
+        ) from None
+
+
+def zoo_lambda(quality: int) -> float:
+    if not 1 <= quality <= len(ZOO_LAMBDAS):
+        raise ConfigError(
+            f"quality {quality} is out of range", hint=f"use 1..{len(ZOO_LAMBDAS)}"
+        )
+    return ZOO_LAMBDAS[quality - 1]
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a stream records about the model that made it (and what a decoder checks)."""
+
+    arch: str
+    quality: int
+    lmbda: float
+    weights_sha256: str
+    tables_sha256: str = ""
+
+    def describe(self) -> str:
+        return f"{self.arch} q{self.quality} sha256 {self.weights_sha256[:12]}"
+
+
+@dataclass
+class LoadedModel:
+    """A frozen, entropy-ready CompressAI model plus its identity."""
+
+    arch: Architecture
+    net: CompressionModel
+    identity: ModelIdentity
+    N: int
+    M: int
+    source: str
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: str | torch.device) -> LoadedModel:
+        self.net.to(device)
+        return self
+
+
+# --------------------------------------------------------------------------- cards
+
+
+def load_cards() -> dict[str, Any]:
+    """The index of shipped weights (``pipeline/weights/cards.json``)."""
+    if not CARDS_FILE.exists():
+        return {"default_arch": None, "default_quality": None, "models": []}
+    with CARDS_FILE.open("r", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def find_card(arch_id: str, quality: int) -> dict[str, Any] | None:
+    for card in load_cards()["models"]:
+        if card["arch"] == arch_id and int(card["quality"]) == int(quality):
+            return card
+    return None
+
+
+def shipped_qualities(arch_id: str) -> list[int]:
+    return sorted(int(c["quality"]) for c in load_cards()["models"] if c["arch"] == arch_id)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_bytes(uri: str) -> bytes:
+    from pipeline import storage
+
+    return storage.read_bytes(uri)
+
+
+def _unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
+    """Accept a bare state dict or the usual training wrappers around one."""
+    import torch
+
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise CorruptWeightsError(
+            f"{source} does not hold a CompressAI state dict",
+            hint="pass a file saved with torch.save(model.state_dict(), path)",
+        )
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
+    return obj
+
+
+def infer_architecture(state_dict: Mapping[str, Any]) -> str:
+    """Guess the architecture id of a CompressAI state dict from its keys and shapes."""
+    keys = set(state_dict)
+    if not any(k.startswith("h_a.") for k in keys):
+        return "bmshj2018-factorized"
+    if any(k.startswith("context_prediction.") or k.startswith("entropy_parameters.") for k in keys):
+        raise UnknownModelError(
+            "autoregressive checkpoints (mbt2018, cheng2020) are not supported",
+            hint="use bmshj2018-factorized, bmshj2018-hyperprior or mbt2018-mean weights",
+        )
+    # ScaleHyperprior's h_s ends in M channels, MeanScaleHyperprior's in 2M.
+    hs_last = max(
+        (k for k in keys if k.startswith("h_s.") and k.endswith(".weight")),
+        key=lambda k: int(k.split(".")[1]),
+    )
+    out_ch = state_dict[hs_last].shape[1]  # ConvTranspose/conv weights: [in, out] or [out, in]
+    ga_last = max(
+        (k for k in keys if k.startswith("g_a.") and k.endswith(".weight")),
+        key=lambda k: int(k.split(".")[1]),
+    )
+    m = state_dict[ga_last].shape[0]
+    candidates = {state_dict[hs_last].shape[0], out_ch}
+    return "mbt2018-mean" if 2 * m in candidates else "bmshj2018-hyperprior"
+
+
+def entropy_tables_sha256(net: CompressionModel) -> str:
+    """Fingerprint of every table the rANS coder reads (CDFs, offsets, lengths, scales)."""
+    h = hashlib.sha256()
+    for name, buf in sorted(net.named_buffers()):
+        if any(t in name for t in ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")):
+            h.update(name.encode())
+            h.update(buf.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def build_frozen(arch: Architecture, state_dict: dict[str, torch.Tensor], source: str) -> tuple[CompressionModel, int, int]:
+    """Build the model from weights, freeze it and build its CDF tables once."""
+    import torch
+
+    cls = arch.model_class()
+    try:
+        net = cls.from_state_dict(state_dict)
+    except (RuntimeError, KeyError, IndexError, ValueError) as exc:
+        raise CorruptWeightsError(
+            f"{source} does not match architecture {arch.id}: {str(exc).splitlines()[0]}",
+            hint="check --model, or re-export the checkpoint from that architecture",
+        ) from exc
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    # CDF tables are part of the bitstream contract: build them in a fixed, single-threaded
+    # float context so every process derives the same integers.
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            net.update(force=True)
+    finally:
+        torch.set_num_threads(prev)
+    n = int(state_dict["g_a.0.weight"].shape[0])
+    ga_last = max(
+        (k for k in state_dict if k.startswith("g_a.") and k.endswith(".weight")),
+        key=lambda k: int(k.split(".")[1]),
+    )
+    m = int(state_dict[ga_last].shape[0])
+    return net, n, m
+
+
+def load_state_dict_bytes(data: bytes, source: str) -> dict[str, torch.Tensor]:
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise CorruptWeightsError(
+            f"{source} is not a readable PyTorch checkpoint ({type(exc).__name__})",
+            hint="the file is corrupt or truncated; download or export it again",
+        ) from exc
+    return _unwrap_state_dict(obj, source)
+
+
+def load_model(
+    arch_id: str | None = None,
+    quality: int | None = None,
+    checkpoint: str | None = None,
+    *,
+    expected_sha256: str | None = None,
+    lmbda: float | None = None,
+    device: str | None = None,
+) -> LoadedModel:
+    """Load a model ready for coding.
+
+    With no ``checkpoint`` the shipped weights for ``(arch_id, quality)`` are used (defaults
+    from ``cards.json``). With a ``checkpoint`` (a path, ``file://`` or ``s3://`` URI) the
+    file must be a CompressAI-format state dict; ``arch_id`` is inferred when omitted.
+    """
+    cards = load_cards()
+    card: dict[str, Any] | None = None
+    if checkpoint is None:
+        arch_id = arch_id or cards.get("default_arch")
+        if arch_id is None:
+            raise ModelErrorNoWeights()
+        get_architecture(arch_id)
+        available = shipped_qualities(arch_id)
+        if quality is None:
+            quality = cards.get("default_quality") if arch_id == cards.get("default_arch") else None
+            if quality is None and available:
+                quality = available[len(available) // 2]
+        card = find_card(arch_id, quality) if quality is not None else None
+        if card is None:
+            raise UnknownModelError(
+                f"no shipped weights for {arch_id} q{quality}",
+                hint=(
+                    f"shipped qualities for {arch_id}: {available or 'none'}; "
+                    "or pass --checkpoint PATH with your own CompressAI weights"
+                ),
+            )
+        checkpoint = str(WEIGHTS_DIR / card["file"])
+        expected_sha256 = expected_sha256 or card["sha256"]
+        lmbda = lmbda if lmbda is not None else float(card["lambda"])
+
+    data = _read_bytes(checkpoint)
+    digest = sha256_bytes(data)
+    if expected_sha256 and digest != expected_sha256:
+        raise WeightsMismatchError(
+            f"weights {checkpoint} have sha256 {digest[:16]}…, expected {expected_sha256[:16]}…",
+            hint="the file was modified or is not the one its model card describes; restore it",
+        )
+    state = load_state_dict_bytes(data, checkpoint)
+    if arch_id is None:
+        arch_id = infer_architecture(state)
+    arch = get_architecture(arch_id)
+    if quality is None:
+        quality = 0
+    if lmbda is None:
+        lmbda = zoo_lambda(quality) if quality else 0.0130
+    net, n, m = build_frozen(arch, state, checkpoint)
+    identity = ModelIdentity(
+        arch=arch.id,
+        quality=int(quality),
+        lmbda=float(lmbda),
+        weights_sha256=digest,
+        tables_sha256=entropy_tables_sha256(net),
+    )
+    loaded = LoadedModel(arch, net, identity, n, m, checkpoint, card or {})
+    if device is not None:
+        loaded.to(resolve_device(device))
+    return loaded
+
+
+def ModelErrorNoWeights() -> UnknownModelError:  # noqa: N802 - reads like a raise target
+    return UnknownModelError(
+        "no model given and no shipped default weights are installed",
+        hint="pass --model and --checkpoint, or reinstall relatent with its weights",
+    )
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """``auto`` (or None) picks CUDA when present, else the CPU."""
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available", hint="use --device cpu or auto")
+    return torch.device(device)
+
+
+def random_model(arch_id: str, N: int = 16, M: int = 24, seed: int = 0) -> LoadedModel:  # noqa: N803
+    """A small randomly initialised model for tests of the mechanics (never for quality)."""
+    import torch
+
+    arch = get_architecture(arch_id)
+    torch.manual_seed(seed)
+    net = arch.model_class()(N=N, M=M)
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    data = buf.getvalue()
+    state = load_state_dict_bytes(data, f"<random {arch_id}>")
+    net, n, m = build_frozen(arch, state, f"<random {arch_id}>")
+    identity = ModelIdentity(arch_id, 1, ZOO_LAMBDAS[0], sha256_bytes(data), entropy_tables_sha256(net))
+    return LoadedModel(arch, net, identity, n, m, f"<random {arch_id}>")

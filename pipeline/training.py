@@ -1,0 +1,346 @@
+"""Training of the fixed codec models (the networks refinement later leaves untouched).
+
+The recipe is CompressAI's: loss = lambda * 255^2 * MSE + bpp on random crops with flips,
+Adam on the network parameters, a separate Adam on the entropy bottleneck quantiles
+(the aux loss), gradient clipping, and a learning-rate schedule. A run lives in a folder:
+
+    run_dir/
+      config.json         the TrainConfig the run started with
+      last.pt             full resumable state (weights, both optimisers, RNG states, step)
+      snapshots/step-N.pth   weights only, every ``snapshot_every`` steps (for curves)
+      log.jsonl           one line per ``log_every`` steps: step, loss, bpp, psnr, lr
+
+Running ``train`` again on the same folder resumes from ``last.pt`` and continues the same
+run; the data order after resuming is the one an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import ConfigError, InputError
+from pipeline.models import get_architecture
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".y4m"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run. Frozen: a resumed run must match it."""
+
+    arch: str = "bmshj2018-factorized"
+    N: int = 64  # noqa: N815 - CompressAI's channel names
+    M: int = 96  # noqa: N815
+    lmbda: float = 0.0067
+    data: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    crop: int = 128
+    batch: int = 8
+    lr: float = 1e-3
+    aux_lr: float = 1e-3
+    lr_schedule: str = "cosine"  # "constant" | "cosine"
+    lr_min_ratio: float = 0.05
+    warmup_steps: int = 200
+    total_steps: int = 20000
+    clip: float = 1.0
+    seed: int = 0
+    frames_per_video: int = 32
+    init_from: str | None = None
+    log_every: int = 100
+    checkpoint_every: int = 250
+    snapshot_every: int = 2000
+
+    def validate(self) -> None:
+        get_architecture(self.arch)
+        if self.crop % 64:
+            raise ConfigError(f"crop {self.crop} is not a multiple of 64", hint="use 64, 128, 192 or 256")
+        if self.batch < 1 or self.total_steps < 1:
+            raise ConfigError("batch and total_steps must be positive")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}", hint="use constant or cosine")
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then constant or cosine decay to ``lr_min_ratio * lr``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
+    lo = cfg.lr * cfg.lr_min_ratio
+    return lo + 0.5 * (cfg.lr - lo) * (1 + math.cos(math.pi * t))
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _list_sources(paths: Sequence[str], exclude: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        root = Path(p)
+        if not root.exists():
+            raise InputError(f"training data {p} does not exist", hint="pass a folder of images or videos")
+        candidates = [root] if root.is_file() else sorted(q for q in root.rglob("*") if q.is_file())
+        for q in candidates:
+            if q.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
+                continue
+            if any(part in exclude for part in q.parts):
+                continue
+            files.append(q)
+    if not files:
+        raise InputError(f"no images or videos found under {list(paths)}", hint="check the --data folders")
+    return files
+
+
+def load_training_images(cfg: TrainConfig) -> list[np.ndarray]:
+    """Decode every training image (and ``frames_per_video`` frames per video) to uint8 RGB."""
+    from PIL import Image
+
+    images: list[np.ndarray] = []
+    for f in _list_sources(cfg.data, cfg.exclude):
+        if f.suffix.lower() in IMAGE_SUFFIXES:
+            with Image.open(f) as im:
+                arr = np.asarray(im.convert("RGB"))
+            if min(arr.shape[:2]) >= cfg.crop:
+                images.append(arr)
+        else:
+            from pipeline.frames import probe, read_frames
+
+            info = probe(str(f))
+            step = max(1, info.frame_count // cfg.frames_per_video)
+            for fr in read_frames(str(f), 0, info.frame_count):
+                if fr.index % step == 0 and min(fr.rgb.shape[:2]) >= cfg.crop:
+                    images.append(np.round(fr.rgb * 255).astype(np.uint8))
+    if not images:
+        raise InputError("no training image is at least as large as the crop", hint="lower --crop")
+    return images
+
+
+def batches(images: Sequence[np.ndarray], cfg: TrainConfig, start_step: int) -> Iterator[np.ndarray]:
+    """Random crops with horizontal/vertical flips; batch k depends only on (seed, k)."""
+    step = start_step
+    c = cfg.crop
+    while True:
+        rng = np.random.default_rng([cfg.seed, step])
+        out = np.empty((cfg.batch, c, c, 3), dtype=np.uint8)
+        for i in range(cfg.batch):
+            img = images[rng.integers(len(images))]
+            h, w = img.shape[:2]
+            y, x = rng.integers(0, h - c + 1), rng.integers(0, w - c + 1)
+            crop = img[y : y + c, x : x + c]
+            if rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            if rng.random() < 0.5:
+                crop = crop[::-1]
+            out[i] = crop
+        yield out
+        step += 1
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with tmp.open("wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def rd_loss(net: Any, x: Any, lmbda: float) -> dict[str, Any]:
+    """CompressAI's RateDistortionLoss for MSE: lambda * 255^2 * MSE + bpp."""
+    import torch
+
+    out = net(x)
+    n, _, h, w = x.shape
+    num_pixels = n * h * w
+    bpp = sum(torch.log(lk).sum() for lk in out["likelihoods"].values()) / (-math.log(2) * num_pixels)
+    mse = torch.mean((out["x_hat"] - x) ** 2)
+    loss = lmbda * 255**2 * mse + bpp
+    return {"loss": loss, "bpp": bpp, "mse": mse}
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    max_steps: int | None = None,
+    max_seconds: float | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainState:
+    """Train (or resume) the run in ``run_dir`` until ``total_steps``, ``max_steps`` more
+    steps, or ``max_seconds`` of wall time, whichever comes first."""
+    import torch
+
+    from pipeline.models import load_state_dict_bytes, resolve_device
+
+    cfg.validate()
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    cfg_file = run / "config.json"
+    last = run / "last.pt"
+    dev = resolve_device(device)
+
+    arch = get_architecture(cfg.arch)
+    torch.manual_seed(cfg.seed)
+    net = arch.model_class()(N=cfg.N, M=cfg.M).to(dev)
+    params = [p for n, p in net.named_parameters() if not n.endswith(".quantiles")]
+    aux_params = [p for n, p in net.named_parameters() if n.endswith(".quantiles")]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
+    state = TrainState()
+
+    if last.exists():
+        saved_cfg = json.loads(cfg_file.read_text())
+        mismatched = {
+            k for k in ("arch", "N", "M", "lmbda", "crop", "batch", "seed")
+            if saved_cfg.get(k) != asdict(cfg)[k]
+        }
+        if mismatched:
+            raise ConfigError(
+                f"run {run} was started with different {sorted(mismatched)}",
+                hint="use a new --run-dir, or the same settings to resume",
+            )
+        ckpt = torch.load(last, map_location=dev, weights_only=True)
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        aux_opt.load_state_dict(ckpt["aux_optimizer"])
+        state.step = int(ckpt["step"])
+        torch.set_rng_state(ckpt["torch_rng"])
+    else:
+        if cfg.init_from:
+            with Path(cfg.init_from).open("rb") as f:
+                sd = load_state_dict_bytes(f.read(), cfg.init_from)
+            missing = net.load_state_dict(sd, strict=False)
+            if missing.missing_keys:
+                raise ConfigError(f"--init-from {cfg.init_from} lacks {missing.missing_keys[:3]}")
+        cfg_file.write_text(json.dumps(asdict(cfg), indent=2))
+
+    images = load_training_images(cfg)
+    data = batches(images, cfg, state.step)
+    net.train()
+    t0 = time.monotonic()
+    target = cfg.total_steps if max_steps is None else min(cfg.total_steps, state.step + max_steps)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=target, initial=state.step, unit="step", dynamic_ncols=True)
+    acc: dict[str, float] = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0}
+    n_acc = 0
+
+    def checkpoint() -> None:
+        _atomic_torch_save(
+            {
+                "step": state.step,
+                "model": net.state_dict(),
+                "optimizer": opt.state_dict(),
+                "aux_optimizer": aux_opt.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            },
+            last,
+        )
+
+    try:
+        while state.step < target:
+            if max_seconds is not None and time.monotonic() - t0 > max_seconds:
+                break
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, state.step)
+            x = torch.from_numpy(next(data)).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
+            opt.zero_grad(set_to_none=True)
+            aux_opt.zero_grad(set_to_none=True)
+            out = rd_loss(net, x, cfg.lmbda)
+            out["loss"].backward()
+            if cfg.clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+            opt.step()
+            aux = net.aux_loss()
+            aux.backward()
+            aux_opt.step()
+            state.step += 1
+            for k in ("loss", "bpp", "mse"):
+                acc[k] += out[k].item()
+            acc["aux"] += aux.item()
+            n_acc += 1
+            if bar is not None:
+                bar.update(1)
+            if state.step % cfg.log_every == 0:
+                mse = acc["mse"] / n_acc
+                rec = {
+                    "step": state.step,
+                    "loss": acc["loss"] / n_acc,
+                    "bpp": acc["bpp"] / n_acc,
+                    "psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
+                    "aux": acc["aux"] / n_acc,
+                    "lr": lr_at(cfg, state.step - 1),
+                    "time": time.time(),
+                }
+                with (run / "log.jsonl").open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(rec) + "\n")
+                state.history.append(rec)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{rec['loss']:.3f}", bpp=f"{rec['bpp']:.3f}", psnr=f"{rec['psnr']:.2f}")
+                if on_log:
+                    on_log(rec)
+                acc = dict.fromkeys(acc, 0.0)
+                n_acc = 0
+            if state.step % cfg.checkpoint_every == 0:
+                checkpoint()
+            if cfg.snapshot_every and state.step % cfg.snapshot_every == 0:
+                _atomic_torch_save(net.state_dict(), run / "snapshots" / f"step-{state.step:07d}.pth")
+    finally:
+        if bar is not None:
+            bar.close()
+    checkpoint()
+    return state
+
+
+def export_weights(run_dir: str | Path, out: str | Path, snapshot: str | Path | None = None) -> str:
+    """Write the run's current (or a snapshot's) weights as a CompressAI state dict with
+    built CDF tables; return its sha256."""
+    import io
+
+    import torch
+
+    from pipeline.models import build_frozen, sha256_bytes
+
+    run = Path(run_dir)
+    cfg = json.loads((run / "config.json").read_text())
+    if snapshot is None:
+        sd = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["model"]
+    else:
+        sd = torch.load(snapshot, map_location="cpu", weights_only=True)
+    net, _, _ = build_frozen(get_architecture(cfg["arch"]), sd, str(run))
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    data = buf.getvalue()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(out)
+    return sha256_bytes(data)

@@ -1,0 +1,35 @@
+"""Shared fixtures. Real data lives in ../shared/data relative to the repository root
+(override with RELATENT_DATA); tests that need it skip cleanly when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("RELATENT_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def data_file(*parts: str) -> Path:
+    """Path of a shared data file; skips the calling test when it is missing."""
+    p = DATA_DIR.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"shared data {p} is absent")
+    return p
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        has_cuda = False
+    if has_cuda:
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
