@@ -74,6 +74,175 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- encode
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="architecture id (default: the shipped default)")
+    p.add_argument("--quality", type=int, default=None, help="rate point of the shipped weights")
+    p.add_argument("--checkpoint", default=None, help="CompressAI state dict: path, file:// or s3:// URI")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+
+
+def _add_encode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("encode", help="encode a video or image to an .rlv stream")
+    p.add_argument("src", help="video or still image (path or URI)")
+    p.add_argument("dst", help="output .rlv stream")
+    _add_model_args(p)
+    p.add_argument("--refine", default="campos", choices=["none", "campos"])
+    p.add_argument("--iters", type=int, default=50, help="refinement iterations per frame")
+    p.add_argument("--lr", type=float, default=1e-3, help="refinement step size (Adam)")
+    p.add_argument("--lambda", type=float, default=None, dest="lmbda", help="RD trade-off (default: the model's)")
+    p.add_argument("--tol", type=float, default=1e-3, help="per-frame convergence tolerance (0: run all iterations)")
+    p.add_argument("--batch", type=int, default=4, help="frames refined together")
+    p.add_argument("--start", type=int, default=0, help="first frame")
+    p.add_argument("--end", type=int, default=None, help="end frame (exclusive)")
+    p.add_argument("--max-pixels", type=int, default=None, help="refuse frames larger than this many pixels")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_encode)
+
+
+def _cmd_encode(a: argparse.Namespace) -> int:
+    from pipeline.frames import DEFAULT_MAX_PIXELS, probe
+
+    from pipeline.codec import encode_video
+    from pipeline.models import load_model
+    from pipeline.refine import RefineConfig
+
+    refine = RefineConfig(method=a.refine, iters=a.iters, lr=a.lr, lmbda=a.lmbda, tol=a.tol).validate()
+    model = load_model(a.model, a.quality, a.checkpoint, device=a.device)
+    info = probe(a.src)
+    total = (info.frame_count if a.end is None else a.end) - a.start
+    bar = _progress(total, "encode", a.no_progress)
+    summary = encode_video(
+        a.src, a.dst, model, refine, batch=a.batch, start=a.start, end=a.end,
+        max_pixels=a.max_pixels or DEFAULT_MAX_PIXELS,
+        on_frame=lambda s: bar.update(1) if bar else None,
+    )
+    if bar:
+        bar.close()
+    fr = summary.frames
+    n = len(fr)
+    print(
+        f"{a.dst}: {n} frames, {summary.total_bytes} bytes, "
+        f"{sum(f['bpp'] for f in fr) / n:.4f} bpp, {sum(f['psnr'] for f in fr) / n:.2f} dB PSNR, "
+        f"{sum(f['refined'] for f in fr)}/{n} refined, {summary.seconds:.1f} s "
+        f"({model.identity.describe()})"
+    )
+    return 0
+
+
+def _progress(total: int, desc: str, disabled: bool):  # type: ignore[no-untyped-def]
+    if disabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", dynamic_ncols=True)
+
+
+# --------------------------------------------------------------------------- decode
+
+
+def _add_decode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("decode", help="decode an .rlv stream to .y4m (exact), .mp4/.mkv (viewing) or a PNG folder")
+    p.add_argument("src", help="input .rlv stream")
+    p.add_argument("dst", help="out.y4m, out.mp4, out.mkv, or a folder for PNG frames")
+    p.add_argument("--checkpoint", default=None, help="weights the stream needs, when not shipped")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_decode)
+
+
+def _cmd_decode(a: argparse.Namespace) -> int:
+    from fractions import Fraction
+
+    from pipeline.frames import ColorInfo, write_frames
+
+    from pipeline.bitstream import StreamReader
+    from pipeline.codec import decode_stream
+
+    _set_threads(a.threads)
+    with StreamReader(a.src) as r:
+        header = r.header
+    bar = _progress(header.frame_count, "decode", a.no_progress)
+    pts: list[int] = []
+
+    def frames():  # type: ignore[no-untyped-def]
+        for d in decode_stream(a.src, a.checkpoint, a.device):
+            pts.append(d.pts)
+            if bar:
+                bar.update(1)
+            yield d.rgb
+
+    with StreamReader(a.src) as r:
+        all_pts = [p.pts for p in r]
+    write_frames(
+        a.dst, frames(), frame_rate=Fraction(header.frame_rate), time_base=Fraction(header.time_base),
+        pts=all_pts, color=ColorInfo.from_dict(header.color) if header.color else None,
+    )
+    if bar:
+        bar.close()
+    print(f"{a.dst}: {len(pts)} frames {header.width}x{header.height} @ {header.frame_rate} fps")
+    return 0
+
+
+# --------------------------------------------------------------------------- info
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="show a stream's header, size and quality summary")
+    p.add_argument("src")
+    p.add_argument("--frames", action="store_true", help="print the per-frame table")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(a: argparse.Namespace) -> int:
+    import json
+
+    from pipeline.bitstream import StreamReader
+
+    with StreamReader(a.src) as r:
+        h = r.header
+        stats = r.stats
+        size = r.footer_offset
+    n = len(stats)
+    summary = {
+        "frames": n,
+        "bytes": sum(s["bytes"] for s in stats),
+        "bpp": sum(s["bpp"] for s in stats) / n if n else 0.0,
+        "psnr": sum(s["psnr"] for s in stats) / n if n else 0.0,
+        "psnr_y": sum(s["psnr_y"] for s in stats) / n if n else 0.0,
+        "ms_ssim": sum(s["ms_ssim"] for s in stats) / n if n else 0.0,
+        "refined": sum(bool(s["refined"]) for s in stats),
+    }
+    if a.json:
+        out = {"header": h.to_json(), "summary": summary}
+        if a.frames:
+            out["frames"] = stats
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"stream      {a.src} ({size} bytes before the index)")
+    print(f"model       {h.arch} q{h.quality} lambda {h.lmbda} weights sha256 {h.weights_sha256[:16]}…")
+    print(f"video       {h.width}x{h.height} (coded {h.padded_width}x{h.padded_height}), {h.frame_rate} fps, time base {h.time_base}")
+    print(f"frames      {h.frame_count}")
+    print(f"color       {h.color}")
+    print(f"refinement  {h.refine} (hash {h.refine_hash})")
+    print(
+        f"summary     {summary['bytes']} bytes, {summary['bpp']:.4f} bpp, PSNR {summary['psnr']:.2f} dB "
+        f"(Y {summary['psnr_y']:.2f}), MS-SSIM {summary['ms_ssim']:.4f}, {summary['refined']}/{n} refined"
+    )
+    if a.frames:
+        print(f"{'frame':>6} {'pts':>8} {'bytes':>8} {'bpp':>8} {'psnr':>8} {'ms_ssim':>8} {'rd_before':>10} {'rd_after':>10} {'iters':>6} refined")
+        for s in stats:
+            print(
+                f"{s['index']:>6} {s['pts']:>8} {s['bytes']:>8} {s['bpp']:>8.4f} {s['psnr']:>8.3f} {s['ms_ssim']:>8.5f} "
+                f"{s['rd_before']:>10.5f} {s['rd_after']:>10.5f} {s['iters']:>6} {s['refined']}"
+            )
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -83,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Batch video transcoding with learned image codecs and per-frame latent refinement.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_encode(sub)
+    _add_decode(sub)
+    _add_info(sub)
     _add_train(sub)
     return parser
 

@@ -7,9 +7,10 @@ latent's). :class:`FrameDecoder` turns packets back into 8-bit RGB frames and pr
 the symbols CRC, that it recovered the encoder's latents bit for bit.
 
 Byte determinism: on the CPU every float computation of the encoder runs with one intra-op
-thread (parallelism comes from processes/actors, one per core), so the bytes depend only on
-the input, the model and the config, never on the host's thread count, the batch size or
-the shard layout. On CUDA, cuDNN runs in deterministic mode; byte identity then holds per
+thread and without oneDNN (parallelism comes from processes/actors, one per core), so the
+bytes depend only on
+the input, the model and the config, never on the host's thread count, the batch
+size or the shard layout. On CUDA, cuDNN runs in deterministic mode; byte identity then holds per
 device type.
 """
 
@@ -30,7 +31,7 @@ from pipeline.bitstream import FLAG_REFINED, Packet, StreamHeader, StreamReader,
 from pipeline.entropy import LatentCodec, fixed_threads
 from pipeline.errors import BitstreamError, ConfigError, WeightsMismatchError
 from pipeline.models import PAD_MULTIPLE, LoadedModel, load_cards, load_model
-from pipeline.refine import RefineConfig, refine_latents
+from pipeline.refine import RefineConfig, RefineResult, refine_latents
 
 #: Stats written into the stream (deterministic); ``refine_seconds`` is returned but not stored.
 STREAM_STATS = ("index", "pts", "bytes", "bpp", "psnr", "psnr_y", "ms_ssim", "rd_before", "rd_after", "iters", "refined")
@@ -60,7 +61,10 @@ def to_uint8_frames(x_hat: Tensor, h: int, w: int) -> np.ndarray:
 def deterministic(device: torch.device) -> Iterator[None]:
     """The numerics context of the encoder (see module docstring)."""
     if device.type == "cpu":
-        with fixed_threads(1):
+        # oneDNN picks batch-size-dependent algorithms for small convolutions (measured:
+        # h_a of mbt2018-mean gave different bits for batch 1 and batch 4), so the native
+        # kernels, which are batch-invariant, run the encoder.
+        with fixed_threads(1), torch.backends.mkldnn.flags(enabled=False):
             yield
     else:
         prev = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
@@ -97,6 +101,8 @@ class FrameEncoder:
         self.model = model
         self.codec = LatentCodec(model)
         self.refine = (refine or RefineConfig()).resolved(model.identity.lmbda)
+        #: The refinement result of the last batch (for inspection and tests).
+        self.last_refine: RefineResult | None = None
 
     @property
     def lmbda(self) -> float:
@@ -138,6 +144,7 @@ class FrameEncoder:
                 with torch.enable_grad():
                     res = refine_latents(self.codec, x, lat0, (h, w), list(frame_indices), self.refine)
                 iters, seconds = res.iters, res.seconds
+                self.last_refine = res
                 best = self._candidate(res.latents, refs, frame_indices, pts, FLAG_REFINED)
                 choose = [best.cost[i] < base.cost[i] for i in range(len(rgbs))]
         out = []

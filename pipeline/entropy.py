@@ -156,10 +156,7 @@ class LatentCodec:
         z_hat = eb.quantize(latents["z"], "dequantize", eb._get_medians())
         idx, means = self._index_path(z_hat)
         y = latents["y"].detach().to("cpu", torch.float64)
-        if means is None:
-            y_hat = torch.round(y)
-        else:
-            y_hat = torch.round(y - means) + means
+        y_hat = torch.round(y) if means is None else torch.round(y - means) + means
         return {"y_hat": y_hat.to(self.device, torch.float32), "z_hat": z_hat, "indexes": idx, "means": means}
 
     @torch.no_grad()

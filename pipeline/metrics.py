@@ -55,7 +55,7 @@ def ms_ssim_levels(height: int, width: int, win: int = 11) -> int:
 def ms_ssim(ref: np.ndarray, rec: np.ndarray) -> float:
     """MS-SSIM of two 8-bit RGB images (float64, so the value does not depend on threads)."""
     import torch
-    import torch.nn.functional as F  # noqa: N812
+    import torch.nn.functional as F
     from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 
     h, w = ref.shape[:2]

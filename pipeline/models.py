@@ -349,7 +349,7 @@ def load_model(
     return loaded
 
 
-def ModelErrorNoWeights() -> UnknownModelError:  # noqa: N802 - reads like a raise target
+def ModelErrorNoWeights() -> UnknownModelError:
     return UnknownModelError(
         "no model given and no shipped default weights are installed",
         hint="pass --model and --checkpoint, or reinstall relatent with its weights",
@@ -367,7 +367,7 @@ def resolve_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
-def random_model(arch_id: str, N: int = 16, M: int = 24, seed: int = 0) -> LoadedModel:  # noqa: N803
+def random_model(arch_id: str, N: int = 16, M: int = 24, seed: int = 0) -> LoadedModel:
     """A small randomly initialised model for tests of the mechanics (never for quality)."""
     import torch
 

@@ -39,8 +39,8 @@ class TrainConfig:
     """Everything that defines a training run. Frozen: a resumed run must match it."""
 
     arch: str = "bmshj2018-factorized"
-    N: int = 64  # noqa: N815 - CompressAI's channel names
-    M: int = 96  # noqa: N815
+    N: int = 64
+    M: int = 96
     lmbda: float = 0.0067
     data: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
