@@ -1,0 +1,123 @@
+"""Ray wrappers: the encoder actor and the probe/commit tasks.
+
+The actor loads the model once in ``__init__`` (and warms it up), then encodes shards
+with :class:`cluster.work.ShardEncoder`. It opens the source itself and writes the shard to
+staging; only a :class:`~cluster.work.ShardOutcome` (a few numbers) travels back.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import ray
+
+from cluster.config import ClusterConfig, ModelSpec, actor_device
+from cluster.planning import ModelIdentityLite, ShardSpec, VideoPlan
+from cluster.work import CommitSpec, ShardEncoder, commit_video, prepare_video
+
+_metrics: dict[str, Any] = {}
+
+
+def _counters() -> dict[str, Any]:
+    """Ray metrics (exported by every node's metrics agent for Prometheus to scrape)."""
+    if not _metrics:
+        from ray.util.metrics import Counter
+
+        tags = ("job",)
+        _metrics["frames"] = Counter(
+            "relatent_frames_encoded", description="frames encoded by actors", tag_keys=tags
+        )
+        _metrics["reused"] = Counter(
+            "relatent_frames_reused", description="frames of reused staged shards", tag_keys=tags
+        )
+        _metrics["refine_seconds"] = Counter(
+            "relatent_refine_seconds", description="seconds spent refining latents", tag_keys=tags
+        )
+        _metrics["bytes"] = Counter(
+            "relatent_bytes_written", description="shard bytes written to staging", tag_keys=tags
+        )
+    return _metrics
+
+
+class EncoderActor:
+    """Holds one fixed model; encodes shards on request."""
+
+    def __init__(self, model: ModelSpec, cfg: ClusterConfig, job_id: str = "transcode") -> None:
+        import torch
+
+        from pipeline.models import load_model
+
+        t0 = time.perf_counter()
+        torch.set_num_threads(cfg.torch_threads)  # this actor's own process
+        self.device = actor_device(cfg, torch.cuda.is_available())
+        self.model = load_model(
+            model.arch,
+            model.quality,
+            model.checkpoint,
+            expected_sha256=model.weights_sha256,
+            lmbda=model.lmbda,
+            device=self.device,
+        )
+        try:
+            self.node = ray.get_runtime_context().get_node_id()
+        except Exception:  # pragma: no cover - outside Ray
+            self.node = socket.gethostname()
+        self.job_id = job_id
+        self.encoder = ShardEncoder(self.model, node=self.node)
+        self._warm_up()
+        self.load_seconds = time.perf_counter() - t0
+        self.shards = 0
+
+    def _warm_up(self) -> None:
+        """One tiny encode, so the first real shard does not pay for lazy initialisation."""
+        import numpy as np
+
+        from pipeline.codec import FrameEncoder
+        from pipeline.refine import RefineConfig
+
+        rgb = np.full((64, 64, 3), 0.5, dtype=np.float32)
+        FrameEncoder(self.model, RefineConfig(iters=1, tol=0)).encode([rgb], [0], [0])
+
+    def ready(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "node": self.node,
+            "host": socket.gethostname(),
+            "device": str(self.device),
+            "weights_sha256": self.model.identity.weights_sha256,
+            "load_seconds": round(self.load_seconds, 3),
+        }
+
+    def encode_shard(self, spec: ShardSpec) -> dict[str, Any]:
+        out = self.encoder.encode(spec)
+        self.shards += 1
+        try:
+            m = _counters()
+            tags = {"job": self.job_id}
+            if out.reused:
+                m["reused"].inc(out.frames, tags=tags)
+            else:
+                m["frames"].inc(out.frames, tags=tags)
+                m["refine_seconds"].inc(out.refine_seconds, tags=tags)
+                m["bytes"].inc(out.bytes, tags=tags)
+        except Exception:  # metrics must never fail a shard
+            pass
+        return out.to_dict()
+
+
+RemoteEncoderActor = ray.remote(EncoderActor)
+
+
+def _prepare(source: str, out: str, ident: ModelIdentityLite, refine: Any) -> VideoPlan:
+    return prepare_video(source, out, ident, refine)
+
+
+def _commit(spec: CommitSpec) -> dict[str, Any]:
+    return commit_video(spec)
+
+
+prepare_task = ray.remote(_prepare)
+commit_task = ray.remote(_commit)

@@ -1,0 +1,202 @@
+"""Configuration of a distributed transcode job, and the plain functions that turn it into
+Ray resource arguments.
+
+Everything here is a frozen dataclass with validated fields, so a job is a value: it can be
+logged, hashed and shipped to Ray workers. No Ray import happens in this module, so the
+resource mapping is unit-tested without a cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.refine import RefineConfig
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model the actors load. ``None`` fields mean the shipped defaults.
+
+    Attributes:
+        arch: architecture id (``bmshj2018-factorized``, ...); inferred from a checkpoint.
+        quality: rate point of the shipped weights (or the quality recorded for a checkpoint).
+        checkpoint: a CompressAI state dict (path, ``file://`` or ``s3://`` URI).
+        weights_sha256: when set, actors refuse weights with another digest (the driver
+            fills it in after loading the model once, so every actor provably runs the same
+            weights).
+        lmbda: the model's training lambda as resolved by the driver.
+    """
+
+    arch: str | None = None
+    quality: int | None = None
+    checkpoint: str | None = None
+    weights_sha256: str | None = None
+    lmbda: float | None = None
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """How the actor pool is shaped and how hard the driver tries.
+
+    Attributes:
+        actors: number of encoder actors (one pool for every video of the job).
+        cpus_per_actor: Ray ``num_cpus`` of an actor (one core per actor: the encoder runs
+            one torch thread for byte determinism, parallelism comes from actors).
+        gpus_per_actor: Ray ``num_gpus`` of an actor; fractions share a GPU (0.25 = four
+            actors per GPU). 0 means CPU actors.
+        memory_per_actor: Ray ``memory`` reservation in bytes (0: none).
+        max_inflight: shard tasks queued on one actor at a time (>= 2 keeps an actor busy
+            while the driver hands out the next shard; a small bound keeps memory flat).
+        max_attempts: attempts per shard (actor deaths and transient errors) before its
+            video fails.
+        max_replacements: how many replacement actors the driver may start in total after
+            actor deaths (node loss, OOM kills, crashes).
+        actor_start_timeout: seconds the driver waits for at least one actor to be ready
+            (model loaded) before giving up on the job's remaining videos.
+        torch_threads: intra-op threads of an actor's torch (the encoder itself forces 1).
+        device: ``auto`` (CUDA when the actor has a GPU), ``cpu`` or ``cuda``.
+        prepare_inflight: videos probed concurrently (probe tasks read the source's packets).
+        commit_inflight: videos committed concurrently.
+    """
+
+    actors: int = 2
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    memory_per_actor: int = 0
+    max_inflight: int = 2
+    max_attempts: int = 3
+    max_replacements: int = 8
+    actor_start_timeout: float = 600.0
+    torch_threads: int = 1
+    device: str = "auto"
+    prepare_inflight: int = 4
+    commit_inflight: int = 4
+
+    def validate(self) -> ClusterConfig:
+        if self.actors < 1:
+            raise ConfigError(f"--actors {self.actors} must be at least 1", hint="use 1 or more")
+        if self.cpus_per_actor < 0 or self.gpus_per_actor < 0 or self.memory_per_actor < 0:
+            raise ConfigError(
+                "actor resources must not be negative",
+                hint="check --gpus-per-actor / --cpus-per-actor",
+            )
+        if self.gpus_per_actor > 1 and self.gpus_per_actor != int(self.gpus_per_actor):
+            raise ConfigError(
+                f"--gpus-per-actor {self.gpus_per_actor}: above 1 it must be a whole number",
+                hint="Ray only allows fractional GPUs below 1 (e.g. 0.25, 0.5, 1, 2)",
+            )
+        if self.max_inflight < 1:
+            raise ConfigError(
+                f"--max-inflight {self.max_inflight} must be at least 1", hint="2 is a good value"
+            )
+        if self.max_attempts < 1:
+            raise ConfigError(f"max_attempts {self.max_attempts} must be at least 1")
+        if self.max_replacements < 0 or self.actor_start_timeout <= 0:
+            raise ConfigError("max_replacements must be >= 0 and actor_start_timeout > 0")
+        if self.torch_threads < 1:
+            raise ConfigError(f"torch_threads {self.torch_threads} must be at least 1")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"device {self.device!r} is unknown", hint="use auto, cpu or cuda")
+        if self.prepare_inflight < 1 or self.commit_inflight < 1:
+            raise ConfigError("prepare_inflight and commit_inflight must be at least 1")
+        return self
+
+    @property
+    def slots(self) -> int:
+        """Shard tasks the whole pool holds at once."""
+        return self.actors * self.max_inflight
+
+
+@dataclass(frozen=True)
+class TranscodeJob:
+    """One distributed transcode: every source in ``sources`` becomes a stream + manifest
+    under ``out``.
+
+    Attributes:
+        sources: video URIs (local paths, ``file://`` or ``s3://``).
+        out: output prefix (local folder, ``file://`` or ``s3://`` prefix).
+        model: the model the actors load.
+        refine: refinement settings (its resolved form is hashed into the output keys).
+        shard_frames: target frames per shard.
+        keyframe_slack: a cut may move by up to this fraction of ``shard_frames`` to land on
+            a keyframe (so each shard decodes from its own keyframe).
+        batch: frames refined together inside an actor (does not change the bytes).
+        cluster: the actor pool.
+        job_id: free-form label used in logs and metric tags.
+    """
+
+    sources: tuple[str, ...]
+    out: str
+    model: ModelSpec = field(default_factory=ModelSpec)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    shard_frames: int = 32
+    keyframe_slack: float = 0.5
+    batch: int = 4
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    job_id: str = "transcode"
+
+    def validate(self) -> TranscodeJob:
+        if not self.sources:
+            raise ConfigError("no sources given", hint="pass one or more video paths or URIs")
+        if len(set(self.sources)) != len(self.sources):
+            raise ConfigError(
+                "the same source is listed twice", hint="list every video once per job"
+            )
+        if not self.out:
+            raise ConfigError("--out is empty", hint="pass an output folder or s3:// prefix")
+        if self.shard_frames < 1:
+            raise ConfigError(
+                f"--shard-frames {self.shard_frames} must be at least 1", hint="e.g. 32"
+            )
+        if not 0 <= self.keyframe_slack < 1:
+            raise ConfigError(f"keyframe_slack {self.keyframe_slack} must be in [0, 1)")
+        if self.batch < 1:
+            raise ConfigError(f"batch {self.batch} must be at least 1")
+        self.refine.validate()
+        self.cluster.validate()
+        return self
+
+
+def actor_options(cfg: ClusterConfig) -> dict[str, Any]:
+    """Ray ``.options(...)`` of an encoder actor.
+
+    ``max_restarts`` stays 0: the driver replaces dead actors itself (a replacement can land
+    on any live node, and in-flight shards are requeued by the driver with bounded
+    attempts). ``max_task_retries`` stays 0 for the same reason: retries are the driver's
+    decision, not Ray's silent at-least-once. Shard work is idempotent anyway.
+    """
+    cfg.validate()
+    opts: dict[str, Any] = {
+        "num_cpus": cfg.cpus_per_actor,
+        "max_restarts": 0,
+        "max_task_retries": 0,
+        "max_concurrency": 1,
+    }
+    if cfg.gpus_per_actor:
+        opts["num_gpus"] = cfg.gpus_per_actor
+    if cfg.memory_per_actor:
+        opts["memory"] = cfg.memory_per_actor
+    return opts
+
+
+def helper_task_options() -> dict[str, Any]:
+    """Ray ``.options(...)`` of the probe and commit tasks: I/O-bound, so they take no CPU
+    slot (the actors hold the cores) and are retried by Ray if their worker dies (they are
+    idempotent)."""
+    return {"num_cpus": 0, "max_retries": 2}
+
+
+def actor_device(cfg: ClusterConfig, cuda_available: bool) -> str:
+    """The torch device an actor uses: CUDA only when it reserved a GPU and one is there."""
+    if cfg.device == "cpu":
+        return "cpu"
+    if cfg.device.startswith("cuda"):
+        if not cuda_available:
+            raise ConfigError(
+                f"device {cfg.device!r} requested but the actor sees no CUDA device",
+                hint="use --gpus-per-actor > 0 on a GPU node, or device auto/cpu",
+            )
+        return cfg.device
+    return "cuda" if cfg.gpus_per_actor > 0 and cuda_available else "cpu"

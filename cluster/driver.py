@@ -1,0 +1,557 @@
+"""The driver: plans videos, feeds shards to one pool of encoder actors, commits videos.
+
+It assumes Ray is already initialised (``ray.init`` belongs to :mod:`jobs`). The loop::
+
+    probe tasks (bounded) -> shard specs queue -> actors (<= max_inflight each)
+                                   ^                        |
+                                   +-- requeue on failure --+--> all shards of a video done
+                                                                  -> commit task -> manifest
+
+* One pool serves every video; shards of many videos are in flight at once.
+* Fault tolerance is the driver's: a shard whose actor died (``RayActorError``: crash,
+  SIGKILL, OOM, node loss) is requeued at the front, preferably onto another actor, and the
+  dead actor is replaced (up to ``max_replacements``). After ``max_attempts`` a shard's
+  video fails - recorded in ``_errors/<id>.json`` and the report - while the others go on.
+  Input, model and config errors are deterministic: their video fails at once.
+* Only small things cross the object store: shard specs one way, shard outcomes back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import ray
+
+from cluster.actor import RemoteEncoderActor, commit_task, prepare_task
+from cluster.config import ModelSpec, TranscodeJob, actor_options, helper_task_options
+from cluster.planning import ModelIdentityLite, OutputPaths, ShardSpec, VideoPlan, video_id
+from cluster.work import CommitSpec, record_error
+from pipeline.errors import (
+    ConfigError,
+    ModelError,
+    RelatentError,
+    StorageError,
+)
+
+log = logging.getLogger("relatent.cluster")
+
+EventHook = Callable[[str, dict[str, Any]], None]
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class VideoResult:
+    """The outcome of one source (the rows of the final summary table)."""
+
+    source: str
+    video_id: str
+    status: str = "pending"  # pending, encoding, committing, committed, skipped, failed
+    frames: int = 0
+    shards: int = 0
+    shards_done: int = 0
+    shards_reused: int = 0
+    frames_encoded: int = 0
+    retries: int = 0
+    stream_bytes: int = 0
+    bpp: float = 0.0
+    psnr: float = 0.0
+    refine_seconds: float = 0.0
+    stream: str = ""
+    manifest: str = ""
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class JobReport:
+    job_id: str
+    videos: list[VideoResult]
+    seconds: float = 0.0
+    frames_encoded: int = 0
+    frames_reused: int = 0
+    shards_encoded: int = 0
+    shards_reused: int = 0
+    shard_retries: int = 0
+    actor_deaths: int = 0
+    actors_started: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return all(v.status in ("committed", "skipped") for v in self.videos)
+
+    @property
+    def failed(self) -> list[VideoResult]:
+        return [v for v in self.videos if v.status == "failed"]
+
+    @property
+    def fps(self) -> float:
+        return self.frames_encoded / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ok"] = self.ok
+        d["fps"] = self.fps
+        return d
+
+    def table(self) -> str:
+        """The final summary table (plain text)."""
+        head = [
+            "video",
+            "status",
+            "frames",
+            "shards",
+            "reused",
+            "retries",
+            "bytes",
+            "bpp",
+            "PSNR",
+            "s",
+        ]
+        rows = [head]
+        for v in self.videos:
+            rows.append([
+                v.video_id, v.status, str(v.frames), str(v.shards), str(v.shards_reused),
+                str(v.retries), str(v.stream_bytes), f"{v.bpp:.4f}", f"{v.psnr:.2f}",
+                f"{v.seconds:.1f}",
+            ])  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        ok = sum(v.status in ("committed", "skipped") for v in self.videos)
+        lines.append(
+            f"{ok}/{len(self.videos)} videos done, {len(self.failed)} failed; "
+            f"{self.frames_encoded} frames encoded ({self.fps:.2f} frames/s), "
+            f"{self.frames_reused} reused from staging; {self.shard_retries} shard retries, "
+            f"{self.actor_deaths} actor deaths; {self.seconds:.1f} s"
+        )
+        for v in self.failed:
+            lines.append(f"FAILED {v.video_id} ({v.source}): {v.error}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- internals
+
+
+@dataclass(eq=False)
+class _Actor:
+    n: int
+    handle: Any
+    ready: bool = False
+    dead: bool = False
+    inflight: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Video:
+    result: VideoResult
+    paths: OutputPaths
+    plan: VideoPlan | None = None
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+    t0: float = field(default_factory=time.monotonic)
+
+    @property
+    def closed(self) -> bool:
+        return self.result.status in ("committed", "skipped", "failed")
+
+
+@dataclass(eq=False)
+class _ShardTask:
+    video: _Video
+    spec: ShardSpec
+    attempts: int = 0
+    avoid: set[int] = field(default_factory=set)
+    actor: _Actor | None = None
+
+
+def _cause(exc: BaseException) -> BaseException:
+    return getattr(exc, "cause", None) or exc
+
+
+def _is_deterministic(exc: BaseException) -> bool:
+    """Errors that a retry cannot fix: bad input, model, config or bitstream."""
+    cause = _cause(exc)
+    return isinstance(cause, RelatentError) and not isinstance(cause, StorageError)
+
+
+def _message(exc: BaseException) -> str:
+    cause = _cause(exc)
+    if isinstance(cause, RelatentError):
+        return str(cause)
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}"
+
+
+class Driver:
+    """Runs one :class:`TranscodeJob` on the connected Ray cluster."""
+
+    def __init__(
+        self,
+        job: TranscodeJob,
+        *,
+        on_event: EventHook | None = None,
+        progress: bool = False,
+        poll_seconds: float = 0.5,
+    ) -> None:
+        self.job = job.validate()
+        self.cfg = job.cluster
+        self.on_event = on_event
+        self.progress = progress
+        self.poll = poll_seconds
+        self.actors: list[_Actor] = []
+        self.refs: dict[Any, tuple[str, Any]] = {}
+        self.queue: deque[_ShardTask] = deque()
+        self.commits: deque[_Video] = deque()
+        self.videos: list[_Video] = []
+        self.report = JobReport(job.job_id, [])
+        self._bar: Any = None
+        self._actor_change = time.monotonic()
+        self._fatal: str | None = None
+
+    # -------------------------------------------------------------- helpers
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        fields = {"job": self.job.job_id, **fields}
+        log.info(json.dumps({"event": event, **fields}, default=str, sort_keys=True))
+        if self.on_event is not None:
+            self.on_event(event, fields)
+
+    def _resolve_model(self) -> tuple[ModelSpec, ModelIdentityLite]:
+        from cluster.work import identity_of
+        from pipeline.models import load_model
+
+        spec = self.job.model
+        model = load_model(
+            spec.arch, spec.quality, spec.checkpoint, expected_sha256=spec.weights_sha256,
+            lmbda=spec.lmbda, device="cpu",
+        )  # fmt: skip
+        ident = identity_of(model)
+        pinned = replace(
+            spec, arch=ident.arch, quality=ident.quality, weights_sha256=ident.weights_sha256,
+            lmbda=ident.lmbda,
+        )  # fmt: skip
+        return pinned, ident
+
+    def _spawn(self) -> None:
+        n = self.report.actors_started
+        self.report.actors_started += 1
+        handle = RemoteEncoderActor.options(**actor_options(self.cfg)).remote(
+            self.model_spec, self.cfg, self.job.job_id
+        )
+        actor = _Actor(n, handle)
+        self.actors.append(actor)
+        self.refs[handle.ready.remote()] = ("ready", actor)
+        self._actor_change = time.monotonic()
+        self._emit("actor_started", actor=n)
+
+    def _actor_lost(self, actor: _Actor, why: str) -> None:
+        if actor.dead:
+            return
+        actor.dead = True
+        actor.ready = False
+        self.report.actor_deaths += 1
+        with contextlib.suppress(Exception):
+            ray.kill(actor.handle, no_restart=True)
+        self._emit("actor_died", actor=actor.n, error=why, **actor.info)
+        replacements = self.report.actors_started - self.cfg.actors
+        if replacements < self.cfg.max_replacements:
+            self._spawn()
+        self._actor_change = time.monotonic()
+
+    def _live(self) -> list[_Actor]:
+        return [a for a in self.actors if a.ready and not a.dead]
+
+    def _fail_video(self, video: _Video, error: str | BaseException) -> None:
+        if video.closed:
+            return
+        res = video.result
+        res.status = "failed"
+        res.error = _message(error) if isinstance(error, BaseException) else error
+        res.seconds = time.monotonic() - video.t0
+        record_error(
+            video.paths,
+            res.source,
+            error if isinstance(error, BaseException) else RuntimeError(error),
+            self.job.job_id,
+        )
+        self._emit("video_failed", video=res.video_id, source=res.source, error=res.error)
+        self._tick(0)
+
+    def _tick(self, frames: int) -> None:
+        if self._bar is None:
+            return
+        done = sum(v.closed for v in self.videos)
+        self._bar.set_postfix_str(f"videos {done}/{len(self.job.sources)}", refresh=False)
+        self._bar.update(frames)
+
+    # -------------------------------------------------------------- phases
+
+    def _submit_prepares(self, pending: deque[str]) -> None:
+        inflight = sum(1 for k, _ in self.refs.values() if k == "prepare")
+        while (
+            pending
+            and inflight < self.cfg.prepare_inflight
+            and len(self.queue) < 2 * self.cfg.slots
+        ):
+            source = pending.popleft()
+            vid = video_id(source, self.ident, self.refine)
+            video = _Video(VideoResult(source, vid), OutputPaths.for_video(self.job.out, vid))
+            self.videos.append(video)
+            self.report.videos.append(video.result)
+            ref = prepare_task.options(**helper_task_options()).remote(
+                source, self.job.out, self.ident, self.refine
+            )
+            self.refs[ref] = ("prepare", video)
+            inflight += 1
+
+    def _on_prepared(self, video: _Video, plan: VideoPlan) -> None:
+        res = video.result
+        video.plan = plan
+        res.frames = plan.frame_count
+        res.stream, res.manifest = plan.paths.stream, plan.paths.manifest
+        if plan.skipped:
+            s = plan.summary or {}
+            res.status = "skipped"
+            res.stream_bytes = int(s.get("stream_bytes", 0))
+            res.bpp = float(s.get("totals", {}).get("bpp", 0.0))
+            res.psnr = float(s.get("totals", {}).get("psnr", 0.0))
+            res.seconds = time.monotonic() - video.t0
+            self._emit("video_skipped", video=res.video_id, reason="committed manifest matches")
+            self._tick(0)
+            return
+        specs = plan.shards(
+            self.job.shard_frames, self.job.keyframe_slack, self.refine,
+            self.ident.weights_sha256, self.job.batch,
+        )  # fmt: skip
+        video.ranges = [(s.start, s.end) for s in specs]
+        res.shards = len(specs)
+        res.status = "encoding"
+        self.queue.extend(_ShardTask(video, s) for s in specs)
+        if self._bar is not None:
+            self._bar.total = (self._bar.total or 0) + plan.frame_count
+            self._bar.refresh()
+        self._emit("video_planned", video=res.video_id, frames=plan.frame_count, shards=len(specs))
+
+    def _dispatch(self) -> None:
+        live = self._live()
+        while self.queue and live:
+            task = self.queue[0]
+            if task.video.closed:
+                self.queue.popleft()
+                continue
+            free = [a for a in live if a.inflight < self.cfg.max_inflight]
+            if not free:
+                return
+            pref = [a for a in free if a.n not in task.avoid] or free
+            actor = min(pref, key=lambda a: (a.inflight, a.n))
+            self.queue.popleft()
+            task.actor = actor
+            actor.inflight += 1
+            self.refs[actor.handle.encode_shard.remote(task.spec)] = ("shard", task)
+
+    def _on_shard(self, task: _ShardTask, out: dict[str, Any]) -> None:
+        video, res = task.video, task.video.result
+        if video.closed:
+            return
+        res.shards_done += 1
+        res.refine_seconds += float(out["refine_seconds"])
+        frames = int(out["end"]) - int(out["start"])
+        if out["reused"]:
+            res.shards_reused += 1
+            self.report.shards_reused += 1
+            self.report.frames_reused += frames
+        else:
+            res.frames_encoded += frames
+            self.report.shards_encoded += 1
+            self.report.frames_encoded += frames
+        self._emit(
+            "shard_done", video=res.video_id, shard=task.spec.index, start=task.spec.start,
+            end=task.spec.end, reused=out["reused"], node=out["node"], pid=out["pid"],
+            seconds=round(out["seconds"], 3), attempt=task.attempts + 1,
+        )  # fmt: skip
+        self._tick(frames)
+        if res.shards_done == res.shards:
+            res.status = "committing"
+            self.commits.append(video)
+
+    def _on_shard_error(self, task: _ShardTask, exc: BaseException) -> None:
+        video = task.video
+        actor = task.actor
+        if isinstance(exc, ray.exceptions.RayActorError) and actor is not None:
+            self._actor_lost(actor, _message(exc))
+        if video.closed:
+            return
+        if _is_deterministic(exc):
+            self._fail_video(video, exc)
+            return
+        task.attempts += 1
+        self.report.shard_retries += 1
+        video.result.retries += 1
+        if task.attempts >= self.cfg.max_attempts:
+            self._fail_video(
+                video,
+                f"shard {task.spec.start}..{task.spec.end} failed {task.attempts} times, "
+                f"last: {_message(exc)}",
+            )
+            return
+        if actor is not None:
+            task.avoid.add(actor.n)
+        task.actor = None
+        self.queue.appendleft(task)
+        self._emit(
+            "shard_retry", video=video.result.video_id, shard=task.spec.index,
+            attempt=task.attempts + 1, error=_message(exc),
+        )  # fmt: skip
+
+    def _submit_commits(self) -> None:
+        inflight = sum(1 for k, _ in self.refs.values() if k == "commit")
+        while self.commits and inflight < self.cfg.commit_inflight:
+            video = self.commits.popleft()
+            if video.closed or video.plan is None:
+                continue
+            spec = CommitSpec(
+                video.plan, tuple(video.ranges), self.ident, self.refine, self.job.job_id
+            )
+            self.refs[commit_task.options(**helper_task_options()).remote(spec)] = ("commit", video)
+            inflight += 1
+
+    def _on_committed(self, video: _Video, summary: dict[str, Any]) -> None:
+        res = video.result
+        res.status = "committed"
+        res.stream_bytes = int(summary["stream_bytes"])
+        res.bpp = float(summary["totals"]["bpp"])
+        res.psnr = float(summary["totals"]["psnr"])
+        res.seconds = time.monotonic() - video.t0
+        self._emit(
+            "video_committed", video=res.video_id, stream=res.stream, manifest=res.manifest,
+            bytes=res.stream_bytes, frames=res.frames, reused_shards=res.shards_reused,
+        )  # fmt: skip
+        self._tick(0)
+
+    def _handle(self, ref: Any) -> None:
+        kind, obj = self.refs.pop(ref)
+        try:
+            value = ray.get(ref)
+        except Exception as exc:
+            if kind == "ready":
+                if isinstance(exc, ray.exceptions.RayActorError) or not _is_deterministic(exc):
+                    self._actor_lost(obj, _message(exc))
+                else:  # the model cannot load: every actor would fail the same way
+                    self._fatal = f"encoder actors cannot start: {_message(exc)}"
+                    obj.dead = True
+                return
+            if kind == "shard":
+                if obj.actor is not None:
+                    obj.actor.inflight -= 1
+                self._on_shard_error(obj, exc)
+            else:  # prepare or commit
+                self._fail_video(obj, exc)
+            return
+        if kind == "ready":
+            obj.ready, obj.info = True, value
+            self._actor_change = time.monotonic()
+            self._emit("actor_ready", actor=obj.n, **value)
+        elif kind == "prepare":
+            self._on_prepared(obj, value)
+        elif kind == "shard":
+            obj.actor.inflight -= 1
+            self._on_shard(obj, value)
+        elif kind == "commit":
+            self._on_committed(obj, value)
+
+    def _check_stuck(self) -> None:
+        if self._fatal is None and not self.queue:
+            return
+        alive = [a for a in self.actors if not a.dead]
+        waited = time.monotonic() - self._actor_change
+        reason = self._fatal
+        if reason is None and not alive:
+            reason = "every encoder actor died and the replacement budget is spent"
+        elif reason is None and not self._live() and waited > self.cfg.actor_start_timeout:
+            reason = (
+                f"no encoder actor became ready within {self.cfg.actor_start_timeout:.0f} s "
+                "(the cluster may lack the CPUs/GPUs the actors request)"
+            )
+        if reason is None:
+            return
+        for video in self.videos:
+            if video.result.status in ("pending", "encoding"):
+                self._fail_video(video, reason)
+        self.queue.clear()
+
+    # -------------------------------------------------------------- run
+
+    def run(self) -> JobReport:
+        t0 = time.monotonic()
+        self.model_spec, self.ident = self._resolve_model()
+        from pipeline.refine import RefineConfig
+
+        self.refine: RefineConfig = self.job.refine.resolved(self.ident.lmbda)
+        if self.job.cluster.gpus_per_actor > 0:
+            gpus = ray.cluster_resources().get("GPU", 0)
+            if gpus <= 0:
+                raise ConfigError(
+                    f"--gpus-per-actor {self.cfg.gpus_per_actor} but the cluster has no GPUs",
+                    hint="use --gpus-per-actor 0 for CPU actors, or join a cluster with GPUs",
+                )
+        if self.progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=0, unit="frame", desc=self.job.job_id, dynamic_ncols=True)
+        self._emit("job_started", sources=len(self.job.sources), actors=self.cfg.actors)
+        pending = deque(self.job.sources)
+        try:
+            for _ in range(self.cfg.actors):
+                self._spawn()
+            while True:
+                self._submit_prepares(pending)
+                self._dispatch()
+                self._submit_commits()
+                self._check_stuck()
+                if (
+                    not pending
+                    and not self.queue
+                    and not self.commits
+                    and not any(k != "ready" for k, _ in self.refs.values())
+                ):
+                    break
+                ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=self.poll)
+                if ready:
+                    more, _ = ray.wait(list(self.refs), num_returns=len(self.refs), timeout=0)
+                    for ref in {*ready, *more}:
+                        self._handle(ref)
+        finally:
+            for a in self.actors:
+                with contextlib.suppress(Exception):
+                    ray.kill(a.handle, no_restart=True)
+            if self._bar is not None:
+                self._bar.close()
+        self.report.seconds = time.monotonic() - t0
+        self._emit(
+            "job_finished", ok=self.report.ok, seconds=round(self.report.seconds, 3),
+            frames_encoded=self.report.frames_encoded, failed=len(self.report.failed),
+        )  # fmt: skip
+        return self.report
+
+
+def run_job(
+    job: TranscodeJob, *, on_event: EventHook | None = None, progress: bool = False
+) -> JobReport:
+    """Run ``job`` on the Ray cluster this process is connected to."""
+    if not ray.is_initialized():
+        raise ConfigError(
+            "Ray is not initialised", hint="call ray.init() first (jobs.transcode does it)"
+        )
+    return Driver(job, on_event=on_event, progress=progress).run()
+
+
+__all__ = ["Driver", "JobReport", "ModelError", "VideoResult", "run_job"]

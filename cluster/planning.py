@@ -1,0 +1,256 @@
+"""Shard planning: deterministic output keys, staging layout and frame-range cuts.
+
+Layout under the job's ``out`` prefix (``<id>`` = ``<source stem>-<12 hex key>``)::
+
+    <out>/<id>.rlv                              the committed stream
+    <out>/<id>.manifest.parquet                 the commit record (written last)
+    <out>/_errors/<id>.json                     why the last attempt at <id> failed
+    <out>/_staging/<id>/<fp>/probe.json         VideoInfo of the source (frame pts, keyframes)
+    <out>/_staging/<id>/<fp>/shard-<s>-<e>.rlvs packets of frames [s, e) (shard 0: header first)
+    <out>/_staging/<id>/<fp>/shard-<s>-<e>.json sidecar: sha256, packet lengths, frame stats
+    <out>/_staging/<id>/<fp>/footer.bin         index + stats + trailer, made at commit
+
+The key is a digest of (source URI, model weights and tables, resolved refine config,
+container version), so the same job always writes the same names. ``fp`` adds the source's
+ETag/version, so staged shards of an older version of a source are never reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import posixpath
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cluster.config import ModelSpec
+from pipeline import storage
+from pipeline.bitstream import VERSION as STREAM_VERSION
+from pipeline.errors import ConfigError, EmptySourceError
+from pipeline.refine import RefineConfig
+
+STAGING_DIR = "_staging"
+ERRORS_DIR = "_errors"
+SHARD_SUFFIX = ".rlvs"
+SIDECAR_FORMAT = "relatent-shard/1"
+MANIFEST_FORMAT = "relatent-manifest/1"
+
+
+def _digest(obj: Any, n: int = 12) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def source_stem(uri: str) -> str:
+    """A safe, readable name for a source: its file name without the extension."""
+    name = posixpath.basename(uri.rstrip("/")) or "video"
+    stem = name.rsplit(".", 1)[0] if "." in name[1:] else name
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "video"
+    return stem[:80]
+
+
+@dataclass(frozen=True)
+class ModelIdentityLite:
+    """The parts of :class:`pipeline.models.ModelIdentity` that name an output."""
+
+    arch: str
+    quality: int
+    lmbda: float
+    weights_sha256: str
+    tables_sha256: str
+
+
+def output_key(source: str, model: ModelIdentityLite, refine: RefineConfig) -> str:
+    """12 hex digits from (source, model, resolved config, container version)."""
+    return _digest(
+        {
+            "source": source,
+            "arch": model.arch,
+            "quality": model.quality,
+            "lmbda": model.lmbda,
+            "weights": model.weights_sha256,
+            "tables": model.tables_sha256,
+            "refine": refine.hash(),
+            "container": STREAM_VERSION,
+        }
+    )
+
+
+def video_id(source: str, model: ModelIdentityLite, refine: RefineConfig) -> str:
+    return f"{source_stem(source)}-{output_key(source, model, refine)}"
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where one video's outputs and staging live."""
+
+    video_id: str
+    stream: str
+    manifest: str
+    error: str
+    staging_root: str  # every staging object of this video (all source versions)
+
+    @classmethod
+    def for_video(cls, out: str, vid: str) -> OutputPaths:
+        return cls(
+            video_id=vid,
+            stream=storage.join(out, f"{vid}.rlv"),
+            manifest=storage.join(out, f"{vid}.manifest.parquet"),
+            error=storage.join(out, ERRORS_DIR, f"{vid}.json"),
+            staging_root=storage.join(out, STAGING_DIR, vid) + "/",
+        )
+
+    def staging(self, fingerprint: str) -> str:
+        return storage.join(self.staging_root, fingerprint) + "/"
+
+
+def staging_fingerprint(key: str, etag: str, version: str | None) -> str:
+    return _digest({"key": key, "etag": etag, "version": version})
+
+
+def shard_uri(staging: str, start: int, end: int) -> str:
+    return storage.join(staging, f"shard-{start:09d}-{end:09d}{SHARD_SUFFIX}")
+
+
+def sidecar_uri(staging: str, start: int, end: int) -> str:
+    return storage.join(staging, f"shard-{start:09d}-{end:09d}.json")
+
+
+def probe_uri(staging: str) -> str:
+    return storage.join(staging, "probe.json")
+
+
+def footer_uri(staging: str) -> str:
+    return storage.join(staging, "footer.bin")
+
+
+# --------------------------------------------------------------------------- cuts
+
+
+def plan_ranges(
+    frame_count: int, keyframes: Sequence[int], shard_frames: int, slack: float = 0.5
+) -> list[tuple[int, int]]:
+    """Cut ``[0, frame_count)`` into shards of about ``shard_frames`` frames.
+
+    Each cut aims at ``previous cut + shard_frames``; if a keyframe lies within
+    ``slack * shard_frames`` of that target the cut moves to the nearest such keyframe (ties:
+    the earlier one), so the shard decodes from its own keyframe. Without a keyframe in
+    reach the cut stays on target (the actor then decodes from the previous keyframe and
+    discards the frames before its range). The last shard takes the remainder and may be up
+    to ``(1 + slack) * shard_frames`` long, so no tiny tail shard is made.
+    """
+    if frame_count < 1:
+        raise EmptySourceError(
+            "the video has no frames", hint="check the source; it decodes to zero frames"
+        )
+    if shard_frames < 1:
+        raise ConfigError(f"shard_frames {shard_frames} must be at least 1")
+    kf = sorted({int(k) for k in keyframes if 0 < int(k) < frame_count})
+    lo_off = max(1, math.ceil(shard_frames * (1 - slack)))
+    hi_off = max(shard_frames, math.floor(shard_frames * (1 + slack)))
+    cuts = [0]
+    while frame_count - cuts[-1] > hi_off:
+        prev = cuts[-1]
+        target = prev + shard_frames
+        near = [k for k in kf if prev + lo_off <= k <= prev + hi_off]
+        cuts.append(min(near, key=lambda k: (abs(k - target), k)) if near else target)
+    cuts.append(frame_count)
+    return list(itertools.pairwise(cuts))
+
+
+# --------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """Everything an actor needs for one shard - and nothing heavy: no frames, no pts list
+    (the actor reads the probe result from ``probe``)."""
+
+    video_id: str
+    source: str
+    source_etag: str
+    source_version: str | None
+    probe: str
+    staging: str
+    fingerprint: str
+    index: int
+    start: int
+    end: int
+    frame_count: int
+    refine: RefineConfig  # resolved (lmbda filled in)
+    model_sha256: str
+    batch: int = 4
+
+    @property
+    def frames(self) -> int:
+        return self.end - self.start
+
+    @property
+    def shard_uri(self) -> str:
+        return shard_uri(self.staging, self.start, self.end)
+
+    @property
+    def sidecar_uri(self) -> str:
+        return sidecar_uri(self.staging, self.start, self.end)
+
+    @property
+    def name(self) -> str:
+        return f"{self.video_id}[{self.start}:{self.end}]"
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """What the probe step found about one source, enough to cut and to commit it."""
+
+    source: str
+    video_id: str
+    paths: OutputPaths
+    source_etag: str
+    source_version: str | None
+    source_size: int
+    fingerprint: str
+    staging: str
+    frame_count: int
+    keyframes: tuple[int, ...]
+    width: int
+    height: int
+    skipped: bool = False  # a matching committed manifest exists
+    summary: dict[str, Any] | None = None  # of the committed manifest when skipped
+
+    def shards(
+        self,
+        shard_frames: int,
+        slack: float,
+        refine: RefineConfig,
+        model_sha256: str,
+        batch: int,
+    ) -> list[ShardSpec]:
+        return [
+            ShardSpec(
+                video_id=self.video_id,
+                source=self.source,
+                source_etag=self.source_etag,
+                source_version=self.source_version,
+                probe=probe_uri(self.staging),
+                staging=self.staging,
+                fingerprint=self.fingerprint,
+                index=i,
+                start=s,
+                end=e,
+                frame_count=self.frame_count,
+                refine=refine,
+                model_sha256=model_sha256,
+                batch=batch,
+            )
+            for i, (s, e) in enumerate(
+                plan_ranges(self.frame_count, self.keyframes, shard_frames, slack)
+            )
+        ]
+
+
+def model_spec_key(spec: ModelSpec) -> str:
+    return _digest(spec.__dict__)
