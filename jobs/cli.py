@@ -103,9 +103,8 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_encode(a: argparse.Namespace) -> int:
-    from pipeline.frames import DEFAULT_MAX_PIXELS, probe
-
     from pipeline.codec import encode_video
+    from pipeline.frames import DEFAULT_MAX_PIXELS, probe
     from pipeline.models import load_model
     from pipeline.refine import RefineConfig
 
@@ -157,10 +156,9 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
 def _cmd_decode(a: argparse.Namespace) -> int:
     from fractions import Fraction
 
-    from pipeline.frames import ColorInfo, write_frames
-
     from pipeline.bitstream import StreamReader
     from pipeline.codec import decode_stream
+    from pipeline.frames import ColorInfo, write_frames
 
     _set_threads(a.threads)
     with StreamReader(a.src) as r:
@@ -243,6 +241,34 @@ def _cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- ship / bench
+
+
+def _add_ship(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ship", help="export a training run's weights into the package, with a model card")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--quality", type=int, required=True, help="rate point number (CompressAI's numbering)")
+    p.add_argument("--data", default="../shared/data/train (BSDS500, Sun_Hays80, Urban100 subset; no Kodak)")
+    p.add_argument("--default", action="store_true", help="make this the default model")
+    p.set_defaults(func=_cmd_ship)
+
+
+def _cmd_ship(a: argparse.Namespace) -> int:
+    from pipeline.training import ship_run
+
+    card = ship_run(a.run_dir, a.quality, data_description=a.data, default=a.default)
+    print(f"shipped {card['file']} sha256 {card['sha256'][:16]}… ({card['steps']} steps)")
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks that write JSON, Markdown and plots to docs/benchmarks")
+    bsub = p.add_subparsers(dest="bench", required=True)
+    from jobs import bench_models
+
+    bench_models.add_parser(bsub)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -256,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decode(sub)
     _add_info(sub)
     _add_train(sub)
+    _add_ship(sub)
+    _add_bench(sub)
     return parser
 
 

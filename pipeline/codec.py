@@ -147,27 +147,28 @@ class FrameEncoder:
                 self.last_refine = res
                 best = self._candidate(res.latents, refs, frame_indices, pts, FLAG_REFINED)
                 choose = [best.cost[i] < base.cost[i] for i in range(len(rgbs))]
-        out = []
-        per_frame_s = seconds / len(rgbs)
-        for i in range(len(rgbs)):
-            c = best if choose[i] else base
-            pb = c.packets[i]
-            pkt = Packet(frame_indices[i], pts[i], c.coded[i].strings, c.coded[i].symbols_crc, FLAG_REFINED if choose[i] else 0)
-            stats = {
-                "index": int(frame_indices[i]),
-                "pts": int(pts[i]),
-                "bytes": len(pb),
-                "bpp": round(metrics.bpp(len(pb), h, w), 6),
-                "psnr": round(metrics.psnr_from_mse(c.mse[i]), 4),
-                "psnr_y": round(metrics.psnr_y(refs[i], c.rec[i]), 4),
-                "ms_ssim": round(metrics.ms_ssim(refs[i], c.rec[i]), 6),
-                "rd_before": round(base.cost[i], 6),
-                "rd_after": round(c.cost[i], 6),
-                "iters": int(iters[i]),
-                "refined": bool(choose[i]),
-                "refine_seconds": per_frame_s,
-            }
-            out.append(EncodedFrame(pkt, pb, stats))
+            # stats go into the stream, so they are computed in the same fixed context
+            out = []
+            per_frame_s = seconds / len(rgbs)
+            for i in range(len(rgbs)):
+                c = best if choose[i] else base
+                pb = c.packets[i]
+                pkt = Packet(frame_indices[i], pts[i], c.coded[i].strings, c.coded[i].symbols_crc, FLAG_REFINED if choose[i] else 0)
+                stats = {
+                    "index": int(frame_indices[i]),
+                    "pts": int(pts[i]),
+                    "bytes": len(pb),
+                    "bpp": round(metrics.bpp(len(pb), h, w), 6),
+                    "psnr": round(metrics.psnr_from_mse(c.mse[i]), 4),
+                    "psnr_y": round(metrics.psnr_y(refs[i], c.rec[i]), 4),
+                    "ms_ssim": round(metrics.ms_ssim(refs[i], c.rec[i]), 6),
+                    "rd_before": round(base.cost[i], 6),
+                    "rd_after": round(c.cost[i], 6),
+                    "iters": int(iters[i]),
+                    "refined": bool(choose[i]),
+                    "refine_seconds": per_frame_s,
+                }
+                out.append(EncodedFrame(pkt, pb, stats))
         return out
 
 

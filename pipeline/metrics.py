@@ -5,7 +5,7 @@
   convention of the learned-compression literature.
 * ``ms_ssim``: multi-scale SSIM on RGB (pytorch-msssim, Gaussian window 11). Frames whose
   short side is too small for 5 scales use as many scales as fit, with the standard
-  weights renormalised; ``ms_ssim_levels`` says how many. Computed in float64.
+  weights renormalised; ``ms_ssim_levels`` says how many.
 * ``bpp``: bits per source pixel from actual bytes.
 """
 
@@ -53,18 +53,19 @@ def ms_ssim_levels(height: int, width: int, win: int = 11) -> int:
 
 
 def ms_ssim(ref: np.ndarray, rec: np.ndarray) -> float:
-    """MS-SSIM of two 8-bit RGB images (float64, so the value does not depend on threads)."""
+    """MS-SSIM of two 8-bit RGB images (float32; bit-reproducible when run, as the encoder
+    does, in its fixed single-threaded context)."""
     import torch
     import torch.nn.functional as F
     from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 
     h, w = ref.shape[:2]
-    x = torch.from_numpy(ref.astype(np.float64)).permute(2, 0, 1)[None]
-    y = torch.from_numpy(rec.astype(np.float64)).permute(2, 0, 1)[None]
+    x = torch.from_numpy(ref.astype(np.float32)).permute(2, 0, 1)[None]
+    y = torch.from_numpy(rec.astype(np.float32)).permute(2, 0, 1)[None]
     levels = ms_ssim_levels(h, w)
     weights = torch.tensor(MS_SSIM_WEIGHTS[:levels], dtype=torch.float64)
     weights = weights / weights.sum()
-    win = _fspecial_gauss_1d(11, 1.5).to(torch.float64).repeat([3, 1, 1, 1])
+    win = _fspecial_gauss_1d(11, 1.5).repeat([3, 1, 1, 1])
     mcs = []
     with torch.no_grad():
         for i in range(levels):
@@ -75,7 +76,7 @@ def ms_ssim(ref: np.ndarray, rec: np.ndarray) -> float:
                 x = F.avg_pool2d(x, kernel_size=2, padding=pad)
                 y = F.avg_pool2d(y, kernel_size=2, padding=pad)
         stack = torch.stack([*mcs, torch.relu(ssim_c)], dim=0)
-        val = torch.prod(stack ** weights.view(-1, 1, 1), dim=0).mean()
+        val = torch.prod(stack.double() ** weights.view(-1, 1, 1), dim=0).mean()
     return float(val)
 
 

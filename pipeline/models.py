@@ -155,6 +155,24 @@ def load_cards() -> dict[str, Any]:
         return json.load(f)
 
 
+def save_cards(cards: dict[str, Any]) -> None:
+    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = CARDS_FILE.with_name(CARDS_FILE.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(cards, f, indent=2, sort_keys=True)
+        f.write("\n")
+    tmp.replace(CARDS_FILE)
+
+
+def upsert_card(card: dict[str, Any]) -> None:
+    """Add or replace the card of ``(card["arch"], card["quality"])`` in cards.json."""
+    cards = load_cards()
+    models = [c for c in cards["models"] if not (c["arch"] == card["arch"] and int(c["quality"]) == int(card["quality"]))]
+    models.append(card)
+    cards["models"] = sorted(models, key=lambda c: (c["arch"], int(c["quality"])))
+    save_cards(cards)
+
+
 def find_card(arch_id: str, quality: int) -> dict[str, Any] | None:
     for card in load_cards()["models"]:
         if card["arch"] == arch_id and int(card["quality"]) == int(quality):

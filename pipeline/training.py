@@ -344,3 +344,48 @@ def export_weights(run_dir: str | Path, out: str | Path, snapshot: str | Path | 
     tmp.write_bytes(data)
     tmp.replace(out)
     return sha256_bytes(data)
+
+
+def ship_run(run_dir: str | Path, quality: int, *, data_description: str, default: bool = False) -> dict[str, Any]:
+    """Export a run's weights into the package (``pipeline/weights``) with its model card."""
+    from pipeline.models import WEIGHTS_DIR, load_cards, save_cards, upsert_card
+
+    run = Path(run_dir)
+    cfg = json.loads((run / "config.json").read_text())
+    import torch
+
+    steps = int(torch.load(run / "last.pt", map_location="cpu", weights_only=True)["step"])
+    history = []
+    init = cfg.get("init_from")
+    if init:  # fine-tuned: count the base run's steps too
+        base_cfg = Path(init).parent / "last.pt"
+        if base_cfg.exists():
+            history.append({"run": str(Path(init).parent.name), "steps": int(torch.load(base_cfg, map_location="cpu", weights_only=True)["step"])})
+    fname = f"{cfg['arch']}-q{quality}.pth"
+    digest = export_weights(run, WEIGHTS_DIR / fname)
+    card = {
+        "arch": cfg["arch"],
+        "quality": quality,
+        "lambda": cfg["lmbda"],
+        "N": cfg["N"],
+        "M": cfg["M"],
+        "file": fname,
+        "sha256": digest,
+        "steps": steps,
+        "init_steps": sum(h["steps"] for h in history),
+        "training": {
+            "data": data_description,
+            "crop": cfg["crop"],
+            "batch": cfg["batch"],
+            "lr": cfg["lr"],
+            "lr_schedule": cfg["lr_schedule"],
+            "seed": cfg["seed"],
+            "init_from": history,
+        },
+    }
+    upsert_card(card)
+    if default:
+        cards = load_cards()
+        cards["default_arch"], cards["default_quality"] = cfg["arch"], quality
+        save_cards(cards)
+    return card

@@ -86,7 +86,7 @@ def test_writer_refuses_out_of_order_and_missing_frames() -> None:
 
 def test_wrong_magic() -> None:
     data = write_stream(make_header(), make_packets())
-    with pytest.raises(BadMagicError, match="not an .rlv stream"):
+    with pytest.raises(BadMagicError, match=r"not an \.rlv stream"):
         StreamReader(io.BytesIO(b"GARBAGE!" + data[8:]))
 
 

