@@ -279,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_encode(sub)
+    from jobs import transcode
+
+    transcode.add_parser(sub)
     _add_decode(sub)
     _add_info(sub)
     _add_train(sub)

@@ -312,6 +312,9 @@ def train(
                 checkpoint()
             if cfg.snapshot_every and state.step % cfg.snapshot_every == 0:
                 _atomic_torch_save(net.state_dict(), run / "snapshots" / f"step-{state.step:07d}.pth")
+    except KeyboardInterrupt:
+        checkpoint()  # an interrupted run resumes from exactly where it stopped
+        raise
     finally:
         if bar is not None:
             bar.close()
