@@ -1,0 +1,147 @@
+"""``relatent transcode SRC... --out DST``: the distributed transcoder's entry point.
+
+With no ``--address`` it starts an embedded local Ray (bound to 127.0.0.1, no dashboard);
+with one it joins that cluster (``auto`` = the cluster this machine belongs to). This is
+the only place that initialises Ray and sets process-wide settings (logging).
+
+Exit codes: 0 when every video committed or was already done; 1 when some videos failed
+(each has ``<out>/_errors/<id>.json`` and a line in the summary table); a job-level error
+(bad options, unloadable model) exits with its :mod:`pipeline.errors` code via the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from cluster.config import ClusterConfig, ModelSpec, TranscodeJob
+from pipeline.refine import RefineConfig
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "transcode",
+        help="encode many videos on a Ray cluster: frame shards on actors, ordered reassembly",
+    )
+    p.add_argument("src", nargs="+", help="source videos (paths, file:// or s3:// URIs)")
+    p.add_argument("--out", required=True, help="output folder or s3:// prefix")
+    p.add_argument("--model", default=None, help="architecture id (default: the shipped default)")
+    p.add_argument("--quality", type=int, default=None, help="rate point of the shipped weights")
+    p.add_argument("--checkpoint", default=None, help="CompressAI state dict: path or URI")
+    p.add_argument("--refine", default="campos", choices=["none", "campos"])
+    p.add_argument("--iters", type=int, default=50, help="refinement iterations per frame")
+    p.add_argument("--lr", type=float, default=1e-3, help="refinement step size (Adam)")
+    p.add_argument("--lambda", type=float, default=None, dest="lmbda", help="RD trade-off")
+    p.add_argument(
+        "--tol", type=float, default=1e-3, help="convergence tolerance (0: all iterations)"
+    )
+    p.add_argument("--batch", type=int, default=4, help="frames refined together in an actor")
+    p.add_argument("--shard-frames", type=int, default=32, help="target frames per shard")
+    p.add_argument("--actors", type=int, default=None, help="encoder actors (default: 1 per CPU)")
+    p.add_argument("--gpus-per-actor", type=float, default=0.0, help="fractions allowed (0.25)")
+    p.add_argument("--cpus-per-actor", type=float, default=1.0)
+    p.add_argument("--max-inflight", type=int, default=2, help="shards queued per actor")
+    p.add_argument("--max-attempts", type=int, default=3, help="attempts per shard")
+    p.add_argument("--address", default=None, help="join this Ray cluster (default: embedded)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
+    p.add_argument("--job-id", default="transcode", help="label for logs and metrics")
+    p.add_argument("--report", default=None, help="also write the job report as JSON here")
+    p.add_argument("--log-level", default="warning", help="structured (JSON) event log level")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_transcode)
+    return p
+
+
+def job_from_args(a: argparse.Namespace) -> TranscodeJob:
+    actors = a.actors or max(
+        1, int((a.num_cpus or os.cpu_count() or 1) // max(a.cpus_per_actor, 1e-9))
+    )
+    return TranscodeJob(
+        sources=tuple(a.src),
+        out=a.out,
+        model=ModelSpec(arch=a.model, quality=a.quality, checkpoint=a.checkpoint),
+        refine=RefineConfig(method=a.refine, iters=a.iters, lr=a.lr, lmbda=a.lmbda, tol=a.tol),
+        shard_frames=a.shard_frames,
+        batch=a.batch,
+        cluster=ClusterConfig(
+            actors=actors,
+            cpus_per_actor=a.cpus_per_actor,
+            gpus_per_actor=a.gpus_per_actor,
+            max_inflight=a.max_inflight,
+            max_attempts=a.max_attempts,
+        ),
+        job_id=a.job_id,
+    ).validate()
+
+
+def init_ray(address: str | None, num_cpus: int | None) -> bool:
+    """Connect to (``address``) or start (embedded) Ray. Returns whether this call did it
+    (an already-connected process keeps its connection)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+        )
+    return True
+
+
+def _setup_logging(level: str) -> None:
+    logger = logging.getLogger("relatent.cluster")
+    if not any(getattr(h, "_relatent", False) for h in logger.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(message)s"))
+        h._relatent = True  # type: ignore[attr-defined]
+        logger.addHandler(h)
+        logger.propagate = False
+    logger.setLevel(level.upper())
+
+
+def cmd_transcode(a: argparse.Namespace, on_event: Any = None) -> int:
+    from cluster.driver import run_job
+    from pipeline import storage
+
+    _setup_logging(a.log_level)
+    job = job_from_args(a)
+    started = init_ray(a.address, a.num_cpus)
+    try:
+        report = run_job(job, on_event=on_event, progress=not a.no_progress and sys.stderr.isatty())
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    print(report.table())
+    if a.report:
+        storage.write_bytes(a.report, json.dumps(report.to_dict(), indent=1).encode())
+    return 0 if report.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the subcommand on its own (``python -m jobs.transcode SRC... --out DST``)."""
+    from pipeline.errors import RelatentError
+
+    parser = argparse.ArgumentParser(prog="relatent")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    a = parser.parse_args(["transcode", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return a.func(a)
+    except RelatentError as exc:
+        print(f"relatent transcode: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

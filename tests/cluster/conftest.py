@@ -1,0 +1,81 @@
+"""Fixtures of the cluster tests: a tiny random model checkpoint, tiny synthetic clips
+(written with PyAV, short GOPs so shard cuts land on keyframes) and their single-process
+reference streams (``relatent encode``'s code path), against which every distributed
+output is compared byte for byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from pipeline.codec import encode_video
+from pipeline.models import get_architecture, load_model
+from pipeline.refine import RefineConfig
+
+#: Refinement used by every cluster test: a few real iterations, no early stop.
+REFINE = RefineConfig(
+    iters=2, lr=5e-3, tol=0.0
+)  # floats as the CLI parses them (the hash is type-sensitive)
+
+
+def write_clip(
+    path: Path, n: int = 16, w: int = 64, h: int = 48, gop: int = 4, seed: int = 0
+) -> Path:
+    """An H.264 clip of moving gradients with a keyframe every ``gop`` frames."""
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.codec_context.gop_size = gop
+        s.options = {"crf": "18", "preset": "ultrafast", "keyint_min": str(gop), "scenecut": "0"}
+        yy, xx = np.mgrid[0:h, 0:w]
+        phase = rng.integers(0, 50)
+        for t in range(n):
+            img = np.stack(
+                [(xx * 4 + t * 5 + phase) % 256, (yy * 5 + t * 3) % 256, ((xx + yy) * 2 + t) % 256],
+                -1,
+            ).astype(np.uint8)
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = t
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("cluster-ckpt")
+    torch.manual_seed(7)
+    net = get_architecture("bmshj2018-factorized").model_class()(N=16, M=24)
+    path = d / "factorized.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("clips")
+    return {
+        "a": write_clip(d / "a.mp4", n=16, seed=1),
+        "b": write_clip(d / "b.mp4", n=12, w=80, h=64, gop=5, seed=2),
+        "long": write_clip(d / "long.mp4", n=24, seed=3),
+    }
+
+
+@pytest.fixture(scope="session")
+def references(clips, checkpoint, tmp_path_factory) -> dict[str, bytes]:
+    """The single-process stream of every clip (what `relatent encode` writes)."""
+    d = tmp_path_factory.mktemp("refs")
+    model = load_model(checkpoint=str(checkpoint), quality=3)
+    out = {}
+    for name, src in clips.items():
+        dst = d / f"{name}.rlv"
+        encode_video(str(src), str(dst), model, REFINE)
+        out[name] = dst.read_bytes()
+    return out

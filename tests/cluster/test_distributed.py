@@ -1,0 +1,190 @@
+"""The distributed transcoder on a real local Ray cluster (one per module) with moto S3.
+
+Every output is compared byte for byte with the single-process `relatent encode` stream of
+the same clip, model and config (``references``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from cluster import manifest as mf
+from cluster.config import ClusterConfig, ModelSpec, TranscodeJob
+from cluster.driver import run_job
+from jobs.transcode import add_parser, cmd_transcode
+from pipeline import storage
+from tests.cluster.conftest import REFINE
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.timeout(400)
+
+
+@pytest.fixture(scope="module")
+def ray_local(s3_server):
+    # Started after the S3 fixture, so the workers inherit its endpoint and credentials.
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def make_job(sources, out, checkpoint, **kw) -> TranscodeJob:
+    cluster = kw.pop("cluster", ClusterConfig(actors=2, max_inflight=2))
+    return TranscodeJob(
+        sources=tuple(str(s) for s in sources),
+        out=str(out),
+        model=ModelSpec(checkpoint=str(checkpoint), quality=3),
+        refine=REFINE,
+        shard_frames=kw.pop("shard_frames", 4),
+        batch=3,
+        cluster=cluster,
+        **kw,
+    )
+
+
+def upload(path: Path, uri: str) -> str:
+    storage.write_bytes(uri, path.read_bytes())
+    return uri
+
+
+def test_batch_with_bad_member_local_and_s3_sources(
+    ray_local, tmp_path, clips, references, checkpoint, s3_prefix
+) -> None:
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(clips["a"].read_bytes()[:300])  # an mp4 cut short: no moov
+    s3_b = upload(clips["b"], s3_prefix + "in/b.mp4")
+    out = tmp_path / "out"
+    events: list[tuple[str, dict]] = []
+    report = run_job(
+        make_job([clips["a"], s3_b, bad], out, checkpoint),
+        on_event=lambda e, f: events.append((e, f)),
+    )
+    by_src = {v.source: v for v in report.videos}
+    a, b, broken = by_src[str(clips["a"])], by_src[s3_b], by_src[str(bad)]
+    assert a.status == "committed" and b.status == "committed"
+    assert Path(a.stream).read_bytes() == references["a"]  # file -> file
+    assert Path(b.stream).read_bytes() == references["b"]  # s3 -> file
+    assert broken.status == "failed" and "broken.mp4" in broken.error
+    assert not report.ok and report.failed == [broken]
+    # the failure is recorded; no manifest or stream for it
+    err = json.loads((out / "_errors" / f"{broken.video_id}.json").read_text())
+    assert err["source"] == str(bad) and err["error"]
+    assert not (out / f"{broken.video_id}.manifest.parquet").exists()
+    assert not (out / f"{broken.video_id}.rlv").exists()
+    # manifests are complete and staging is clean
+    rows = mf.read_rows(a.manifest).to_pylist()
+    assert [r["frame_index"] for r in rows] == list(range(16))
+    assert {r["shard"] for r in rows} == {0, 1, 2, 3}
+    assert all(r["node"] for r in rows)
+    summ = mf.read_summary(b.manifest)
+    assert summ["source"] == s3_b and summ["stream_bytes"] == len(references["b"])
+    assert not list((out / "_staging").rglob("*.*"))
+    assert report.frames_encoded == 28 and report.shards_reused == 0
+    names = [e for e, _ in events]
+    assert names[0] == "job_started" and names[-1] == "job_finished"
+    assert names.count("video_committed") == 2 and names.count("video_failed") == 1
+    assert "FAILED" in report.table()
+    # A rerun skips the committed videos and only retries the broken one.
+    again = run_job(make_job([clips["a"], s3_b, bad], out, checkpoint))
+    assert [v.status for v in again.videos] == ["skipped", "skipped", "failed"]
+    assert again.frames_encoded == 0
+
+
+def test_file_and_s3_sources_to_s3(
+    ray_local, tmp_path, clips, references, checkpoint, s3_prefix
+) -> None:
+    s3_a = upload(clips["a"], s3_prefix + "in/a.mp4")
+    out = s3_prefix + "out"
+    report = run_job(make_job([s3_a, clips["b"]], out, checkpoint, shard_frames=5))
+    assert report.ok, report.table()
+    a, b = report.videos
+    assert (
+        a.stream.startswith("s3://") and storage.read_bytes(a.stream) == references["a"]
+    )  # s3 -> s3
+    assert storage.read_bytes(b.stream) == references["b"]  # file -> s3
+    assert mf.read_summary(a.manifest)["source_etag"] == storage.stat(s3_a).etag
+    assert storage.list_prefix(out + "/_staging/") == []
+    assert mf.read_rows(b.manifest).num_rows == 12
+
+
+def test_actor_sigkill_mid_job_is_byte_identical(
+    ray_local, tmp_path, clips, references, checkpoint
+) -> None:
+    pids: dict[int, int] = {}
+    killed: list[int] = []
+
+    def hook(event: str, f: dict) -> None:
+        if event == "actor_ready":
+            pids[f["actor"]] = f["pid"]
+        if event == "shard_done" and not killed and len(pids) >= 2:
+            victim = next(p for p in pids.values() if p != f["pid"])
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+
+    report = run_job(make_job([clips["long"]], tmp_path, checkpoint), on_event=hook)
+    assert killed, "the job finished before an actor could be killed"
+    assert report.ok, report.table()
+    assert Path(report.videos[0].stream).read_bytes() == references["long"]
+    assert report.actor_deaths >= 1 and report.shard_retries >= 1
+    assert report.actors_started >= 3  # a replacement was started
+
+
+def _cli_args(*argv: str):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    return parser.parse_args(["transcode", *argv])
+
+
+def test_driver_killed_then_rerun_reuses_staged_shards(
+    ray_local, tmp_path, clips, references, checkpoint
+) -> None:
+    out = tmp_path / "out"
+    argv = [
+        str(clips["long"]), "--out", str(out), "--checkpoint", str(checkpoint), "--quality", "3",
+        "--iters", "2", "--lr", "5e-3", "--tol", "0", "--batch", "3", "--shard-frames", "4",
+        "--actors", "2", "--address", ray_local, "--no-progress", "--log-level", "info",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.transcode", *argv],
+        cwd=REPO_ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    done = 0
+    deadline = time.monotonic() + 240
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if '"event": "shard_done"' in line:
+                done += 1
+                if done == 2:
+                    break
+            assert time.monotonic() < deadline
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert done == 2, "the driver finished or died before it could be killed"
+    staged = sorted(p.name for p in (out / "_staging").rglob("shard-*.json"))
+    assert len(staged) >= 2
+    assert not list(out.glob("*.manifest.parquet"))
+
+    events: list[dict] = []
+    args = _cli_args(*argv[:-3], "--no-progress", "--report", str(tmp_path / "report.json"))
+    rc = cmd_transcode(args, on_event=lambda e, f: events.append(f) if e == "shard_done" else None)
+    assert rc == 0
+    reused = [f for f in events if f["reused"]]
+    assert len(reused) >= len(staged)  # every shard staged before the kill was reused
+    assert len(events) == 6 and sum(not f["reused"] for f in events) == 6 - len(reused)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["ok"] and report["shards_reused"] == len(reused)
+    stream = next(out.glob("*.rlv"))
+    assert stream.read_bytes() == references["long"]

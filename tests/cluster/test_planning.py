@@ -1,0 +1,205 @@
+"""Planning, configuration and the actor/commit work functions, in-process (no Ray)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cluster import manifest as mf
+from cluster.config import (
+    ClusterConfig,
+    TranscodeJob,
+    actor_device,
+    actor_options,
+    helper_task_options,
+)
+from cluster.planning import output_key, plan_ranges, source_stem, video_id
+from cluster.work import (
+    CommitSpec,
+    ShardEncoder,
+    commit_video,
+    identity_of,
+    prepare_video,
+    validate_staged,
+)
+from pipeline.errors import ConfigError, EmptySourceError
+from pipeline.models import load_model
+from pipeline.refine import RefineConfig
+from tests.cluster.conftest import REFINE
+
+# --------------------------------------------------------------------------- cuts
+
+
+def test_plan_ranges_snaps_to_nearby_keyframes() -> None:
+    assert plan_ranges(16, (0, 6, 12), 4) == [(0, 6), (6, 12), (12, 16)]
+    assert plan_ranges(100, range(0, 100, 10), 32) == [(0, 30), (30, 60), (60, 100)]
+    assert plan_ranges(130, range(0, 130, 10), 32) == [(0, 30), (30, 60), (60, 90), (90, 130)]
+
+
+def test_plan_ranges_without_keyframes_cuts_on_target_and_merges_the_tail() -> None:
+    assert plan_ranges(10, (0,), 4) == [(0, 4), (4, 10)]  # tail of 6 <= 1.5 * 4
+    assert plan_ranges(13, (0,), 4) == [(0, 4), (4, 8), (8, 13)]
+    assert plan_ranges(3, (0,), 32) == [(0, 3)]
+    assert plan_ranges(8, (), 1) == [(i, i + 1) for i in range(8)]
+
+
+def test_plan_ranges_all_intra_cuts_exactly() -> None:
+    assert plan_ranges(12, range(12), 4, slack=0.5) == [(0, 4), (4, 8), (8, 12)]
+
+
+def test_plan_ranges_covers_every_frame_once() -> None:
+    for n in (1, 7, 31, 64, 129):
+        for k in (1, 3, 16):
+            r = plan_ranges(n, range(0, n, 5), k)
+            assert r[0][0] == 0 and r[-1][1] == n
+            assert all(a < b for a, b in r)
+            assert all(r[i][1] == r[i + 1][0] for i in range(len(r) - 1))
+
+
+def test_plan_ranges_rejects_empty() -> None:
+    with pytest.raises(EmptySourceError):
+        plan_ranges(0, (), 4)
+    with pytest.raises(ConfigError):
+        plan_ranges(4, (), 0)
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_actor_options_map_config_to_ray_resources() -> None:
+    opts = actor_options(ClusterConfig(actors=4, gpus_per_actor=0.25, cpus_per_actor=2))
+    assert opts == {
+        "num_cpus": 2,
+        "num_gpus": 0.25,
+        "max_restarts": 0,
+        "max_task_retries": 0,
+        "max_concurrency": 1,
+    }
+    cpu = actor_options(ClusterConfig(memory_per_actor=2 << 30))
+    assert "num_gpus" not in cpu and cpu["memory"] == 2 << 30
+    assert helper_task_options()["num_cpus"] == 0
+
+
+def test_actor_device() -> None:
+    assert actor_device(ClusterConfig(gpus_per_actor=0.5), cuda_available=True) == "cuda"
+    assert actor_device(ClusterConfig(gpus_per_actor=0.5), cuda_available=False) == "cpu"
+    assert actor_device(ClusterConfig(), cuda_available=True) == "cpu"
+    with pytest.raises(ConfigError):
+        actor_device(ClusterConfig(device="cuda"), cuda_available=False)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ClusterConfig(actors=0),
+        ClusterConfig(gpus_per_actor=1.5),
+        ClusterConfig(gpus_per_actor=-1),
+        ClusterConfig(max_inflight=0),
+        ClusterConfig(device="tpu"),
+    ],
+)
+def test_cluster_config_rejects_bad_values(cfg: ClusterConfig) -> None:
+    with pytest.raises(ConfigError):
+        cfg.validate()
+
+
+def test_job_validation() -> None:
+    with pytest.raises(ConfigError):
+        TranscodeJob(sources=(), out="x").validate()
+    with pytest.raises(ConfigError):
+        TranscodeJob(sources=("a", "a"), out="x").validate()
+    with pytest.raises(ConfigError):
+        TranscodeJob(sources=("a",), out="x", shard_frames=0).validate()
+    TranscodeJob(sources=("a",), out="x").validate()
+
+
+def test_output_keys_are_deterministic(checkpoint: Path) -> None:
+    model = load_model(checkpoint=str(checkpoint), quality=3)
+    ident = identity_of(model)
+    r = REFINE.resolved(ident.lmbda)
+    assert video_id("s3://b/x/clip.mp4", ident, r) == video_id("s3://b/x/clip.mp4", ident, r)
+    assert video_id("s3://b/x/clip.mp4", ident, r).startswith("clip-")
+    other = RefineConfig(iters=3, lr=5e-3, tol=0).resolved(ident.lmbda)
+    assert output_key("s3://b/clip.mp4", ident, r) != output_key("s3://b/clip.mp4", ident, other)
+    assert output_key("s3://b/clip.mp4", ident, r) != output_key("s3://b/y/clip.mp4", ident, r)
+    assert source_stem("/a/b/My Clip (1).MP4") == "My_Clip_1"
+
+
+# --------------------------------------------------------------------------- work
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint: Path):
+    return load_model(checkpoint=str(checkpoint), quality=3)
+
+
+def _run_local(
+    src: Path, out: Path, model, shard_frames: int, order=lambda x: x
+) -> tuple[dict, list]:
+    ident = identity_of(model)
+    refine = REFINE.resolved(ident.lmbda)
+    plan = prepare_video(str(src), str(out), ident, refine)
+    specs = plan.shards(shard_frames, 0.5, refine, ident.weights_sha256, batch=3)
+    enc = ShardEncoder(model)
+    outcomes = [enc.encode(s) for s in order(specs)]
+    summary = commit_video(CommitSpec(plan, tuple((s.start, s.end) for s in specs), ident, refine))
+    return summary, outcomes
+
+
+@pytest.mark.parametrize("shard_frames", [3, 5, 16])
+def test_shards_reassemble_byte_identical_to_single_process_encode(
+    tmp_path: Path, clips, references, model, shard_frames: int
+) -> None:
+    summary, _ = _run_local(
+        clips["a"], tmp_path, model, shard_frames, order=lambda s: list(reversed(s))
+    )
+    assert Path(summary["stream"]).read_bytes() == references["a"]
+    assert summary["frames"] == 16 and summary["stream_bytes"] == len(references["a"])
+    # staging is gone, the manifest is there
+    assert not list((tmp_path / "_staging").rglob("*.rlvs"))
+    rows = mf.read_rows(str(tmp_path / f"{summary['video_id']}.manifest.parquet")).to_pylist()
+    assert [r["frame_index"] for r in rows] == list(range(16))
+    data = references["a"]
+    for r in rows:  # offsets point at the packets
+        assert data[r["byte_offset"] : r["byte_offset"] + 2] == b"PK"
+    assert sum(r["byte_length"] for r in rows) == summary["totals"]["packet_bytes"]
+    assert rows[0]["byte_offset"] == summary["header_bytes"]
+
+
+def test_staged_shards_are_validated_and_reused(tmp_path: Path, clips, references, model) -> None:
+    ident = identity_of(model)
+    refine = REFINE.resolved(ident.lmbda)
+    plan = prepare_video(str(clips["a"]), str(tmp_path), ident, refine)
+    specs = plan.shards(5, 0.5, refine, ident.weights_sha256, batch=4)
+    enc = ShardEncoder(model)
+    first = [enc.encode(s) for s in specs]
+    assert not any(o.reused for o in first)
+    # A corrupt shard (bytes changed after its sidecar was written) is not reused.
+    bad = Path(specs[1].shard_uri)
+    bad.write_bytes(bad.read_bytes()[:-3] + b"xyz")
+    assert validate_staged(specs[1]) is None
+    # A sidecar without its shard is not reused either.
+    Path(specs[2].shard_uri).unlink()
+    second = [enc.encode(s) for s in specs]
+    assert [o.reused for o in second] == [True, False, False] + [True] * (len(specs) - 3)
+    summary = commit_video(CommitSpec(plan, tuple((s.start, s.end) for s in specs), ident, refine))
+    assert Path(summary["stream"]).read_bytes() == references["a"]
+    # A committed video is skipped; a changed config is not.
+    assert prepare_video(str(clips["a"]), str(tmp_path), ident, refine).skipped
+    other = RefineConfig(iters=1, tol=0).resolved(ident.lmbda)
+    assert not prepare_video(str(clips["a"]), str(tmp_path), ident, other).skipped
+
+
+def test_manifest_summary(tmp_path: Path, clips, model) -> None:
+    summary, _ = _run_local(clips["b"], tmp_path, model, 4)
+    read = mf.read_summary(str(tmp_path / f"{summary['video_id']}.manifest.parquet"))
+    assert read == json.loads(json.dumps(summary))
+    assert read["model"]["weights_sha256"] == model.identity.weights_sha256
+    assert read["config_hash"] == REFINE.resolved(model.identity.lmbda).hash()
+    assert read["source"] == str(clips["b"]) and read["source_etag"]
+    assert read["width"] == 80 and read["height"] == 64 and read["shards"] == 3
+    assert mf.read_summary(str(tmp_path / "missing.parquet")) is None
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    assert mf.read_summary(str(tmp_path / "junk.parquet")) is None
