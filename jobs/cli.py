@@ -89,7 +89,7 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="video or still image (path or URI)")
     p.add_argument("dst", help="output .rlv stream")
     _add_model_args(p)
-    p.add_argument("--refine", default="campos", choices=["none", "campos"])
+    p.add_argument("--refine", default="campos", choices=["none", "campos", "sga"])
     p.add_argument("--iters", type=int, default=50, help="refinement iterations per frame")
     p.add_argument("--lr", type=float, default=1e-3, help="refinement step size (Adam)")
     p.add_argument("--lambda", type=float, default=None, dest="lmbda", help="RD trade-off (default: the model's)")

@@ -5,8 +5,10 @@ each latent kind, the same four operations in one dict contract (names follow th
 
 * ``analyze(x)`` -> ``{"y": ..., "z": ...}``: the encoder's initial latents
   (``z`` only for hyperprior kinds).
-* ``relaxed(latents, noise)`` -> per-frame bits and the reconstruction ``x_tilde`` under the
-  uniform-noise relaxation of quantization (differentiable w.r.t. the latents).
+* ``relaxed(latents, relax)`` -> per-frame bits and the reconstruction ``x_tilde`` under a
+  relaxation of quantization (differentiable w.r.t. the latents). ``relax(name, v, offset)``
+  perturbs latent ``v`` whose quantization grid is ``offset + Z`` (uniform noise for
+  ``campos``, annealed soft rounding for ``sga``).
 * ``compress(latents)`` -> per frame: the entropy strings and the CRC32 of the integer
   symbols, plus the quantized latents ``y_hat`` used for the real reconstruction.
 * ``decompress(strings)`` -> ``{"y_hat": ..., "symbols_crc": ...}`` for one frame.
@@ -21,7 +23,7 @@ from __future__ import annotations
 import copy
 import math
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,9 @@ from torch import Tensor
 
 from pipeline.errors import BitstreamError
 from pipeline.models import LoadedModel
+
+#: ``relax(name, v, offset) -> v~``: a relaxation of quantizing ``v`` to ``offset + Z``.
+Relax = Callable[[str, Tensor, "Tensor | None"], Tensor]
 
 
 @contextmanager
@@ -117,15 +122,17 @@ class LatentCodec:
             lik = eb.likelihood_lower_bound(lik)
         return lik.reshape(c, b, h, w).permute(1, 0, 2, 3)
 
-    def relaxed(self, latents: dict[str, Tensor], noise: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Per-frame bits (shape [B]) and x_tilde, with y~ = y + u (and z~ = z + u)."""
-        y_t = latents["y"] + noise["y"]
+    def relaxed(self, latents: dict[str, Tensor], relax: Relax) -> tuple[Tensor, Tensor]:
+        """Per-frame bits (shape [B]) and x_tilde for relaxed latents y~ (and z~)."""
+        medians = self.net.entropy_bottleneck._get_medians()
         if self.kind == "factorized":
+            y_t = relax("y", latents["y"], medians)
             bits = -torch.log2(self._bottleneck_likelihood(y_t)).flatten(1).sum(1)
         else:
-            z_t = latents["z"] + noise["z"]
+            z_t = relax("z", latents["z"], medians)
             lz = self._bottleneck_likelihood(z_t)
             scales, means = self._gaussian_params(z_t)
+            y_t = relax("y", latents["y"], means)
             gc = self.net.gaussian_conditional
             ly = gc._likelihood(y_t, scales, means)
             if gc.use_likelihood_bound:

@@ -1,12 +1,19 @@
-"""Per-frame latent refinement (content-adaptive optimization, Campos et al. 2019).
+"""Per-frame latent refinement: the networks and the entropy model stay fixed.
 
-The networks and the entropy model stay fixed. For each frame x we start from the
-encoder's latents (y0 = g_a(x), and z0 = h_a(y0) for hyperprior models) and take gradient
-steps on the latents alone, minimising the frame's own rate-distortion loss under the
-uniform-noise relaxation of quantization::
+For each frame x we start from the encoder's latents (y0 = g_a(x), and z0 = h_a(y0) for
+hyperprior models) and take Adam steps on the latents alone, minimising the frame's own
+rate-distortion loss under a relaxation of quantization::
 
-    y~ = y + U(-1/2, 1/2)            (z~ likewise)
-    L  = bits(y~, z~) / pixels + lambda * 255^2 * MSE(x, g_s(y~))
+    L = bits(y~, z~) / pixels + lambda * 255^2 * MSE(x, g_s(y~))
+
+Methods:
+
+* ``campos`` (Campos et al. 2019, the seed): y~ = y + U(-1/2, 1/2), z~ likewise.
+* ``sga`` (Yang, Bamler, Mandt 2020): stochastic Gumbel annealing. y~ is a Gumbel-softmax
+  draw between floor and ceil of y (on its quantization grid ``offset + Z``), with logits
+  ``-atanh(distance) / tau``; the temperature follows the paper's schedule
+  ``tau = min(0.5, 0.5 * exp(-1e-3 * (t - 700)))`` rescaled from 2000 iterations to the
+  budget, so the relaxation anneals towards hard rounding by the last iteration.
 
 The frames of a batch are refined together as one tensor, but every frame's noise comes
 from its own generator (seeded by the config seed and the frame's index in the video), the
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
@@ -25,10 +33,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from pipeline.entropy import LatentCodec
+from pipeline.entropy import LatentCodec, Relax
 from pipeline.errors import ConfigError
 
-METHODS = ("none", "campos")
+METHODS = ("none", "campos", "sga")
 
 
 @dataclass(frozen=True)
@@ -36,8 +44,9 @@ class RefineConfig:
     """How latents are refined. Frozen; its :meth:`hash` goes into every stream header.
 
     Attributes:
-        method: ``none`` (plain CompressAI coding) or ``campos`` (gradient descent on the
-            latents under uniform noise, the seed's method).
+        method: ``none`` (plain CompressAI coding), ``campos`` (gradient descent on the
+            latents under uniform noise, the seed's method) or ``sga`` (stochastic Gumbel
+            annealing; the paper uses lr 5e-3).
         iters: iteration budget per frame.
         lr: Adam step size (the seed uses 1e-3).
         lmbda: rate-distortion trade-off; ``None`` means the checkpoint's training lambda.
@@ -47,7 +56,7 @@ class RefineConfig:
         seed: seed of the relaxation noise.
     """
 
-    method: Literal["none", "campos"] = "campos"
+    method: Literal["none", "campos", "sga"] = "campos"
     iters: int = 50
     lr: float = 1e-3
     lmbda: float | None = None
@@ -99,19 +108,51 @@ def frame_generator(seed: int, frame_index: int) -> torch.Generator:
     return g
 
 
-def _noise(gens: list[torch.Generator], active: list[int], shapes: dict[str, torch.Size], device: torch.device) -> dict[str, Tensor]:
-    out = {}
-    for name, shape in shapes.items():
-        parts = [torch.rand(shape, generator=gens[i]) - 0.5 for i in active]
-        out[name] = torch.stack(parts).to(device)
-    return out
+def sga_tau(t: int, budget: int) -> float:
+    """The SGA temperature at iteration ``t`` (1-based) of ``budget``: the paper's schedule
+    for 2000 iterations, stretched or compressed to the budget."""
+    t0, rate = 0.35 * budget, 1.3 / (0.65 * budget)
+    return min(0.5, 0.5 * math.exp(-rate * (t - t0)))
+
+
+class Relaxation:
+    """The per-iteration ``relax(name, v, offset)`` callable (see :mod:`pipeline.entropy`).
+
+    Random numbers come from each frame's own generator, drawn frame by frame in a fixed
+    order, so a frame's draws do not depend on the other frames of its batch."""
+
+    def __init__(self, method: str, gens: list[torch.Generator], active: list[int], t: int, budget: int) -> None:
+        self.method = method
+        self.gens = [gens[i] for i in active]
+        self.tau = sga_tau(t, budget) if method == "sga" else 0.0
+
+    def _uniform(self, shape: torch.Size, device: torch.device) -> Tensor:
+        return torch.stack([torch.rand(shape, generator=g) for g in self.gens]).to(device)
+
+    def __call__(self, name: str, v: Tensor, offset: Tensor | None) -> Tensor:
+        if self.method == "campos":
+            return v + (self._uniform(v.shape[1:], v.device) - 0.5)
+        # sga: annealed soft rounding between floor and ceil on the grid offset + Z
+        d = v - offset if offset is not None else v
+        fl = torch.floor(d).detach()
+        r = d - fl
+        eps = 1e-5
+        tau = self.tau
+        logits = torch.stack(
+            [-torch.atanh(r.clamp(-1 + eps, 1 - eps)) / tau, -torch.atanh((1 - r).clamp(-1 + eps, 1 - eps)) / tau], -1
+        )
+        u = self._uniform((*v.shape[1:], 2), v.device).clamp(1e-10, 1 - 1e-7)
+        gumbel = -torch.log(-torch.log(u))
+        w = torch.softmax((logits + gumbel) / tau, dim=-1)
+        d_t = fl + w[..., 1]
+        return d_t + offset if offset is not None else d_t
 
 
 def relaxed_loss(
-    codec: LatentCodec, latents: dict[str, Tensor], noise: dict[str, Tensor], x: Tensor, h: int, w: int, lmbda: float
+    codec: LatentCodec, latents: dict[str, Tensor], relax: Relax, x: Tensor, h: int, w: int, lmbda: float
 ) -> Tensor:
     """Per-frame relaxed RD loss (shape [B]); distortion only over the valid h x w area."""
-    bits, x_t = codec.relaxed(latents, noise)
+    bits, x_t = codec.relaxed(latents, relax)
     d = (x_t[..., :h, :w] - x[..., :h, :w]) ** 2
     mse = d.flatten(1).mean(1)
     return bits / (h * w) + lmbda * 255.0**2 * mse
@@ -133,7 +174,6 @@ def refine_latents(
     params = {k: v.detach().clone() for k, v in latents0.items()}
     m = {k: torch.zeros_like(v) for k, v in params.items()}
     v2 = {k: torch.zeros_like(v) for k, v in params.items()}
-    shapes = {k: v.shape[1:] for k, v in params.items()}
     gens = [frame_generator(cfg.seed, i) for i in frame_indices]
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     iters = [0] * b
@@ -147,8 +187,8 @@ def refine_latents(
             break
         idx = torch.tensor(active, device=x.device)
         cur = {k: p.index_select(0, idx).requires_grad_(True) for k, p in params.items()}
-        noise = _noise(gens, active, shapes, x.device)
-        loss = relaxed_loss(codec, cur, noise, x.index_select(0, idx), h, w, cfg.lmbda)
+        relax = Relaxation(cfg.method, gens, active, t, cfg.iters)
+        loss = relaxed_loss(codec, cur, relax, x.index_select(0, idx), h, w, cfg.lmbda)
         loss.sum().backward()
         with torch.no_grad():
             for k, p in params.items():

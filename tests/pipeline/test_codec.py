@@ -237,3 +237,26 @@ def test_streams_and_latents_identical_across_processes_and_threads(checkpoints,
         assert diff.max() <= 1
         with capsys.disabled():
             print(f"\n[{arch}] values differing between 1 and 2 decode threads: {int((diff > 0).sum())} of {diff.size}")
+
+
+@pytest.mark.parametrize("arch", ["bmshj2018-factorized", "mbt2018-mean"])
+def test_sga_is_deterministic_across_batch_sizes_and_guarded(checkpoints, arch: str) -> None:
+    model = load_model(checkpoint=str(checkpoints[arch]), quality=3)
+    cfg = RefineConfig(method="sga", iters=6, lr=5e-3, tol=0)
+    imgs = frames(3)
+    ref = encode(model, imgs, 3, cfg)
+    assert encode(model, imgs, 1, cfg) == ref
+    assert ref != encode(model, imgs, 3, REFINE)  # sga is not campos
+    for e in FrameEncoder(model, cfg).encode(imgs, [0, 1, 2], [0, 1, 2]):
+        assert e.stats["rd_after"] <= e.stats["rd_before"]
+
+
+def test_sga_temperature_schedule() -> None:
+    from pipeline.refine import sga_tau
+
+    # the paper's schedule at its own budget of 2000 iterations
+    for t in (1, 700, 1000, 2000):
+        assert sga_tau(t, 2000) == pytest.approx(min(0.5, 0.5 * np.exp(-1e-3 * (t - 700))))
+    # stretched to other budgets: same shape, ending at the same temperature
+    assert sga_tau(40, 40) == pytest.approx(sga_tau(2000, 2000))
+    assert sga_tau(1, 40) == 0.5
