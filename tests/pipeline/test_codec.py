@@ -260,3 +260,20 @@ def test_sga_temperature_schedule() -> None:
     # stretched to other budgets: same shape, ending at the same temperature
     assert sga_tau(40, 40) == pytest.approx(sga_tau(2000, 2000))
     assert sga_tau(1, 40) == 0.5
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cuda_encode_decodes_on_cpu(checkpoints, arch: str) -> None:
+    """Encode on CUDA, decode on the CPU: latents are recovered exactly (the symbols CRC is
+    checked by the decoder) and PSNR matches within 0.05 dB (CPU vs GPU float synthesis)."""
+    from pipeline import metrics
+
+    gpu = load_model(checkpoint=str(checkpoints[arch]), quality=3, device="cuda")
+    cpu = load_model(checkpoint=str(checkpoints[arch]), quality=3, device="cpu")
+    imgs = frames(2)
+    out = FrameEncoder(gpu, REFINE).encode(imgs, [0, 1], [0, 1])
+    dec = FrameDecoder(cpu, header_for(cpu, 72, 100, 2, FrameEncoder(cpu, REFINE).refine))
+    for img, e in zip(imgs, out, strict=True):
+        d = dec.decode(e.packet)
+        assert abs(metrics.psnr_rgb(metrics.to_uint8(img), d.rgb) - e.stats["psnr"]) < 0.05
