@@ -103,6 +103,8 @@ class FrameEncoder:
         self.refine = (refine or RefineConfig()).resolved(model.identity.lmbda)
         #: The refinement result of the last batch (for inspection and tests).
         self.last_refine: RefineResult | None = None
+        #: How many times a batch was halved after CUDA ran out of memory.
+        self.oom_splits = 0
 
     @property
     def lmbda(self) -> float:
@@ -125,9 +127,26 @@ class FrameEncoder:
 
     def encode(self, rgbs: Sequence[np.ndarray], frame_indices: Sequence[int], pts: Sequence[int]) -> list[EncodedFrame]:
         """Encode one batch (frames of equal size). ``frame_indices`` are the frames'
-        indices in the video: they seed the refinement noise and go into the packets."""
+        indices in the video: they seed the refinement noise and go into the packets.
+
+        On CUDA out-of-memory the batch is halved and each half encoded in turn (down to
+        single frames), so no frame is lost; results do not depend on the batch size."""
         if not rgbs:
             return []
+        try:
+            return self._encode(rgbs, frame_indices, pts)
+        except torch.cuda.OutOfMemoryError:
+            if len(rgbs) == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self.oom_splits += 1
+            half = len(rgbs) // 2
+            return self.encode(rgbs[:half], frame_indices[:half], pts[:half]) + self.encode(
+                rgbs[half:], frame_indices[half:], pts[half:]
+            )
+
+    def _encode(self, rgbs: Sequence[np.ndarray], frame_indices: Sequence[int], pts: Sequence[int]) -> list[EncodedFrame]:
         dev = self.model.device
         h, w = rgbs[0].shape[:2]
         refs = np.stack([metrics.to_uint8(r) for r in rgbs])

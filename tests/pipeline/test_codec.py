@@ -277,3 +277,22 @@ def test_cuda_encode_decodes_on_cpu(checkpoints, arch: str) -> None:
     for img, e in zip(imgs, out, strict=True):
         d = dec.decode(e.packet)
         assert abs(metrics.psnr_rgb(metrics.to_uint8(img), d.rgb) - e.stats["psnr"]) < 0.05
+
+
+def test_out_of_memory_halves_the_batch_and_loses_no_frame(checkpoints) -> None:
+    """CUDA OOM handling, checked on the CPU: a batch larger than 2 frames 'runs out of
+    memory'; the encoder halves it until it fits and returns every frame, byte-identical."""
+    model = load_model(checkpoint=str(checkpoints["bmshj2018-factorized"]), quality=3)
+
+    class SmallGPU(FrameEncoder):
+        def _encode(self, rgbs, frame_indices, pts):  # type: ignore[no-untyped-def]
+            if len(rgbs) > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return super()._encode(rgbs, frame_indices, pts)
+
+    imgs = frames(5)
+    enc = SmallGPU(model, REFINE)
+    out = enc.encode(imgs, list(range(5)), list(range(5)))
+    assert [e.stats["index"] for e in out] == [0, 1, 2, 3, 4]
+    assert enc.oom_splits == 2  # 5 -> 2 + 3, 3 -> 1 + 2
+    assert [e.packet_bytes for e in out] == encode(model, imgs, 5, REFINE)[0]
