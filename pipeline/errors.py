@@ -9,6 +9,7 @@ own so the CLI can print it separately. The CLI maps the branches to exit codes.
 
     RelatentError                      exit code
     ├── ConfigError                    2   an argument or option is invalid
+    │   └── UnsupportedStreamError     (the output format cannot hold a carried stream; --strict)
     ├── InputError                     3   the source media is unusable
     │   ├── SourceNotFoundError
     │   ├── EmptySourceError
@@ -25,10 +26,12 @@ own so the CLI can print it separately. The CLI maps the branches to exit codes.
     │   ├── UnknownModelError
     │   ├── CorruptWeightsError
     │   └── WeightsMismatchError
-    └── StorageError                   6   reading or writing storage failed
-        ├── ObjectNotFoundError
-        ├── AccessDeniedError
-        └── PreconditionFailedError    (a conditional write lost the race)
+    ├── StorageError                   6   reading or writing storage failed
+    │   ├── ObjectNotFoundError
+    │   ├── AccessDeniedError
+    │   └── PreconditionFailedError    (a conditional write lost the race)
+    └── ClusterError                   7   a Ray cluster is unreachable, refuses the client
+                                           (authentication) or runs another Ray version
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ class ConfigError(RelatentError):
     """An option or argument has an invalid value."""
 
     exit_code = 2
+
+
+class UnsupportedStreamError(ConfigError):
+    """The output format cannot hold a stream carried from the source (raised with
+    ``--strict``; otherwise the stream is skipped with a warning)."""
 
 
 class InputError(RelatentError):
@@ -140,3 +148,11 @@ class AccessDeniedError(StorageError):
 
 class PreconditionFailedError(StorageError):
     pass
+
+
+class ClusterError(RelatentError):
+    """A Ray cluster cannot be used: its address is unreachable, it refuses our token, it
+    runs another Ray version, or its Jobs API failed a request. The message names the
+    cluster's address."""
+
+    exit_code = 7
