@@ -224,3 +224,39 @@ def test_crontab_example() -> None:
         assert "relatent catalog " in cmd and " --out " in cmd
         # cron treats a bare % as a newline: every % must be escaped
         assert not re.search(r"(?<!\\)%", cmd), ln
+
+
+# --------------------------------------------------------------------------- docs
+
+
+def test_operations_doc_commands_parse() -> None:
+    """Every ``relatent transcode|submit|jobs`` command in docs/operations.md and in the
+    infra comments parses with relatent's own parsers (no invented options)."""
+    import argparse
+
+    from jobs import submit, transcode
+
+    parser = argparse.ArgumentParser(prog="relatent", exit_on_error=False)
+    sub = parser.add_subparsers(dest="command")
+    transcode.add_parser(sub)
+    submit.add_submit_parser(sub)
+    submit.add_jobs_parser(sub)
+    sources = [REPO_ROOT / "docs" / "operations.md", *sorted(INFRA.rglob("*.yaml"))]
+    commands = []
+    for path in sources:
+        text = path.read_text()
+        if path.suffix == ".yaml":  # comments only (entrypoints are checked as YAML above)
+            text = "\n".join(ln.strip() for ln in text.splitlines() if ln.strip().startswith("#"))
+        text = re.sub(r"\\\n\s*#?\s*", " ", text)  # join continued lines
+        for line in text.splitlines():
+            line = line.lstrip("#").strip()
+            m = re.match(r"relatent (transcode|submit|jobs) .*", line)
+            if m:
+                commands.append((path.name, m.group(0).split("  #")[0].split(" # ")[0]))
+    assert len(commands) >= 8
+    for name, cmd in commands:
+        argv = [a for a in shlex.split(cmd.replace("$PWD", "/w").replace("$(", "(")) if a][1:]
+        try:
+            parser.parse_args(argv)
+        except (argparse.ArgumentError, SystemExit) as exc:
+            pytest.fail(f"{name}: `{cmd}` does not parse: {exc}")
