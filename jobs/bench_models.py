@@ -16,19 +16,18 @@ Writes ``models.json``, ``models.md``, ``models_rd.png`` and ``models_training.p
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import io
 import json
 import math
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline import metrics
+from jobs.benchlib import bd_rate, jpeg_point, load_images, machine_info, mean_point
 from pipeline.errors import InputError
+
+__all__ = ["bd_rate", "jpeg_point", "load_images", "machine_info", "mean_point", "run"]
 
 #: CompressAI's published Kodak points (bpp, RGB PSNR), from ../shared/REFERENCE.md.
 COMPRESSAI_PUBLISHED = {
@@ -36,65 +35,6 @@ COMPRESSAI_PUBLISHED = {
     "mbt2018-mean": [(0.124, 27.70), (0.461, 32.95), (0.914, 36.91)],
 }
 JPEG_QUALITIES = tuple(range(5, 100, 5))
-
-
-def machine_info() -> dict[str, Any]:
-    import os
-
-    import torch
-
-    cpu = platform.processor()
-    try:
-        with Path("/proc/cpuinfo").open() as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "cuda": torch.cuda.is_available(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def load_images(folder: Path, limit: int | None = None) -> list[tuple[str, np.ndarray]]:
-    from PIL import Image
-
-    files = sorted(folder.glob("*.png"))
-    if not files:
-        raise InputError(f"no PNG images in {folder}", hint="pass --kodak pointing at the 24 Kodak PNGs")
-    out = []
-    for f in files[:limit]:
-        with Image.open(f) as im:
-            out.append((f.name, np.asarray(im.convert("RGB"))))
-    return out
-
-
-def jpeg_point(img: np.ndarray, quality: int) -> dict[str, float]:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, "JPEG", quality=quality, subsampling=2)
-    n = buf.tell()
-    buf.seek(0)
-    with Image.open(buf) as im:
-        rec = np.asarray(im.convert("RGB"))
-    return {
-        "bpp": metrics.bpp(n, *img.shape[:2]),
-        "psnr": metrics.psnr_rgb(img, rec),
-        "psnr_y": metrics.psnr_y(img, rec),
-        "ms_ssim": metrics.ms_ssim(img, rec),
-    }
-
-
-def mean_point(points: list[dict[str, float]]) -> dict[str, float]:
-    return {k: float(np.mean([p[k] for p in points])) for k in points[0]}
 
 
 def model_point(model: Any, images: list[tuple[str, np.ndarray]]) -> dict[str, float]:
@@ -107,26 +47,6 @@ def model_point(model: Any, images: list[tuple[str, np.ndarray]]) -> dict[str, f
         s = enc.encode([img.astype(np.float32) / 255.0], [0], [0])[0].stats
         pts.append({k: float(s[k]) for k in ("bpp", "psnr", "psnr_y", "ms_ssim")})
     return mean_point(pts)
-
-
-def bd_rate(anchor: list[dict[str, float]], test: list[dict[str, float]], key: str = "psnr") -> float | None:
-    """BD-rate (%) of ``test`` against ``anchor`` (pchip), over the overlapping range."""
-    import bjontegaard as bd
-
-    if len(anchor) < 2 or len(test) < 2:
-        return None
-    a = sorted(anchor, key=lambda p: p["bpp"])
-    t = sorted(test, key=lambda p: p["bpp"])
-    try:
-        dist = (lambda p: -10 * math.log10(1 - p[key])) if key == "ms_ssim" else (lambda p: p[key])
-        return float(
-            bd.bd_rate(
-                [p["bpp"] for p in a], [dist(p) for p in a], [p["bpp"] for p in t], [dist(p) for p in t],
-                method="pchip", require_matching_points=False, min_overlap=0.0,
-            )
-        )
-    except (ValueError, AssertionError, ZeroDivisionError):
-        return None
 
 
 def psnr_gain_over(anchor: list[dict[str, float]], bpp: float, psnr: float) -> float | None:
