@@ -98,6 +98,8 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start", type=int, default=0, help="first frame")
     p.add_argument("--end", type=int, default=None, help="end frame (exclusive)")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse frames larger than this many pixels")
+    p.add_argument("--no-carry", action="store_true", help="code the video only; do not carry audio, subtitles, chapters and metadata")
+    p.add_argument("--drop-broken-streams", action="store_true", help="leave corrupt audio tracks out (with a warning) instead of failing")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_encode)
 
@@ -117,6 +119,7 @@ def _cmd_encode(a: argparse.Namespace) -> int:
         a.src, a.dst, model, refine, batch=a.batch, start=a.start, end=a.end,
         max_pixels=a.max_pixels or DEFAULT_MAX_PIXELS,
         on_frame=lambda s: bar.update(1) if bar else None,
+        carry=not a.no_carry, drop_broken=a.drop_broken_streams, warn=_warn("encode"),
     )
     if bar:
         bar.close()
@@ -128,7 +131,18 @@ def _cmd_encode(a: argparse.Namespace) -> int:
         f"{sum(f['refined'] for f in fr)}/{n} refined, {summary.seconds:.1f} s "
         f"({model.identity.describe()})"
     )
+    if summary.carry is not None:
+        c = summary.carry
+        print(f"carried     {len(c.streams)} stream(s), {c.total_bytes} bytes, {len(c.chapters)} chapter(s)"
+              + (f"; dropped {len(c.dropped)}" if c.dropped else ""))
     return 0
+
+
+def _warn(command: str) -> Callable[[str], None]:
+    def warn(msg: str) -> None:
+        print(f"relatent {command}: warning: {msg}", file=sys.stderr)
+
+    return warn
 
 
 def _progress(total: int, desc: str, disabled: bool):  # type: ignore[no-untyped-def]
@@ -149,39 +163,30 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="weights the stream needs, when not shipped")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--video-only", action="store_true", help="write the video alone, without the carried audio/subtitles")
+    p.add_argument("--strict", action="store_true", help="fail if the output format cannot hold a carried stream (default: skip it with a warning)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_decode)
 
 
 def _cmd_decode(a: argparse.Namespace) -> int:
-    from fractions import Fraction
-
     from pipeline.bitstream import StreamReader
-    from pipeline.codec import decode_stream
-    from pipeline.frames import ColorInfo, write_frames
+    from pipeline.codec import decode_video
 
     _set_threads(a.threads)
     with StreamReader(a.src) as r:
         header = r.header
     bar = _progress(header.frame_count, "decode", a.no_progress)
-    pts: list[int] = []
-
-    def frames():  # type: ignore[no-untyped-def]
-        for d in decode_stream(a.src, a.checkpoint, a.device):
-            pts.append(d.pts)
-            if bar:
-                bar.update(1)
-            yield d.rgb
-
-    with StreamReader(a.src) as r:
-        all_pts = [p.pts for p in r]
-    write_frames(
-        a.dst, frames(), frame_rate=Fraction(header.frame_rate), time_base=Fraction(header.time_base),
-        pts=all_pts, color=ColorInfo.from_dict(header.color) if header.color else None,
+    summary = decode_video(
+        a.src, a.dst, a.checkpoint, a.device, video_only=a.video_only, strict=a.strict,
+        warn=_warn("decode"), on_frame=lambda d: bar.update(1) if bar else None,
     )
     if bar:
         bar.close()
-    print(f"{a.dst}: {len(pts)} frames {header.width}x{header.height} @ {header.frame_rate} fps")
+    print(f"{a.dst}: {summary.frames} frames {header.width}x{header.height} @ {header.frame_rate} fps")
+    if summary.carried or summary.skipped:
+        print(f"carried     {', '.join(c.describe() for c in summary.carried) or 'nothing'}"
+              + (f"; skipped {len(summary.skipped)}" if summary.skipped else ""))
     return 0
 
 
@@ -200,11 +205,15 @@ def _cmd_info(a: argparse.Namespace) -> int:
     import json
 
     from pipeline.bitstream import StreamReader
+    from pipeline.carry import CarryInfo
 
     with StreamReader(a.src) as r:
         h = r.header
         stats = r.stats
         size = r.footer_offset
+        version = r.version
+        carry_dict = r.carry_info()
+    carry = CarryInfo.from_dict(carry_dict) if carry_dict is not None else None
     n = len(stats)
     summary = {
         "frames": n,
@@ -216,12 +225,13 @@ def _cmd_info(a: argparse.Namespace) -> int:
         "refined": sum(bool(s["refined"]) for s in stats),
     }
     if a.json:
-        out = {"header": h.to_json(), "summary": summary}
+        out = {"header": h.to_json(), "summary": summary, "version": version,
+               "carry": carry.to_dict() if carry else None, "carried_streams": carry.to_rows() if carry else []}
         if a.frames:
             out["frames"] = stats
         print(json.dumps(out, indent=2))
         return 0
-    print(f"stream      {a.src} ({size} bytes before the index)")
+    print(f"stream      {a.src} ({size} bytes before the index, format version {version})")
     print(f"model       {h.arch} q{h.quality} lambda {h.lmbda} weights sha256 {h.weights_sha256[:16]}…")
     print(f"video       {h.width}x{h.height} (coded {h.padded_width}x{h.padded_height}), {h.frame_rate} fps, time base {h.time_base}")
     print(f"frames      {h.frame_count}")
@@ -231,6 +241,7 @@ def _cmd_info(a: argparse.Namespace) -> int:
         f"summary     {summary['bytes']} bytes, {summary['bpp']:.4f} bpp, PSNR {summary['psnr']:.2f} dB "
         f"(Y {summary['psnr_y']:.2f}), MS-SSIM {summary['ms_ssim']:.4f}, {summary['refined']}/{n} refined"
     )
+    _print_carry(carry)
     if a.frames:
         print(f"{'frame':>6} {'pts':>8} {'bytes':>8} {'bpp':>8} {'psnr':>8} {'ms_ssim':>8} {'rd_before':>10} {'rd_after':>10} {'iters':>6} refined")
         for s in stats:
@@ -239,6 +250,20 @@ def _cmd_info(a: argparse.Namespace) -> int:
                 f"{s['rd_before']:>10.5f} {s['rd_after']:>10.5f} {s['iters']:>6} {s['refined']}"
             )
     return 0
+
+
+def _print_carry(carry) -> None:  # type: ignore[no-untyped-def]
+    if carry is None:
+        print("carried     none (video only)")
+        return
+    print(f"carried     {len(carry.streams)} stream(s), {carry.total_bytes} bytes, {len(carry.chapters)} chapter(s)"
+          + (f", stored as {carry.format}" if carry.format else ""))
+    rows = carry.to_rows()
+    if rows:
+        print(f"{'#':>4} {'type':<10} {'codec':<10} {'lang':<5} {'duration':>9} {'bytes':>10} {'status':<11} title/reason")
+    for r in rows:
+        print(f"{r['index']:>4} {r['type']:<10} {r['codec']:<10} {r['language'] or 'und':<5} {r['duration']:>8.3f}s "
+              f"{r['bytes']:>10} {r['status']:<11} {r['title'] or r['reason']}")
 
 
 # --------------------------------------------------------------------------- ship / bench

@@ -1,18 +1,27 @@
 """The .rlv container: header, per-frame packets, footer index. Spec: docs/bitstream.md.
 
-Layout (all integers little-endian)::
+Layout (all integers little-endian; format version 2)::
 
-    stream  := header packet* footer
+    stream  := header packet* carry? footer
     header  := MAGIC(8) version:u16 json_len:u32 json crc32(json):u32
     packet  := b"PK" body_len:u32 body crc32(body):u32
     body    := frame_index:u64 pts:i64 flags:u8 latent_crc:u32 n:u8 (len:u32 bytes)*n
+    carry   := b"RLVC" info_len:u32 info_json crc32(info_json):u32
+               blob_len:u64 crc32(blob):u32 blob
     footer  := b"RLVI" count:u64 (frame_index:u64 offset:u64 length:u32)*count
-               stats_len:u32 stats_json crc32(b"RLVI"..stats_json):u32
+               stats_len:u32 stats_json carry_offset:u64 carry_length:u64
+               crc32(b"RLVI"..carry_length):u32
                footer_offset:u64 b"RLVE"
 
+Version 1 is the same without the carry section and without the two carry fields of the
+footer; it is still read (and written with ``version=1``). The carry section holds the
+source's non-video streams, copied (see :mod:`pipeline.carry`); ``carry_offset`` and
+``carry_length`` are 0 when there is none.
+
 A *shard* is a run of whole packets for a frame range. Concatenating header + shards in
-frame order + footer gives a complete stream; the footer is computed from packet lengths
-alone (:func:`footer_bytes`), so reassembly never has to parse shard bytes.
+frame order + carry section + footer gives a complete stream; the footer is computed from
+packet lengths and the carry section's length alone (:func:`footer_bytes`), so reassembly
+never has to parse shard bytes.
 """
 
 from __future__ import annotations
@@ -36,9 +45,12 @@ from pipeline.errors import (
 )
 
 MAGIC = b"\x89RLV\r\n\x1a\n"
-VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
+#: First version with a carry section (and the carry fields in the footer).
+CARRY_VERSION = 2
 PACKET_SYNC = b"PK"
+CARRY_MAGIC = b"RLVC"
 FOOTER_MAGIC = b"RLVI"
 END_MAGIC = b"RLVE"
 TRAILER_SIZE = 12  # footer_offset:u64 + END_MAGIC
@@ -99,13 +111,28 @@ class StreamHeader:
         d["time_base"] = Fraction(*d["time_base"])
         return cls(**d)
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, version: int = VERSION) -> bytes:
+        _check_version(version)
         body = _canonical_json(self.to_json())
-        return MAGIC + _HEAD.pack(VERSION, len(body)) + body + _U32.pack(crc32(body))
+        return MAGIC + _HEAD.pack(version, len(body)) + body + _U32.pack(crc32(body))
+
+
+def _check_version(version: int) -> None:
+    if version not in SUPPORTED_VERSIONS:
+        raise BitstreamError(
+            f"cannot write .rlv format version {version}",
+            hint=f"use one of {SUPPORTED_VERSIONS}",
+        )
 
 
 def parse_header(f: BinaryIO, name: str = "stream") -> tuple[StreamHeader, int]:
     """Read the header at the start of ``f``; return it and its size in bytes."""
+    header, size, _ = parse_header_version(f, name)
+    return header, size
+
+
+def parse_header_version(f: BinaryIO, name: str = "stream") -> tuple[StreamHeader, int, int]:
+    """Like :func:`parse_header`, also returning the stream's format version."""
     magic = f.read(len(MAGIC))
     if magic != MAGIC:
         if len(magic) < len(MAGIC):
@@ -130,7 +157,7 @@ def parse_header(f: BinaryIO, name: str = "stream") -> tuple[StreamHeader, int]:
         header = StreamHeader.from_json(json.loads(body))
     except (ValueError, TypeError, KeyError) as exc:
         raise BitstreamError(f"{name}: header is malformed ({exc})", hint="the file is corrupt or from an incompatible writer") from exc
-    return header, len(MAGIC) + _HEAD.size + n + 4
+    return header, len(MAGIC) + _HEAD.size + n + 4, version
 
 
 # --------------------------------------------------------------------------- packets
@@ -212,14 +239,56 @@ class IndexEntry:
     length: int
 
 
-def footer_bytes(entries: Sequence[IndexEntry], stats: Sequence[dict[str, Any]] | None = None) -> bytes:
+@dataclass(frozen=True)
+class CarryRef:
+    """Where the carry section is: byte offset from the start of the stream, and length
+    (the whole section, magic to blob)."""
+
+    offset: int
+    length: int
+
+
+def footer_bytes(
+    entries: Sequence[IndexEntry],
+    stats: Sequence[dict[str, Any]] | None = None,
+    carry: CarryRef | None = None,
+    *,
+    version: int = VERSION,
+) -> bytes:
+    """The footer (without the trailer). ``carry`` locates the carry section, which sits
+    right after the last packet (offset = end of the packets); None means no section.
+    ``version`` must be the header's."""
+    _check_version(version)
     stats_json = _canonical_json({"frames": list(stats or [])})
-    block = b"".join(
+    parts = (
         [FOOTER_MAGIC, _U64.pack(len(entries))]
         + [_ENTRY.pack(e.frame_index, e.offset, e.length) for e in entries]
         + [_U32.pack(len(stats_json)), stats_json]
     )
+    if version >= CARRY_VERSION:
+        parts += [_U64.pack(carry.offset if carry else 0), _U64.pack(carry.length if carry else 0)]
+    elif carry is not None and carry.length:
+        raise BitstreamError("format version 1 has no carry section", hint="write version 2 or drop the carried streams")
+    block = b"".join(parts)
     return block + _U32.pack(crc32(block))
+
+
+# --------------------------------------------------------------------------- carry section
+
+
+def carry_bytes(info: dict[str, Any], blob: bytes | None = None) -> bytes:
+    """The carry section: ``info`` (canonical JSON: the description of the carried streams,
+    :meth:`pipeline.carry.CarryInfo.to_dict`) and ``blob`` (the streams themselves, a
+    Matroska file; may be empty). Each part has its own CRC, so ``info`` is read without
+    reading the blob."""
+    ij = _canonical_json(info)
+    blob = blob or b""
+    return b"".join(
+        [CARRY_MAGIC, _U32.pack(len(ij)), ij, _U32.pack(crc32(ij)), _U64.pack(len(blob)), _U32.pack(crc32(blob)), blob]
+    )
+
+
+_CARRY_FIXED = len(CARRY_MAGIC) + 4 + 4 + 8 + 4  # everything but info_json and blob
 
 
 def index_for(header_size: int, packet_lengths: Iterable[tuple[int, int]]) -> list[IndexEntry]:
@@ -232,13 +301,24 @@ def index_for(header_size: int, packet_lengths: Iterable[tuple[int, int]]) -> li
     return entries
 
 
-def assemble(header: StreamHeader, shards: Sequence[bytes], stats: Sequence[dict[str, Any]] | None = None) -> bytes:
-    """header + shard bytes in order + footer (the local reassembly path)."""
-    hb = header.to_bytes()
+def assemble(
+    header: StreamHeader,
+    shards: Sequence[bytes],
+    stats: Sequence[dict[str, Any]] | None = None,
+    carry: bytes | None = None,
+    *,
+    version: int = VERSION,
+) -> bytes:
+    """header + shard bytes in order + carry section (:func:`carry_bytes`) + footer (the
+    local reassembly path)."""
+    hb = header.to_bytes(version)
     lengths = [(p.frame_index, len(p.to_bytes())) for s in shards for _, p in iter_packets(s)]
     body = b"".join(shards)
     entries = index_for(len(hb), lengths)
-    return hb + body + footer_bytes(entries, stats) + _U64.pack(len(hb) + len(body)) + END_MAGIC
+    carry = carry or b""
+    ref = CarryRef(len(hb) + len(body), len(carry)) if carry else None
+    footer_off = len(hb) + len(body) + len(carry)
+    return hb + body + carry + footer_bytes(entries, stats, ref, version=version) + trailer_bytes(footer_off)
 
 
 def trailer_bytes(footer_offset: int) -> bytes:
@@ -253,10 +333,11 @@ class StreamWriter:
     at :meth:`close`. Atomicity (temp file + rename) is the caller's job
     (:func:`pipeline.storage.open_write`)."""
 
-    def __init__(self, f: BinaryIO, header: StreamHeader) -> None:
+    def __init__(self, f: BinaryIO, header: StreamHeader, *, version: int = VERSION) -> None:
         self._f = f
         self.header = header
-        hb = header.to_bytes()
+        self.version = version
+        hb = header.to_bytes(version)
         f.write(hb)
         self._pos = len(hb)
         self._entries: list[IndexEntry] = []
@@ -276,13 +357,22 @@ class StreamWriter:
             self._stats.append(stats)
         return len(pb)
 
-    def close(self) -> None:
+    def close(self, carry: bytes | None = None) -> None:
+        """Write the carry section (``carry``, from :func:`carry_bytes`; version 2 only),
+        the footer and the trailer."""
         if len(self._entries) != self.header.frame_count:
             raise BitstreamError(
                 f"stream declares {self.header.frame_count} frames but {len(self._entries)} were written",
                 hint="this is a bug in the caller",
             )
-        self._f.write(footer_bytes(self._entries, self._stats))
+        ref = None
+        if carry:
+            if self.version < CARRY_VERSION:
+                raise BitstreamError("format version 1 has no carry section", hint="write version 2 or drop the carried streams")
+            self._f.write(carry)
+            ref = CarryRef(self._pos, len(carry))
+            self._pos += len(carry)
+        self._f.write(footer_bytes(self._entries, self._stats, ref, version=self.version))
         self._f.write(trailer_bytes(self._pos))
 
 
@@ -313,7 +403,7 @@ class StreamReader:
     def _load(self) -> None:
         f = self._f
         f.seek(0)
-        self.header, self.header_size = parse_header(f, self.name)
+        self.header, self.header_size, self.version = parse_header_version(f, self.name)
         end = f.seek(0, io.SEEK_END)
         if end < self.header_size + TRAILER_SIZE:
             raise TruncatedStreamError(f"{self.name}: no footer (file is truncated)", hint="re-encode or re-download it")
@@ -335,6 +425,20 @@ class StreamReader:
         pos += count * _ENTRY.size
         (slen,) = _U32.unpack_from(body, pos)
         self.stats: list[dict[str, Any]] = json.loads(body[pos + 4 : pos + 4 + slen])["frames"]
+        pos += 4 + slen
+        #: Where the carry section is (None: no section, or a version 1 stream).
+        self.carry: CarryRef | None = None
+        if self.version >= CARRY_VERSION:
+            if len(body) < pos + 16:
+                raise BitstreamError(f"{self.name}: footer has no carry fields", hint="the file is corrupt or from an incompatible writer")
+            c_off, c_len = _U64.unpack_from(body, pos)[0], _U64.unpack_from(body, pos + 8)[0]
+            if c_len:
+                if c_off < self.header_size or c_off + c_len != footer_off or c_len < _CARRY_FIXED:
+                    raise BitstreamError(
+                        f"{self.name}: carry section [{c_off}, {c_off + c_len}) does not end at the footer ({footer_off})",
+                        hint="the stream was assembled incompletely; re-encode it",
+                    )
+                self.carry = CarryRef(c_off, c_len)
         if count != self.header.frame_count:
             raise BitstreamError(
                 f"{self.name}: index lists {count} frames, header declares {self.header.frame_count}",
@@ -358,6 +462,57 @@ class StreamReader:
     def __iter__(self) -> Iterator[Packet]:
         for n in range(len(self)):
             yield self[n]
+
+    def _carry_head(self) -> tuple[dict[str, Any], int]:
+        """The carry info and the offset of the blob's length field."""
+        assert self.carry is not None
+        f = self._f
+        f.seek(self.carry.offset)
+        head = f.read(8)
+        if len(head) < 8 or head[:4] != CARRY_MAGIC:
+            raise BitstreamError(f"{self.name}: carry section magic missing", hint="the file is corrupt; re-encode it")
+        (n,) = _U32.unpack_from(head, 4)
+        if 8 + n + 4 + 12 > self.carry.length:
+            raise BitstreamError(f"{self.name}: carry info overruns its section", hint="the file is corrupt; re-encode it")
+        ij = f.read(n)
+        crc = f.read(4)
+        if len(ij) < n or len(crc) < 4:
+            raise TruncatedStreamError(f"{self.name}: carry section is truncated", hint="re-encode or re-download it")
+        if _U32.unpack(crc)[0] != crc32(ij):
+            raise ChecksumError(f"{self.name}: carry info CRC mismatch", hint="the file is corrupt; re-encode or re-download it")
+        try:
+            info = json.loads(ij)
+        except ValueError as exc:
+            raise BitstreamError(f"{self.name}: carry info is malformed ({exc})", hint="the file is corrupt") from exc
+        return info, self.carry.offset + 8 + n + 4
+
+    def carry_info(self) -> dict[str, Any] | None:
+        """The carry section's description of the carried streams
+        (:meth:`pipeline.carry.CarryInfo.from_dict` reads it), or None without a section."""
+        if self.carry is None:
+            return None
+        return self._carry_head()[0]
+
+    def carry_blob(self) -> bytes:
+        """The carried streams (a Matroska file; empty when there are none), CRC-checked."""
+        if self.carry is None:
+            return b""
+        _, pos = self._carry_head()
+        f = self._f
+        f.seek(pos)
+        fixed = f.read(12)
+        if len(fixed) < 12:
+            raise TruncatedStreamError(f"{self.name}: carry section is truncated", hint="re-encode or re-download it")
+        (n,) = _U64.unpack_from(fixed, 0)
+        (want,) = _U32.unpack_from(fixed, 8)
+        if pos + 12 + n != self.carry.offset + self.carry.length:
+            raise BitstreamError(f"{self.name}: carry blob length does not match its section", hint="the file is corrupt; re-encode it")
+        blob = f.read(n)
+        if len(blob) < n:
+            raise TruncatedStreamError(f"{self.name}: carry blob is truncated", hint="re-encode or re-download it")
+        if crc32(blob) != want:
+            raise ChecksumError(f"{self.name}: carry blob CRC mismatch", hint="the file is corrupt; re-encode or re-download it")
+        return blob
 
     def close(self) -> None:
         if self._owns:

@@ -300,6 +300,8 @@ class EncodeSummary:
     header: StreamHeader
     frames: list[dict[str, Any]]
     seconds: float
+    #: What was carried (:class:`pipeline.carry.CarryInfo`), None with ``carry=False``.
+    carry: Any = None
 
     @property
     def total_bytes(self) -> int:
@@ -317,10 +319,19 @@ def encode_video(
     end: int | None = None,
     max_pixels: int | None = None,
     on_frame: Callable[[dict[str, Any]], None] | None = None,
+    carry: bool = True,
+    drop_broken: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> EncodeSummary:
-    """Encode frames [start, end) of ``src`` to the stream ``dst`` (written atomically)."""
+    """Encode frames [start, end) of ``src`` to the stream ``dst`` (written atomically).
+
+    With ``carry`` (the default) the source's other streams (audio, subtitles, ...) are
+    copied into the stream's carry section, trimmed to the coded frames' time span
+    (:func:`pipeline.carry.extract_carry`; ``drop_broken`` leaves corrupt ones out with a
+    ``warn``-ing instead of failing). They are extracted before any frame is coded."""
     from pipeline import frames as fio
     from pipeline import storage
+    from pipeline.bitstream import carry_bytes
 
     if batch < 1:
         raise ConfigError(f"--batch {batch} must be at least 1")
@@ -328,6 +339,16 @@ def encode_video(
     enc = FrameEncoder(model, refine)
     info = fio.probe(src)
     end = info.frame_count if end is None else end
+    fio._check_range(info, start, end)
+    carried = None
+    section = None
+    if carry:
+        from pipeline.carry import extract_carry
+
+        span_start = info.pts[start] * info.time_base if start > 0 else None
+        span_end = info.pts[end] * info.time_base if end < info.frame_count else None
+        blob, carried = extract_carry(src, start=span_start, end=span_end, drop_broken=drop_broken, warn=warn)
+        section = carry_bytes(carried.to_dict(), blob)
     header = make_header(model, info, enc.refine, frame_count=end - start)
     all_stats: list[dict[str, Any]] = []
     with storage.open_write(dst) as f:
@@ -339,8 +360,8 @@ def encode_video(
                 all_stats.append(e.stats)
                 if on_frame:
                     on_frame(e.stats)
-        writer.close()
-    return EncodeSummary(header, all_stats, time.perf_counter() - t0)
+        writer.close(section)
+    return EncodeSummary(header, all_stats, time.perf_counter() - t0, carried)
 
 
 def decode_stream(
@@ -353,3 +374,83 @@ def decode_stream(
         dec = FrameDecoder(model_for_stream(reader.header, checkpoint, device), reader.header)
         for pkt in reader:
             yield dec.decode(pkt)
+
+
+@dataclass
+class DecodeSummary:
+    header: StreamHeader
+    frames: int
+    #: Carried streams written next to the video, and those skipped (with the reason).
+    carried: list[Any] = field(default_factory=list)
+    skipped: list[tuple[Any, str]] = field(default_factory=list)
+    #: Why the carried streams were not written at all ("" when they were, or there are none).
+    video_only_reason: str = ""
+
+
+def decode_video(
+    src: str,
+    dst: str,
+    checkpoint: str | None = None,
+    device: str | None = None,
+    *,
+    video_only: bool = False,
+    strict: bool = False,
+    warn: Callable[[str], None] | None = None,
+    on_frame: Callable[[DecodedFrame], None] | None = None,
+) -> DecodeSummary:
+    """Decode the stream ``src`` to ``dst`` (:func:`pipeline.frames.write_frames` decides the
+    kind of output from ``dst``; written atomically).
+
+    ``.mp4``/``.mkv`` outputs also get the carried streams (audio, subtitles, chapters,
+    metadata; :class:`pipeline.carry.CarryMuxer`) unless ``video_only``: a stream the format
+    cannot hold is skipped with a ``warn``-ing, or with ``strict`` raises
+    :class:`~pipeline.errors.UnsupportedStreamError` before anything is written. ``.y4m``
+    and PNG outputs are video-only."""
+    from pathlib import PurePath
+
+    from pipeline.carry import CarryInfo, CarryMuxer
+    from pipeline.frames import ColorInfo, write_frames
+
+    with StreamReader(src) as r:
+        header = r.header
+        all_pts = [e.pts for e in r]
+        info_dict = r.carry_info()
+        has_carry = info_dict is not None and bool(info_dict.get("streams") or info_dict.get("chapters"))
+        blob = r.carry_blob() if has_carry and not video_only else b""
+    suffix = PurePath(dst).suffix.lower()
+    fmt = {".mp4": "mp4", ".mkv": "matroska"}.get(suffix)
+    summary = DecodeSummary(header, 0)
+    muxer = None
+    if has_carry and not video_only:
+        assert info_dict is not None
+        cinfo = CarryInfo.from_dict(info_dict)
+        if fmt is None:
+            summary.video_only_reason = f"{suffix or 'PNG folder'} outputs are video-only"
+            if cinfo.streams:
+                (warn or _log_warning)(
+                    f"{dst}: {summary.video_only_reason}; the {len(cinfo.streams)} carried "
+                    "stream(s) are not written (decode to .mkv or .mp4 to keep them)"
+                )
+        else:
+            muxer = CarryMuxer(blob, cinfo, fmt, dst=dst, strict=strict, warn=warn)
+            summary.carried = list(muxer.plan)
+            summary.skipped = list(muxer.skipped)
+
+    def frames() -> Iterator[np.ndarray]:
+        for d in decode_stream(src, checkpoint, device):
+            summary.frames += 1
+            if on_frame:
+                on_frame(d)
+            yield d.rgb
+
+    write_frames(
+        dst, frames(), frame_rate=header.frame_rate, time_base=header.time_base, pts=all_pts,
+        color=ColorInfo.from_dict(header.color) if header.color else None, extra=muxer,
+    )  # fmt: skip
+    return summary
+
+
+def _log_warning(msg: str) -> None:
+    import logging
+
+    logging.getLogger(__name__).warning(msg)

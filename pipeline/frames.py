@@ -63,7 +63,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, BinaryIO, TypeAlias
+from typing import Any, BinaryIO, Protocol, TypeAlias
 from urllib.parse import unquote, urlparse
 
 import av
@@ -85,6 +85,7 @@ from pipeline.errors import (
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ColorInfo",
+    "ExtraStreams",
     "Frame",
     "Source",
     "VideoInfo",
@@ -262,6 +263,16 @@ class VideoInfo:
                 f"video info is incomplete or malformed ({exc})",
                 hint="pass a dict written by VideoInfo.to_dict, or probe the source again",
             ) from exc
+
+
+class ExtraStreams(Protocol):
+    """Streams muxed next to the video by :func:`write_frames` (``.mp4``/``.mkv``)."""
+
+    def add_streams(self, out: av.container.OutputContainer, video: av.VideoStream) -> None:
+        """Add streams, metadata and chapters to ``out`` (called once, before its header)."""
+
+    def mux_until(self, out: av.container.OutputContainer, t: Fraction | None) -> None:
+        """Mux the packets up to time ``t`` in seconds (None: all that remain)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -1175,6 +1186,7 @@ def _write_video(
     pts: Sequence[int] | None,
     color: ColorInfo | None,
     dst: str,
+    extra: ExtraStreams | None = None,
 ) -> None:
     options = {}
     if container_format == "mp4" and time_base.numerator == 1:
@@ -1207,6 +1219,8 @@ def _write_video(
                     cc.color_primaries = _code_of(_PRIMARIES_NAMES, color.primaries)
                     cc.color_trc = _code_of(_TRANSFER_NAMES, color.transfer)
                 stream.options = {"crf": "12", "preset": "medium"}
+                if extra is not None:
+                    extra.add_streams(out, stream)
             if pts is None:
                 t = round(i / (frame_rate * time_base))
             elif i < len(pts):
@@ -1229,6 +1243,8 @@ def _write_video(
             frame.time_base = time_base
             frame.colorspace = cc.colorspace
             frame.color_range = cc.color_range
+            if extra is not None:
+                extra.mux_until(out, t * time_base)
             for packet in stream.encode(frame):
                 out.mux(packet)
         if pts is not None and count != len(pts):
@@ -1239,6 +1255,8 @@ def _write_video(
         if stream is not None:
             for packet in stream.encode(None):
                 out.mux(packet)
+            if extra is not None:
+                extra.mux_until(out, None)
 
 
 def _code_of(names: dict[int, str], name: str) -> int:
@@ -1268,6 +1286,7 @@ def write_frames(
     time_base: Fraction | None = None,
     pts: Sequence[int] | None = None,
     color: ColorInfo | None = None,
+    extra: ExtraStreams | None = None,
 ) -> None:
     """Write uint8 HxWx3 RGB ``frames`` to ``dst``; the kind of output follows ``dst``.
 
@@ -1286,7 +1305,9 @@ def write_frames(
       ``time_base`` and each frame's ``pts`` kept (Matroska rounds them to milliseconds).
 
     ``time_base`` defaults to ``1 / frame_rate``; ``pts`` (one per frame, increasing)
-    defaults to a constant rate. The output appears atomically.
+    defaults to a constant rate. ``extra`` adds other streams to ``.mp4``/``.mkv`` outputs
+    (:class:`ExtraStreams`, e.g. :class:`pipeline.carry.CarryMuxer`; the other outputs are
+    video-only and ignore it). The output appears atomically.
     """
     name = _source_name(dst)
     if isinstance(dst, str) and "://" in dst and not dst.startswith("file://"):
@@ -1340,8 +1361,10 @@ def write_frames(
     writers: dict[str, Callable[[Path], None]] = {
         ".png": lambda tmp: _write_png_file(tmp, checked, name),
         ".y4m": lambda tmp: _write_y4m(tmp, checked, rate, color),
-        ".mp4": lambda tmp: _write_video(tmp, "mp4", checked, rate, tb, pts, color, name),
-        ".mkv": lambda tmp: _write_video(tmp, "matroska", checked, rate, tb, pts, color, name),
+        ".mp4": lambda tmp: _write_video(tmp, "mp4", checked, rate, tb, pts, color, name, extra),
+        ".mkv": lambda tmp: _write_video(
+            tmp, "matroska", checked, rate, tb, pts, color, name, extra
+        ),
     }
     writer = writers.get(suffix)
     if writer is None:

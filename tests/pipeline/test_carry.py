@@ -1,0 +1,405 @@
+"""Carried streams end to end on real files made here with PyAV: several audio tracks with
+language tags, a subtitle track, an audio track that starts late, chapters, an attachment,
+corrupt audio; and the container: version 2 carry section, version 1 streams still decode,
+and the distributed assembler's building blocks give the same bytes as the writer.
+
+Sources are tiny (64x48, 10 frames, < 1 s of audio) so each encode/decode takes a few
+seconds. The model is the shipped default when there is one, else the 70 KB random
+checkpoint committed for the v1 fixture (carrying does not depend on the model)."""
+
+from __future__ import annotations
+
+import io
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from jobs.cli import main
+from pipeline import bitstream as bs
+from pipeline.carry import CarryInfo, CarryMuxer, extract_carry
+from pipeline.errors import CorruptSourceError, UnsupportedStreamError
+from pipeline.models import load_cards
+from tests.conftest import REPO_ROOT
+
+DATA = REPO_ROOT / "tests" / "data"
+TINY = DATA / "v1_tiny_weights.pth"  # bmshj2018-factorized N=8 M=8, random (seed 11)
+RATE = 25
+FRAME = 1 / RATE
+
+
+def model_args() -> list[str]:
+    return [] if load_cards()["models"] else ["--checkpoint", str(TINY), "--quality", "3"]
+
+
+def decode_args() -> list[str]:
+    return [] if load_cards()["models"] else ["--checkpoint", str(TINY)]
+
+
+def run(capsys, *args: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def _audio(out: av.container.OutputContainer, st: av.AudioStream, start: int, n: int, seed: int) -> None:
+    fs = st.codec_context.frame_size or 1152
+    fmt = st.codec_context.format.name
+    pts = start
+    for k in range(n):
+        x = (0.3 * np.sin(np.arange(fs) / (4 + seed) + k)).astype(np.float32)[None]
+        fr = av.AudioFrame.from_ndarray(x if fmt == "fltp" else (x * 30000).astype(np.int16), format=fmt, layout="mono")
+        fr.sample_rate, fr.pts = 16000, pts
+        pts += fs
+        out.mux(st.encode(fr))
+    out.mux(st.encode(None))
+
+
+def make_source(path: Path, *, audio: list[dict], subtitle: dict | None = None, chapters: bool = False,
+                attachment: bool = False, rotation: float | None = None, frames: int = 10) -> Path:
+    """A 64x48 mpeg4 video at 25 fps plus ``audio`` tracks (dicts: codec, lang, title,
+    start (samples at 16 kHz), packets) and an optional subtitle (codec, lang, text)."""
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("mpeg4", rate=RATE)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        if rotation is not None:
+            v.set_display_rotation(rotation)
+        streams = []
+        for a in audio:
+            st = out.add_stream(a["codec"], rate=16000, layout="mono")
+            st.metadata["language"] = a["lang"]
+            if a.get("title"):
+                st.metadata["title"] = a["title"]
+            streams.append((st, a))
+        sub = None
+        if subtitle is not None:
+            sub = out.add_mux_stream(subtitle["codec"])
+            sub.time_base = Fraction(1, 1000)
+            sub.metadata["language"] = subtitle["lang"]
+        if attachment:
+            out.add_attachment("font.ttf", "application/x-truetype-font", b"\x00\x01\x00\x00not-a-real-font")
+        out.metadata["title"] = "A title"
+        if chapters:
+            out.set_chapters([
+                {"id": 1, "start": 0, "end": 200, "time_base": Fraction(1, 1000), "metadata": {"title": "Opening"}},
+                {"id": 2, "start": 200, "end": 400, "time_base": Fraction(1, 1000), "metadata": {"title": "End"}},
+            ])  # fmt: skip
+        yy, xx = np.mgrid[0:48, 0:64]
+        for i in range(frames):
+            rgb = np.stack([(xx * 4 + i * 9) % 256, (yy * 5) % 256, np.full_like(xx, 40 + 10 * i)], -1).astype(np.uint8)
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            f.pts = i
+            out.mux(v.encode(f))
+        for k, (st, a) in enumerate(streams):
+            _audio(out, st, a.get("start", 0), a.get("packets", 12), k)
+        if sub is not None:
+            pk = av.Packet(subtitle["text"])
+            pk.stream, pk.time_base = sub, Fraction(1, 1000)
+            pk.pts = pk.dts = 120
+            pk.duration = 200
+            out.mux(pk)
+        out.mux(v.encode(None))
+    return path
+
+
+def mkv_source(tmp: Path, **kw) -> Path:
+    return make_source(
+        tmp / "film.mkv",
+        audio=[
+            {"codec": "aac", "lang": "eng", "title": "Main", "packets": 14},
+            {"codec": "mp2", "lang": "fra", "title": "Doublage", "start": 8000, "packets": 4},  # starts at 0.5 s
+        ],
+        subtitle={"codec": "subrip", "lang": "deu", "text": b"Guten Tag"},
+        chapters=True, attachment=True, **kw,
+    )  # fmt: skip
+
+
+def packets_by_stream(path: Path | bytes, kinds: tuple[str, ...] = ("audio", "subtitle")) -> dict[tuple[str, str], list]:
+    """{(type, language): [(seconds, payload), ...]} of the non-empty packets, in order."""
+    src = io.BytesIO(path) if isinstance(path, bytes) else str(path)
+    out: dict[tuple[str, str], list] = {}
+    with av.open(src) as c:
+        keys = {s.index: (s.type, s.metadata.get("language", "und")) for s in c.streams}
+        for p in c.demux([s for s in c.streams if s.type in kinds]):
+            if p.size > 2:  # mov_text writes 2-byte empty samples in gaps
+                out.setdefault(keys[p.stream.index], []).append((float(p.pts * p.time_base), bytes(p)))
+    return out
+
+
+def assert_same_packets(src: list, got: list, bound: float = FRAME) -> None:
+    assert [b for _, b in got] == [b for _, b in src]  # byte-identical, in order
+    assert max(abs(a - b) for (a, _), (b, _) in zip(src, got, strict=True)) < bound
+
+
+def streams_of(path: Path) -> list[tuple[str, str | None, str | None]]:
+    with av.open(str(path)) as c:
+        return [(s.type, s.codec_context.codec.canonical_name if s.codec_context else None, s.metadata.get("language")) for s in c.streams]
+
+
+def first_video_time(path: Path) -> float:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        return min(float(p.pts * p.time_base) for p in c.demux(v) if p.pts is not None)
+
+
+# ----------------------------------------------------------------------------- library
+
+
+def test_extract_describes_and_copies_every_stream(tmp_path: Path) -> None:
+    src = mkv_source(tmp_path, rotation=90)
+    blob, info = extract_carry(src)
+    assert blob and info.format == "matroska"
+    assert [(s.type, s.codec, s.language) for s in info.streams] == [
+        ("audio", "aac", "eng"), ("audio", "mp2", "fra"), ("subtitle", "subrip", "deu"),
+        ("attachment", "application/x-truetype-font", None),
+    ]  # fmt: skip
+    assert [s.title for s in info.streams[:2]] == ["Main", "Doublage"]
+    mp2 = info.streams[1]
+    assert 0.45 < mp2.start < 0.51 and mp2.packets == 4  # the late track keeps its start
+    assert [c["metadata"]["title"] for c in info.chapters] == ["Opening", "End"]
+    assert info.metadata["title"] == "A title"
+    assert info.video["rotation"] == 90
+    assert not info.dropped
+    # The blob holds the source's packets, byte for byte, at the source's times.
+    src_pk, blob_pk = packets_by_stream(src), packets_by_stream(blob)
+    assert src_pk.keys() == blob_pk.keys()
+    for key in src_pk:
+        assert_same_packets(src_pk[key], blob_pk[key], bound=0.001)
+    # JSON round trip and manifest rows.
+    again = CarryInfo.from_dict(json.loads(json.dumps(info.to_dict())))
+    assert again == info
+    rows = info.to_rows()
+    assert [(r["type"], r["codec"], r["language"], r["status"]) for r in rows][:2] == [
+        ("audio", "aac", "eng", "carried"), ("audio", "mp2", "fra", "carried"),
+    ]  # fmt: skip
+    assert all(r["bytes"] > 0 and r["duration"] >= 0 for r in rows)
+    assert rows[0]["duration"] == pytest.approx(14 * 1024 / 16000, abs=0.07)
+
+
+def test_frame_range_trims_the_carried_streams(tmp_path: Path) -> None:
+    src = mkv_source(tmp_path)
+    # Frames [2, 6): video span [0.08 s, 0.24 s).
+    blob, info = extract_carry(src, start=Fraction(2, 25), end=Fraction(6, 25))
+    assert info.span == ("2/25", "6/25")
+    kept = packets_by_stream(blob)
+    whole = packets_by_stream(src)
+    aac = whole[("audio", "eng")]
+    expect = [(t, b) for (t, b) in aac if t < 0.24 and t + 0.064 > 0.08]  # 1024 samples = 64 ms
+    assert kept[("audio", "eng")] == expect
+    assert ("audio", "fra") not in kept  # starts at 0.5 s, after the span: kept as an empty track
+    assert [(s.language, s.packets) for s in info.streams] == [("eng", len(expect)), ("fra", 0), ("deu", 1), (None, 0)]
+    assert [c["metadata"]["title"] for c in info.chapters] == ["Opening", "End"]  # 0-0.2 s, 0.2-0.4 s
+    _, info = extract_carry(src, end=Fraction(4, 25))
+    assert [c["metadata"]["title"] for c in info.chapters] == ["Opening"]
+
+
+def test_corrupt_audio_names_the_stream_or_is_dropped(tmp_path: Path) -> None:
+    src = make_source(tmp_path / "bad.mkv", audio=[{"codec": "aac", "lang": "eng"}, {"codec": "aac", "lang": "spa", "title": "Broken"}])
+    data = bytearray(src.read_bytes())
+    spa = packets_by_stream(src)[("audio", "spa")]
+    for _, payload in spa[2:6]:  # overwrite the payload of four packets, keep the container intact
+        off = data.find(payload)
+        assert off > 0
+        data[off + 2 : off + len(payload)] = b"\xff" * (len(payload) - 2)
+    src.write_bytes(bytes(data))
+    with pytest.raises(CorruptSourceError) as exc:
+        extract_carry(src)
+    msg = str(exc.value)
+    assert "bad.mkv" in msg and "audio stream #2 (aac, spa)" in msg and "--drop-broken-streams" in msg
+    warnings: list[str] = []
+    _blob, info = extract_carry(src, drop_broken=True, warn=warnings.append)
+    assert [s.language for s in info.streams] == ["eng"]
+    assert [(d.index, d.kind, d.language) for d in info.dropped] == [(2, "broken", "spa")]
+    assert len(warnings) == 1 and "audio stream #2 (aac, spa)" in warnings[0]
+    assert [r["status"] for r in info.to_rows()] == ["carried", "broken"]
+
+
+def test_output_format_that_cannot_hold_a_stream(tmp_path: Path) -> None:
+    blob, info = extract_carry(mkv_source(tmp_path))
+    warnings: list[str] = []
+    mux = CarryMuxer(blob, info, "mp4", dst="out.mp4", warn=warnings.append)
+    assert [s.codec for s in mux.plan] == ["aac", "mp2"]
+    assert [s.type for s, _ in mux.skipped] == ["subtitle", "attachment"]
+    assert "subtitle stream #3 (subrip, deu)" in warnings[0]
+    with pytest.raises(UnsupportedStreamError, match="subtitle stream #3"):
+        CarryMuxer(blob, info, "mp4", dst="out.mp4", strict=True)
+    assert len(CarryMuxer(blob, info, "matroska", strict=True).plan) == 4
+
+
+# ----------------------------------------------------------------------------- container
+
+
+def _tiny_stream_parts() -> tuple[bs.StreamHeader, list[bytes], list[dict]]:
+    with bs.StreamReader(DATA / "v1_tiny.rlv") as r:
+        header, packets, stats = r.header, list(r), r.stats
+    return header, [p.to_bytes() for p in packets], stats
+
+
+def test_v2_writer_and_assembler_agree_and_v1_is_still_written_and_read(tmp_path: Path) -> None:
+    header, pkts, stats = _tiny_stream_parts()
+    section = bs.carry_bytes({"streams": [], "note": "x"}, b"blob-bytes")
+    f = io.BytesIO()
+    w = bs.StreamWriter(f, header)
+    for p in pkts:
+        w.write(bs.read_packet(io.BytesIO(p)), stats[len(w._entries)])
+    w.close(section)
+    written = f.getvalue()
+    # The distributed path: header + shards + carry + footer computed from lengths alone.
+    assert bs.assemble(header, [pkts[0], pkts[1]], stats, section) == written
+    hb = header.to_bytes()
+    entries = bs.index_for(len(hb), [(i, len(p)) for i, p in enumerate(pkts)])
+    body_end = len(hb) + sum(map(len, pkts))
+    tail = section + bs.footer_bytes(entries, stats, bs.CarryRef(body_end, len(section))) + bs.trailer_bytes(body_end + len(section))
+    assert hb + b"".join(pkts) + tail == written
+    r = bs.StreamReader(io.BytesIO(written))
+    assert r.version == 2 and r.carry == bs.CarryRef(body_end, len(section))
+    assert r.carry_info() == {"streams": [], "note": "x"} and r.carry_blob() == b"blob-bytes"
+    # Without carry (e.g. --no-carry, or a driver that carries nothing): no section.
+    plain = bs.assemble(header, pkts, stats)
+    r = bs.StreamReader(io.BytesIO(plain))
+    assert r.version == 2 and r.carry is None and r.carry_info() is None and r.carry_blob() == b""
+    # Version 1 is still written, byte-identical to the v1 fixture, and read.
+    v1 = bs.assemble(header, pkts, stats, version=1)
+    assert v1 == (DATA / "v1_tiny.rlv").read_bytes()
+    with pytest.raises(bs.BitstreamError):
+        bs.assemble(header, pkts, stats, section, version=1)
+    # A damaged carry blob is caught by its CRC; the info still reads.
+    bad = bytearray(written)
+    bad[body_end + len(section) - 3] ^= 1
+    r = bs.StreamReader(io.BytesIO(bytes(bad)))
+    assert r.carry_info() is not None
+    with pytest.raises(bs.ChecksumError):
+        r.carry_blob()
+
+
+def test_v1_stream_still_decodes(tmp_path: Path, capsys) -> None:
+    """tests/data/v1_tiny.rlv was written by the version 1 code (commit 2d16d89)."""
+    src = DATA / "v1_tiny.rlv"
+    code, out, err = run(capsys, "info", src, "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["version"] == 1 and info["carry"] is None and info["carried_streams"] == []
+    for name in ("v1.mkv", "v1.y4m"):
+        code, out, err = run(capsys, "decode", src, tmp_path / name, "--checkpoint", TINY, "--no-progress")
+        assert code == 0, err
+        with av.open(str(tmp_path / name)) as c:
+            assert [s.type for s in c.streams] == ["video"]
+            assert len(list(c.decode(video=0))) == 2
+
+
+# ----------------------------------------------------------------------------- CLI round trips
+
+
+def test_mkv_round_trip_keeps_tracks_languages_packets_and_sync(tmp_path: Path, capsys) -> None:
+    src = mkv_source(tmp_path, rotation=90)
+    rlv = tmp_path / "film.rlv"
+    code, out, err = run(capsys, "encode", src, rlv, "--refine", "none", "--no-progress", *model_args())
+    assert code == 0, err
+    assert "carried     4 stream(s)" in out
+    code, out, _ = run(capsys, "info", rlv)
+    assert code == 0
+    assert "aac" in out and "eng" in out and "mp2" in out and "fra" in out and "subrip" in out and "2 chapter(s)" in out
+    code, out, _ = run(capsys, "info", rlv, "--json")
+    rows = json.loads(out)["carried_streams"]
+    assert [(r["type"], r["codec"], r["language"]) for r in rows][:3] == [("audio", "aac", "eng"), ("audio", "mp2", "fra"), ("subtitle", "subrip", "deu")]
+
+    dst = tmp_path / "out.mkv"
+    code, out, err = run(capsys, "decode", rlv, dst, "--no-progress", *decode_args())
+    assert code == 0, err
+    assert streams_of(dst) == [("video", "h264", None), ("audio", "aac", "eng"), ("audio", "mp2", "fra"),
+                               ("subtitle", "subrip", "deu"), ("attachment", None, None)]  # fmt: skip
+    src_pk, out_pk = packets_by_stream(src), packets_by_stream(dst)
+    for key in src_pk:
+        assert_same_packets(src_pk[key], out_pk[key])
+    assert abs(first_video_time(dst) - first_video_time(src)) < FRAME
+    with av.open(str(dst)) as c:
+        assert [ch["metadata"]["title"] for ch in c.chapters()] == ["Opening", "End"]
+        assert c.metadata["title"] == "A title"
+        assert [s.metadata.get("title") for s in c.streams.audio] == ["Main", "Doublage"]
+        assert c.streams.audio[1].start_time * c.streams.audio[1].time_base == pytest.approx(mp2_start(src), abs=0.002)
+        assert next(c.decode(video=0)).rotation == 90
+
+    # mp4 cannot hold SubRip or attachments: warned and skipped; --strict fails, nothing left.
+    out_dir = tmp_path / "mp4"
+    out_dir.mkdir()
+    code, out, err = run(capsys, "decode", rlv, out_dir / "out.mp4", "--no-progress", *decode_args())
+    assert code == 0, err
+    assert "warning" in err and "subtitle stream #3 (subrip, deu)" in err and "attachment stream #4" in err
+    got = streams_of(out_dir / "out.mp4")
+    assert [(t, lang) for t, _, lang in got[:3]] == [("video", "und"), ("audio", "eng"), ("audio", "fra")]
+    assert got[1][1] == "aac" and got[2][1] in ("mp2", "mp3")  # mp4 tags MPEG-1 layer II like layer III
+    assert [t for t, _, _ in got[3:]] in ([], ["data"])  # mp4 keeps chapters in a text track
+    with av.open(str(out_dir / "out.mp4")) as c:
+        assert [ch["metadata"]["title"] for ch in c.chapters()] == ["Opening", "End"]
+    out_pk = packets_by_stream(out_dir / "out.mp4")
+    for key in [("audio", "eng"), ("audio", "fra")]:
+        assert_same_packets(src_pk[key], out_pk[key])
+    code, _, err = run(capsys, "decode", rlv, out_dir / "strict.mp4", "--strict", "--no-progress", *decode_args())
+    assert code == 2 and "strict.mp4" in err and "subtitle stream #3 (subrip, deu)" in err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["out.mp4"]
+
+    # --video-only and y4m: the video alone.
+    code, _, err = run(capsys, "decode", rlv, tmp_path / "vo.mkv", "--video-only", "--no-progress", *decode_args())
+    assert code == 0, err
+    assert streams_of(tmp_path / "vo.mkv") == [("video", "h264", None)]
+    code, _, err = run(capsys, "decode", rlv, tmp_path / "v.y4m", "--no-progress", *decode_args())
+    assert code == 0 and "video-only" in err
+
+
+def mp2_start(src: Path) -> float:
+    with av.open(str(src)) as c:
+        a = c.streams.audio[1]
+        return float(a.start_time * a.time_base)
+
+
+def test_mp4_source_with_mov_text_and_late_audio(tmp_path: Path, capsys) -> None:
+    src = make_source(
+        tmp_path / "clip.mp4",
+        audio=[{"codec": "aac", "lang": "eng"}, {"codec": "aac", "lang": "ita", "start": 8000, "packets": 5}],
+        subtitle={"codec": "mov_text", "lang": "deu", "text": b"\x00\x05Hallo"},
+    )
+    rlv = tmp_path / "clip.rlv"
+    code, _out, err = run(capsys, "encode", src, rlv, "--refine", "none", "--no-progress", *model_args())
+    assert code == 0, err
+    dst = tmp_path / "out.mp4"
+    code, _, err = run(capsys, "decode", rlv, dst, "--strict", "--no-progress", *decode_args())
+    assert code == 0, err
+    assert streams_of(dst) == [("video", "h264", "und"), ("audio", "aac", "eng"), ("audio", "aac", "ita"), ("subtitle", "mov_text", "deu")]
+    src_pk, out_pk = packets_by_stream(src), packets_by_stream(dst)
+    assert src_pk.keys() == out_pk.keys()
+    for key in src_pk:
+        assert_same_packets(src_pk[key], out_pk[key], bound=0.001)  # MOV blob: exact time bases
+    assert out_pk[("audio", "ita")][0][0] == pytest.approx(0.5, abs=0.07)  # still starts late
+    # Matroska cannot hold mov_text: skipped with a warning naming it.
+    code, _, err = run(capsys, "decode", rlv, tmp_path / "out.mkv", "--no-progress", *decode_args())
+    assert code == 0 and "subtitle stream #3 (mov_text, deu)" in err
+
+
+def test_corrupt_audio_via_cli_fails_cleanly_or_is_dropped(tmp_path: Path, capsys) -> None:
+    src = make_source(tmp_path / "bad.mkv", audio=[{"codec": "aac", "lang": "eng"}, {"codec": "aac", "lang": "spa"}])
+    data = bytearray(src.read_bytes())
+    for _, payload in packets_by_stream(src)[("audio", "eng")][3:5]:
+        off = data.find(payload)
+        data[off + 2 : off + len(payload)] = b"\xff" * (len(payload) - 2)
+    src.write_bytes(bytes(data))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, _, err = run(capsys, "encode", src, out_dir / "x.rlv", "--refine", "none", "--no-progress", *model_args())
+    assert code == 3 and "bad.mkv" in err and "audio stream #1 (aac, eng)" in err and "--drop-broken-streams" in err
+    assert not list(out_dir.iterdir())
+    code, out, err = run(capsys, "encode", src, out_dir / "x.rlv", "--refine", "none", "--drop-broken-streams", "--no-progress", *model_args())
+    assert code == 0, err
+    assert "warning" in err and "audio stream #1 (aac, eng)" in err and "dropped 1" in out
+    code, out, _ = run(capsys, "info", out_dir / "x.rlv", "--json")
+    rows = json.loads(out)["carried_streams"]
+    assert [(r["language"], r["status"]) for r in rows] == [("spa", "carried"), ("eng", "broken")]
+    code, out, _ = run(capsys, "encode", src, out_dir / "y.rlv", "--no-carry", "--refine", "none", "--no-progress", *model_args())
+    assert code == 0
+    with bs.StreamReader(out_dir / "y.rlv") as r:
+        assert r.version == 2 and r.carry is None
