@@ -64,11 +64,11 @@ CLIP_CONTENT = {
 }
 DEFAULT_BUDGETS = (25, 100, 400)
 FULL_BUDGETS = (100, 400, 1000, 2000)
-JPEG_QUALITIES = tuple(range(5, 100, 5))
+JPEG_QUALITIES = (2, *range(5, 100, 5))
 CRF_SWEEPS = {
-    "libx264": (17, 22, 27, 32, 37, 42, 47),
-    "libx265": (17, 22, 27, 32, 37, 42, 47),
-    "libsvtav1": (20, 28, 35, 42, 50, 58),
+    "libx264": (17, 22, 27, 32, 37, 42, 47, 51),
+    "libx265": (17, 22, 27, 32, 37, 42, 47, 51),
+    "libsvtav1": (20, 28, 35, 42, 50, 58, 63),
 }
 ANCHOR_CLASSIC = "x265-intra-420"
 
@@ -251,6 +251,10 @@ def classic_tasks(dataset: str, frames: list[tuple[str, np.ndarray]], codecs: li
 # --------------------------------------------------------------------------- analysis
 
 
+def is_model(label: str) -> bool:
+    return label not in _STYLE
+
+
 def curve_label(rec: dict[str, Any]) -> str:
     if rec["codec"].startswith("relatent-"):
         return f"{rec['codec'][9:]} unrefined" if rec["budget"] == 0 else f"{rec['codec'][9:]} {rec.get('method', 'campos')} {rec['budget']}"
@@ -323,6 +327,11 @@ def analyse(records: list[dict[str, Any]], sets: dict[str, list[str]], budgets_b
         anchor = f"{arch} unrefined" if arch else None
         res["curves"][name] = cv
         res["bd"][name] = bd_table(cv, anchor)
+        res.setdefault("equal_quality", {})[name] = [
+            {"curve": lab, "setting": pt["setting"], "bpp": pt["bpp"],
+             **{f"{c}_{key}": bl.rate_change_at_quality(cv[c], pt, key) for c in cv if not is_model(c) for key in ("psnr", "ms_ssim")}}
+            for lab, pts in cv.items() if is_model(lab) for pt in pts
+        ]
         rows = []
         for b in budgets_by_set.get(name, []):
             lab = f"{arch} campos {b}"
@@ -567,6 +576,15 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
             rows.append([lab, r["points"], f"{min(x['bpp'] for x in pts):.3f}-{max(x['bpp'] for x in pts):.3f}",
                          *(bl.fmt_pct(r[f"vs_{a}_{k}"]) for a in ("unrefined", "x265_intra") for k in ("psnr", "psnr_y", "ms_ssim"))])
         L += [*bl.md_table(["curve", "points", "bpp range", "vs unrefined RGB", "vs unrefined Y", "vs unrefined MS-SSIM", "vs x265-intra-420 RGB", "vs x265-intra-420 Y", "vs x265-intra-420 MS-SSIM"], rows), ""]
+    L += ["## Each relatent point against each codec at equal quality", "",
+          "Rate of the relatent point relative to the codec's curve at the same RGB PSNR (pchip in log-rate; defined even "
+          "with a single rate point, unlike BD-rate). Negative = relatent needs fewer bits. Blank = outside the codec's range.", ""]
+    for name, rows_ in results.get("equal_quality", {}).items():
+        if name not in ("kodak", "kodak-refine-subset", "clips") or not rows_:
+            continue
+        codecs = [c for c in _STYLE if any(f"{c}_psnr" in r for r in rows_)]
+        L += [f"**{name}** (RGB PSNR / MS-SSIM)", ""]
+        L += [*bl.md_table(["relatent point", "bpp", *codecs], [[f"{r['curve']} q{r['setting']}", f"{r['bpp']:.3f}", *(f"{bl.fmt_pct(r.get(f'{c}_psnr'))} / {bl.fmt_pct(r.get(f'{c}_ms_ssim'))}" for c in codecs)] for r in rows_]), ""]
     per_clip = {n: t for n, t in results["bd"].items() if n in results.get("datasets", {}) and n != "kodak"}
     if per_clip:
         L += ["## Per clip: BD-rate (RGB PSNR) against the unrefined model", ""]

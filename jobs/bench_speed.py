@@ -73,6 +73,7 @@ class SpeedProtocol:
     decode_frames: int = 8
     decode_budget: int = 25
     decode_threads: int = 1
+    crop: int = 256  # frame size of the batch, decode and FLOP measurements
     lr: float = 5e-3
     devices: list[str] = field(default_factory=lambda: ["cpu"])
 
@@ -230,8 +231,9 @@ def bench_encode(model: Any, device: str, kodak: Path, proto: SpeedProtocol, log
 
 
 def bench_batches(model: Any, device: str, kodak: Path, proto: SpeedProtocol, log: Any) -> list[dict[str, Any]]:
-    """Seconds per refinement iteration per megapixel at each batch size (256x256 crops)."""
-    crops = _f32(kodak_crops(kodak, 256, max(proto.batches)))
+    """Seconds per refinement iteration per megapixel at each batch size (``crop`` px squares)."""
+    c = proto.crop
+    crops = _f32(kodak_crops(kodak, c, max(proto.batches)))
     log(f"  batches {proto.batches}: {proto.batch_iters} iterations x {proto.repeats} repeats")
 
     def one(b: int) -> dict[str, float]:
@@ -239,7 +241,7 @@ def bench_batches(model: Any, device: str, kodak: Path, proto: SpeedProtocol, lo
         with measure(device) as m:
             enc.encode(crops[:b], list(range(b)), list(range(b)))
         m["refine_seconds"] = enc.last_refine.seconds
-        m["s_iter_mp"] = enc.last_refine.seconds / (proto.batch_iters * b * 256 * 256 / 1e6)
+        m["s_iter_mp"] = enc.last_refine.seconds / (proto.batch_iters * b * c * c / 1e6)
         return m
 
     runs = interleaved(proto.batches, one, proto.repeats)
@@ -266,12 +268,12 @@ def bench_decode(model: Any, device: str, kodak: Path, proto: SpeedProtocol, log
     from pipeline.entropy import fixed_threads
 
     n = proto.decode_frames
-    crops = _f32(kodak_crops(kodak, 256, n))
+    crops = _f32(kodak_crops(kodak, proto.crop, n))
     streams = {}
     for name, b in (("unrefined", 0), ("refined", proto.decode_budget)):
         enc = _encoder(model, b, proto.lr)
         encoded = [e for i in range(n) for e in enc.encode([crops[i]], [i], [i])]
-        streams[name] = {"decoder": FrameDecoder(model, _header(model, 256, 256, n, enc.refine)),
+        streams[name] = {"decoder": FrameDecoder(model, _header(model, proto.crop, proto.crop, n, enc.refine)),
                          "packets": [e.packet for e in encoded],
                          "bpp": float(np.mean([e.stats["bpp"] for e in encoded])),
                          "refined_frames": sum(e.stats["refined"] for e in encoded)}
@@ -288,7 +290,7 @@ def bench_decode(model: Any, device: str, kodak: Path, proto: SpeedProtocol, log
         one(name)
     runs = interleaved(["unrefined", "refined"], one, proto.repeats * 2)
     ratio = float(statistics.median(r["seconds"] / u["seconds"] for u, r in zip(*runs, strict=False)))
-    out: dict[str, Any] = {"frames": n, "size": 256, "refined_budget": proto.decode_budget, "threads": proto.decode_threads,
+    out: dict[str, Any] = {"frames": n, "size": proto.crop, "refined_budget": proto.decode_budget, "threads": proto.decode_threads,
                            "ratio_refined_over_unrefined": ratio, "within_target": abs(ratio - 1.0) <= 0.05}
     for name, ms in zip(("unrefined", "refined"), runs, strict=False):
         out[name] = {"fps": n / med(ms), "seconds_all": [m["seconds"] for m in ms], "bpp": streams[name]["bpp"],
@@ -296,26 +298,27 @@ def bench_decode(model: Any, device: str, kodak: Path, proto: SpeedProtocol, log
     return out
 
 
-def flops_per_iter_per_mp(model: Any, kodak: Path, lr: float) -> float | None:
+def flops_per_iter_per_mp(model: Any, kodak: Path, lr: float, size: int = 256) -> float | None:
     """FLOPs of one refinement iteration (forward + backward) per megapixel, counted on a
     256x256 crop as the difference between a 2-iteration and a 1-iteration encode."""
     try:
         from torch.utils.flop_counter import FlopCounterMode
     except ImportError:
         return None
-    crop = _f32(kodak_crops(kodak, 256, 1))
+    crop = _f32(kodak_crops(kodak, size, 1))
     counts = []
     for it in (1, 2):
         with FlopCounterMode(display=False) as fc:
             _encoder(model, it, lr).encode(crop, [0], [0])
         counts.append(fc.get_total_flops())
-    return float(counts[1] - counts[0]) / (256 * 256 / 1e6)
+    return float(counts[1] - counts[0]) / (size * size / 1e6)
 
 
 # --------------------------------------------------------------------------- run
 
 
-def run(kodak: Path, out: Path, proto: SpeedProtocol, log: Any = print) -> dict[str, Any]:
+def run(kodak: Path, out: Path, proto: SpeedProtocol, log: Any = print, model: Any = None) -> dict[str, Any]:
+    """All speed measurements with the shipped default model (or ``model``, for tests)."""
     import torch
 
     from pipeline.models import load_cards, load_model
@@ -324,6 +327,9 @@ def run(kodak: Path, out: Path, proto: SpeedProtocol, log: Any = print) -> dict[
     prov = bl.provenance("relatent bench speed", asdict(proto))
     cards = load_cards()
     arch, quality = cards.get("default_arch"), cards.get("default_quality")
+    given = model
+    if given is not None:
+        arch, quality = given.identity.arch, given.identity.quality
     if arch is None:
         raise InputError("no shipped default model", hint="ship a model first (relatent ship --default)")
     results: dict[str, Any] = {"provenance": prov, "protocol": asdict(proto),
@@ -331,7 +337,7 @@ def run(kodak: Path, out: Path, proto: SpeedProtocol, log: Any = print) -> dict[
     for device in proto.devices:
         if device == "cuda" and not torch.cuda.is_available():
             continue
-        model = load_model(arch, quality, device=device)
+        model = given.to(device) if given is not None else load_model(arch, quality, device=device)
         results["model"].update(N=model.N, M=model.M, sha256=model.identity.weights_sha256)
         log(f"speed on {device}: {arch} q{quality} (N={model.N}, M={model.M})")
         d: dict[str, Any] = {}
@@ -339,7 +345,8 @@ def run(kodak: Path, out: Path, proto: SpeedProtocol, log: Any = print) -> dict[
         d["batches"] = bench_batches(model, device, kodak, proto, log)
         d["decode"] = bench_decode(model, device, kodak, proto, log)
         results["devices"][device] = d
-    results["flops_per_iter_per_mp"] = flops_per_iter_per_mp(load_model(arch, quality, device="cpu"), kodak, proto.lr)
+    cpu_model = given.to("cpu") if given is not None else load_model(arch, quality, device="cpu")
+    results["flops_per_iter_per_mp"] = flops_per_iter_per_mp(cpu_model, kodak, proto.lr, proto.crop)
     results["projection"] = projection(results)
     results["seconds"] = time.perf_counter() - t0
     write_outputs(results, out)
@@ -422,7 +429,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
         axes[1].set_ylabel("s per iteration per megapixel")
         d = cpu["decode"]
         axes[2].bar(["unrefined", "refined"], [d["unrefined"]["fps"], d["refined"]["fps"]], color=["tab:cyan", "tab:red"])
-        axes[2].set_ylabel("decode frames/s (256x256)")
+        axes[2].set_ylabel(f"decode frames/s ({d['size']}x{d['size']})")
         axes[2].set_title(f"ratio refined/unrefined time {d['ratio_refined_over_unrefined']:.3f}")
         for ax in axes:
             ax.grid(alpha=0.3)
@@ -451,11 +458,11 @@ def speed_markdown(results: dict[str, Any]) -> str:
         L += [*bl.md_table(["size", "iterations", "frames/s", "s/frame", "measured", "time vs unrefined", "peak RSS MB"], rows), ""]
         L += ["Seconds per refinement iteration per megapixel (batch 1): "
               + ", ".join(f"{s}x{s}: {v:.3f}" for s, v in d["encode"]["seconds_per_iter_per_mp"].items()) + ".", ""]
-        L += [f"## {dev}: refinement cost per batch size (256x256 crops, {p['batch_iters']} iterations)", ""]
+        L += [f"## {dev}: refinement cost per batch size ({p['crop']}x{p['crop']} crops, {p['batch_iters']} iterations)", ""]
         L += [*bl.md_table(["batch", "s / iteration / MP", "vs batch 1", "peak RSS MB"], [[b["batch"], f"{b['seconds_per_iter_per_mp']:.3f}", f"{b['ratio_vs_batch1']:.2f}", f"{b['peak_rss_mb']:.0f}"] for b in d["batches"]]), ""]
         dd = d["decode"]
         L += [f"## {dev}: decode", "",
-              f"{dd['frames']} frames of 256x256, refined stream at {dd['refined_budget']} iterations, {dd['threads']} decode thread(s).", ""]
+              f"{dd['frames']} frames of {dd['size']}x{dd['size']}, refined stream at {dd['refined_budget']} iterations, {dd['threads']} decode thread(s).", ""]
         L += [*bl.md_table(["stream", "decode frames/s", "bpp", "refined frames", "peak RSS MB"], [[k, f"{dd[k]['fps']:.2f}", f"{dd[k]['bpp']:.4f}", dd[k]["refined_frames"], f"{dd[k]['peak_rss_mb']:.0f}"] for k in ("unrefined", "refined")]), ""]
         verdict = "within" if dd["within_target"] else "OUTSIDE"
         L += [f"Decode time ratio refined / unrefined: **{dd['ratio_refined_over_unrefined']:.3f}** ({verdict} the 1.00 +/- 0.05 target).", ""]
@@ -522,10 +529,11 @@ def scale_markdown(results: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- CLI
 
 
-def add_args(p: argparse.ArgumentParser) -> None:
+def add_args(p: argparse.ArgumentParser, common: bool = True) -> None:
     d = SpeedProtocol()
-    p.add_argument("--kodak", default="../shared/data/kodak", help="folder of the Kodak PNGs (the frames timed)")
-    p.add_argument("--out", default="docs/benchmarks", help="where speed.json / speed.md / speed.png / scale.md go")
+    if common:
+        p.add_argument("--kodak", default="../shared/data/kodak", help="folder of the Kodak PNGs (the frames timed)")
+        p.add_argument("--out", default="docs/benchmarks", help="where speed.json / speed.md / speed.png / scale.md go")
     p.add_argument("--speed-budgets", type=int, nargs="+", default=d.budgets, help="iteration budgets (0 = unrefined)")
     p.add_argument("--sizes", type=int, nargs="+", default=d.sizes, help="square crop sizes")
     p.add_argument("--batches", type=int, nargs="+", default=d.batches, help="batch sizes for s/iteration/MP")
@@ -536,6 +544,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-frames", type=int, default=d.decode_frames)
     p.add_argument("--decode-budget", type=int, default=d.decode_budget, help="iterations of the refined stream")
     p.add_argument("--decode-threads", type=int, default=d.decode_threads)
+    p.add_argument("--speed-crop", type=int, default=d.crop, help="frame size for the batch, decode and FLOP measurements")
     p.add_argument("--speed-lr", type=float, default=d.lr)
     p.add_argument("--devices", nargs="+", default=["cpu", "cuda"], help="cuda is skipped when absent")
 
@@ -551,7 +560,7 @@ def protocol_from_args(a: argparse.Namespace) -> SpeedProtocol:
         raise InputError("--repeats and --batches must be >= 1 and --speed-budgets >= 0")
     return SpeedProtocol(budgets=a.speed_budgets, sizes=a.sizes, batches=a.batches, batch_iters=a.batch_iters,
                          repeats=a.repeats, max_seconds=a.max_seconds, decode_frames=a.decode_frames, decode_budget=a.decode_budget,
-                         decode_threads=a.decode_threads, lr=a.speed_lr, devices=a.devices)
+                         decode_threads=a.decode_threads, crop=a.speed_crop, lr=a.speed_lr, devices=a.devices)
 
 
 def _cmd(a: argparse.Namespace) -> int:

@@ -267,6 +267,27 @@ def bd_rate(anchor: list[dict[str, float]], test: list[dict[str, float]], key: s
     return None if math.isnan(v) else v
 
 
+def rate_change_at_quality(anchor: list[dict[str, float]], point: dict[str, float], key: str = "psnr") -> float | None:
+    """Rate of ``point`` against the ``anchor`` curve at the same quality (%), for single
+    points where BD-rate is undefined: the anchor's log-rate is interpolated (pchip) as a
+    function of quality. None outside the anchor's quality range."""
+    from scipy.interpolate import PchipInterpolator
+
+    def dist(p: dict[str, float]) -> float:
+        return -10 * math.log10(1 - p[key]) if key == "ms_ssim" else p[key]
+
+    pts = sorted(anchor, key=dist)
+    xs, ys = [], []
+    for p in pts:  # keep a strictly increasing quality axis
+        if not xs or dist(p) > xs[-1]:
+            xs.append(dist(p))
+            ys.append(math.log(p["bpp"]))
+    q = dist(point)
+    if len(xs) < 2 or not xs[0] <= q <= xs[-1]:
+        return None
+    return 100.0 * (point["bpp"] / math.exp(float(PchipInterpolator(xs, ys)(q))) - 1.0)
+
+
 # --------------------------------------------------------------------------- JPEG
 
 

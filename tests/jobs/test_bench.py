@@ -1,0 +1,243 @@
+"""The benchmark code on tiny inputs (no timing here): BD-rate against analytic values, the
+JPEG and PyAV codec wrappers, and the result files of ``bench rd`` / ``bench speed``.
+
+Everything runs on synthetic 64x64 images and a small random model, so nothing here
+needs ../shared/data or the shipped weights' quality."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jobs import bench_all, bench_rd, bench_speed
+from jobs import benchlib as bl
+from pipeline.models import load_cards, random_model
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Metrics in one thread: far faster than two on a shared, loaded 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def smooth_image(h: int = 64, w: int = 64, seed: int = 0) -> np.ndarray:
+    """Natural-ish content: smooth gradients, a few edges and mild noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.stack([
+        128 + 90 * np.sin(x / 9.0 + seed) * np.cos(y / 13.0),
+        128 + 80 * np.cos((x + y) / 17.0),
+        60 + 120 * (x > w / 2) + 30 * np.sin(y / 5.0),
+    ], -1)
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def curve(rates, psnrs):
+    return [{"bpp": r, "psnr": p, "psnr_y": p + 1.0, "ms_ssim": 1 - 10 ** (-(p - 10) / 10)} for r, p in zip(rates, psnrs, strict=True)]
+
+
+# --------------------------------------------------------------------------- BD-rate
+
+
+def log_linear(r: float) -> float:
+    """A quality curve linear in log-rate: pchip reproduces it exactly."""
+    return 40.0 + 6.0 * math.log2(r)
+
+
+@pytest.mark.parametrize("factor", [0.9, 0.75, 1.25])
+def test_bd_rate_of_a_curve_scaled_in_rate_is_the_scale(factor: float) -> None:
+    # test curve: the anchor's quality at rate r is reached at factor * r, so BD-rate is
+    # exactly (factor - 1) * 100 %, also with sample points that do not match the anchor's
+    anchor = curve([0.1, 0.2, 0.4, 0.8, 1.6], [log_linear(r) for r in (0.1, 0.2, 0.4, 0.8, 1.6)])
+    test_r = [0.15, 0.3, 0.5, 0.9, 1.3]
+    test = curve([factor * r for r in test_r], [log_linear(r) for r in test_r])
+    for key in ("psnr", "psnr_y", "ms_ssim"):
+        assert bl.bd_rate(anchor, test, key) == pytest.approx(100 * (factor - 1), abs=1e-6)
+
+
+def test_bd_rate_edge_cases() -> None:
+    a = curve([0.1, 0.2, 0.4], [30, 33, 36])
+    assert bl.bd_rate(a, a) == pytest.approx(0.0, abs=1e-9)
+    assert bl.bd_rate(a, a[:1]) is None  # one point: undefined
+    assert bl.bd_rate(a[:1], a) is None
+    # same shape, 1 dB better everywhere: fewer bits, i.e. negative
+    assert bl.bd_rate(a, curve([0.1, 0.2, 0.4], [31, 34, 37])) < 0
+
+
+def test_rate_change_at_equal_quality() -> None:
+    anchor = curve([0.1, 0.2, 0.4, 0.8], [log_linear(r) for r in (0.1, 0.2, 0.4, 0.8)])
+    pt = curve([0.3 * 0.8], [log_linear(0.3)])[0]  # anchor quality at 0.3 bpp, 20% fewer bits
+    assert bl.rate_change_at_quality(anchor, pt) == pytest.approx(-20.0, abs=1e-6)
+    assert bl.rate_change_at_quality(anchor, curve([1.0], [60.0])[0]) is None  # out of range
+
+
+# --------------------------------------------------------------------------- codec wrappers
+
+
+def test_colour_round_trip() -> None:
+    img = smooth_image()
+    assert bl.metrics.psnr_rgb(img, bl.planes_to_rgb(bl.rgb_to_planes(img, "yuv444p"), "yuv444p")) > 45
+    assert bl.metrics.psnr_rgb(img, bl.planes_to_rgb(bl.rgb_to_planes(img, "yuv420p"), "yuv420p")) > 28
+    flat = np.full((8, 8, 3), (200, 30, 90), np.uint8)  # chroma subsampling is exact on flat colour
+    assert np.abs(bl.planes_to_rgb(bl.rgb_to_planes(flat, "yuv420p"), "yuv420p").astype(int) - flat).max() <= 1
+
+
+def test_jpeg_wrapper_is_sane_and_monotone() -> None:
+    img = smooth_image()
+    pts = [bl.jpeg_point(img, q) for q in (10, 50, 90)]
+    for p in pts:
+        assert set(p) == set(bl.METRIC_KEYS)
+        assert 0.05 < p["bpp"] < 24 and 15 < p["psnr"] < 60 and 0 < p["ms_ssim"] <= 1
+    assert pts[0]["bpp"] < pts[1]["bpp"] < pts[2]["bpp"]
+    assert pts[0]["psnr"] < pts[1]["psnr"] < pts[2]["psnr"]
+
+
+@pytest.mark.parametrize("label", ["x265-intra-420", "x265-intra-444", "x264-intra-420"])
+def test_intra_wrappers_are_sane_and_monotone(label: str) -> None:
+    frames = [smooth_image(seed=1)]
+    runs = [bl.av_sequence(frames, label, crf) for crf in (18, 32, 46)]
+    means = [bl.mean_point(r["frames"]) for r in runs]
+    for r, m in zip(runs, means, strict=True):
+        assert len(r["frames"]) == 1
+        assert 0.01 < m["bpp"] < 24 and 15 < m["psnr"] < 60
+        # per-frame bytes add up to the stream minus the informational SEI
+        total = sum(f["bpp"] for f in r["frames"]) * 64 * 64 / 8
+        assert total == pytest.approx(r["total_bytes"] - r["sei_bytes"], abs=1e-6)
+    assert means[0]["bpp"] > means[1]["bpp"] > means[2]["bpp"]
+    assert means[0]["psnr"] > means[1]["psnr"] > means[2]["psnr"]
+    if label.startswith("x264"):
+        assert runs[0]["sei_bytes"] > 100  # x264's option-string SEI is excluded from bpp
+
+
+def test_gop_mode_and_svtav1() -> None:
+    frames = [smooth_image(seed=0)] * 3  # a static scene: inter frames are nearly free
+    gop = bl.av_sequence(frames, "x265-gop-420", 32)
+    intra = bl.av_sequence(frames, "x265-intra-420", 32)
+    assert gop["total_bytes"] < intra["total_bytes"]
+    assert len({f["bpp"] for f in gop["frames"]}) == 1  # stream average per frame
+    av1 = bl.av_sequence(frames[:1], "svtav1-intra-420", 40)
+    assert 20 < av1["frames"][0]["psnr"] < 60 and av1["sei_bytes"] == 0
+
+
+def test_sei_parser() -> None:
+    sei = b"\x00\x00\x00\x01\x06" + b"x" * 50
+    slice_ = b"\x00\x00\x01\x65" + b"y" * 20
+    assert bl.sei_bytes(sei + slice_, "libx264") == len(sei)
+    assert bl.sei_bytes(slice_, "libx264") == 0
+    hevc_sei = b"\x00\x00\x01" + bytes([39 << 1, 1]) + b"z" * 10
+    assert bl.sei_bytes(hevc_sei + slice_, "libx265") == len(hevc_sei)
+
+
+def test_frame_selection_helpers() -> None:
+    assert bl.even_indices(120, 8) == [7, 22, 37, 52, 67, 82, 97, 112]
+    assert bl.even_indices(3, 8) == [0, 1, 2]
+    assert bl.even_size(272, 640, 256) == (108, 256)
+    assert bl.even_size(144, 176, 256) == (144, 176)  # never upscaled
+    assert bl.centre_crop(np.zeros((512, 768, 3), np.uint8), 256).shape == (256, 256, 3)
+
+
+# --------------------------------------------------------------------------- result files
+
+
+@pytest.fixture
+def tiny_kodak(tmp_path: Path) -> Path:
+    d = tmp_path / "kodak"
+    d.mkdir()
+    for i in range(2):
+        Image.fromarray(smooth_image(64, 96, seed=i)).save(d / f"kodim{i + 1:02d}.png")
+    return d
+
+
+@pytest.fixture
+def random_models(monkeypatch):
+    """Every shipped rate point is served by one small random model (mechanics only)."""
+    cards = load_cards()["models"]
+    if not cards:
+        pytest.skip("no shipped model cards")
+    m = random_model("bmshj2018-factorized", N=16, M=24)
+    for c in cards:
+        monkeypatch.setitem(bench_rd._MODELS, (c["arch"], int(c["quality"])), m)
+    return m
+
+
+def test_rd_result_files(tmp_path: Path, tiny_kodak: Path, random_models) -> None:
+    proto = bench_rd.Protocol(crop=64, subset=["kodim01.png"], budgets=[2], clip_budgets=[], codecs=["jpeg", "x265-intra-420"], jobs=1)
+    out = tmp_path / "out"
+    res = bench_rd.run(tiny_kodak, None, out, proto, log=lambda *_: None)
+    data = json.loads((out / "rd.json").read_text())
+    for key in ("provenance", "protocol", "datasets", "sets", "records", "curves", "bd", "budget_curve", "gains", "equal_quality", "seconds"):
+        assert key in data, key
+    prov = data["provenance"]
+    assert len(prov["git"]["commit"]) == 40 and isinstance(prov["git"]["dirty"], bool)
+    assert prov["models"] and all(len(m["sha256"]) == 64 for m in prov["models"])
+    assert {"torch", "compressai", "av", "bjontegaard"} <= set(prov["libraries"]) and prov["machine"]["cores"]
+    assert data["sets"]["kodak-refine-subset"] == ["kodim01.png"]
+    labels = set(data["curves"]["kodak"])
+    assert {"jpeg-420", "x265-intra-420"} <= labels and any(lab.endswith("unrefined") for lab in labels)
+    assert any(" campos 2" in lab for lab in data["curves"]["kodak-refine-subset"])
+    # every relatent record: bpp from the packet's bytes
+    for r in data["records"]:
+        if r["codec"].startswith("relatent-"):
+            assert r["bpp"] == pytest.approx(8 * r["bytes"] / (64 * 64), rel=1e-4)
+    assert data["gains"] and all(g["budget"] == 2 for g in data["gains"])
+    md = (out / "rd.md").read_text()
+    assert "| curve | points | bpp range | vs unrefined RGB" in md and "|---|" in md
+    assert "## Gain against compute" in md and prov["git"]["commit"][:12] in md
+    for png in ("rd_kodak.png", "rd_kodak-refine-subset.png", "rd_budget.png", "rd_gain.png"):
+        assert (out / png).stat().st_size > 1000, png
+    assert res["bd"]["kodak"]["jpeg-420"]["vs_x265_intra_psnr"] is not None
+
+
+def test_speed_result_files(tmp_path: Path, tiny_kodak: Path) -> None:
+    m = random_model("bmshj2018-factorized", N=16, M=24)
+    proto = bench_speed.SpeedProtocol(budgets=[0, 2, 5000], sizes=[32, 64], batches=[1, 2], batch_iters=2, repeats=2,
+                                      max_seconds=0.5, decode_frames=2, decode_budget=2, crop=64, devices=["cpu"])
+    out = tmp_path / "out"
+    bench_speed.run(tiny_kodak, out, proto, log=lambda *_: None, model=m)
+    data = json.loads((out / "speed.json").read_text())
+    for key in ("provenance", "protocol", "model", "devices", "flops_per_iter_per_mp", "projection", "seconds"):
+        assert key in data, key
+    cpu = data["devices"]["cpu"]
+    pts = {(p["size"], p["budget"]): p for p in cpu["encode"]["points"]}
+    assert set(pts) == {(s, b) for s in (32, 64) for b in (0, 2, 5000)}
+    assert pts[(64, 5000)]["measured"] is False  # over --max-seconds: projected, flagged
+    assert pts[(32, 0)]["measured"] and pts[(32, 0)]["fps"] > 0 and pts[(32, 0)]["peak_rss_mb"] > 0
+    assert [b["batch"] for b in cpu["batches"]] == [1, 2] and cpu["batches"][0]["ratio_vs_batch1"] == 1.0
+    dec = cpu["decode"]
+    assert dec["unrefined"]["fps"] > 0 and dec["refined"]["fps"] > 0 and dec["ratio_refined_over_unrefined"] > 0
+    assert data["flops_per_iter_per_mp"] > 0
+    assert data["projection"]["rows"] and "A100" in data["projection"]["rows"][0]["gpus"]
+    md = (out / "speed.md").read_text()
+    assert "| size | iterations | frames/s" in md and "Decode time ratio refined / unrefined" in md
+    scale = (out / "scale.md").read_text()
+    assert "## Assumptions" in scale and "GPU-h per video-h" in scale and "datasheet" in scale
+    assert (out / "speed.png").stat().st_size > 1000
+
+
+def test_parsers_and_protocols() -> None:
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers()
+    for mod in (bench_rd, bench_speed, bench_all):
+        mod.add_parser(sub)
+    a = p.parse_args(["rd", "--jobs", "1"])
+    proto = bench_rd.protocol_from_args(a)
+    assert proto.crop == 256 and proto.budgets == [25, 100, 400] and proto.lr == 5e-3
+    assert len(proto.subset) >= 8 and proto.frames == 8 and proto.long_side == 256
+    full = bench_rd.protocol_from_args(p.parse_args(["rd", "--full"]))
+    assert full.crop is None and full.long_side is None and max(full.budgets) >= 1000 and full.subset == []
+    a = p.parse_args(["all", "--limit", "2", "--repeats", "1"])
+    assert a.func is bench_all._cmd and bench_speed.protocol_from_args(a).repeats == 1
+    s = bench_speed.protocol_from_args(p.parse_args(["speed"]))
+    assert s.batches == [1, 4, 8]
