@@ -93,7 +93,7 @@ def stop_cluster(leader: int) -> None:
     for p in procs:
         with contextlib.suppress(psutil.Error):
             p.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=10)
+    _, alive = psutil.wait_procs(procs, timeout=5)
     for p in alive:
         with contextlib.suppress(psutil.Error):
             p.kill()
