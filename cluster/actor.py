@@ -111,8 +111,10 @@ class EncoderActor:
 RemoteEncoderActor = ray.remote(EncoderActor)
 
 
-def _prepare(source: str, out: str, ident: ModelIdentityLite, refine: Any) -> VideoPlan:
-    return prepare_video(source, out, ident, refine)
+def _prepare(
+    source: str, out: str, ident: ModelIdentityLite, refine: Any, carry: bool = True
+) -> VideoPlan:
+    return prepare_video(source, out, ident, refine, carry)
 
 
 def _commit(spec: CommitSpec) -> dict[str, Any]:

@@ -124,6 +124,8 @@ class TranscodeJob:
             a keyframe (so each shard decodes from its own keyframe).
         batch: frames refined together inside an actor (does not change the bytes).
         cluster: the actor pool.
+        carry: copy the sources' other streams (audio, subtitles) into each stream's carry
+            section, like ``relatent encode`` does by default.
         job_id: free-form label used in logs and metric tags.
     """
 
@@ -135,6 +137,7 @@ class TranscodeJob:
     keyframe_slack: float = 0.5
     batch: int = 4
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    carry: bool = True
     job_id: str = "transcode"
 
     def validate(self) -> TranscodeJob:

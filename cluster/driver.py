@@ -32,7 +32,7 @@ import ray
 from cluster.actor import RemoteEncoderActor, commit_task, prepare_task
 from cluster.config import ModelSpec, TranscodeJob, actor_options, helper_task_options
 from cluster.planning import ModelIdentityLite, OutputPaths, ShardSpec, VideoPlan, video_id
-from cluster.work import CommitSpec, record_error
+from cluster.work import HAS_CARRY, CommitSpec, record_error
 from pipeline.errors import (
     ConfigError,
     ModelError,
@@ -303,12 +303,12 @@ class Driver:
             and len(self.queue) < 2 * self.cfg.slots
         ):
             source = pending.popleft()
-            vid = video_id(source, self.ident, self.refine)
+            vid = video_id(source, self.ident, self.refine, self.carry)
             video = _Video(VideoResult(source, vid), OutputPaths.for_video(self.job.out, vid))
             self.videos.append(video)
             self.report.videos.append(video.result)
             ref = prepare_task.options(**helper_task_options()).remote(
-                source, self.job.out, self.ident, self.refine
+                source, self.job.out, self.ident, self.refine, self.carry
             )
             self.refs[ref] = ("prepare", video)
             inflight += 1
@@ -496,6 +496,7 @@ class Driver:
         from pipeline.refine import RefineConfig
 
         self.refine: RefineConfig = self.job.refine.resolved(self.ident.lmbda)
+        self.carry = self.job.carry and HAS_CARRY
         if self.job.cluster.gpus_per_actor > 0:
             gpus = ray.cluster_resources().get("GPU", 0)
             if gpus <= 0:

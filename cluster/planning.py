@@ -8,6 +8,7 @@ Layout under the job's ``out`` prefix (``<id>`` = ``<source stem>-<12 hex key>``
     <out>/_staging/<id>/<fp>/probe.json         VideoInfo of the source (frame pts, keyframes)
     <out>/_staging/<id>/<fp>/shard-<s>-<e>.rlvs packets of frames [s, e) (shard 0: header first)
     <out>/_staging/<id>/<fp>/shard-<s>-<e>.json sidecar: sha256, packet lengths, frame stats
+    <out>/_staging/<id>/<fp>/carry.bin          the carry section (the source's other streams)
     <out>/_staging/<id>/<fp>/footer.bin         index + stats + trailer, made at commit
 
 The key is a digest of (source URI, model weights and tables, resolved refine config,
@@ -64,10 +65,13 @@ class ModelIdentityLite:
     tables_sha256: str
 
 
-def output_key(source: str, model: ModelIdentityLite, refine: RefineConfig) -> str:
-    """12 hex digits from (source, model, resolved config, container version)."""
+def output_key(
+    source: str, model: ModelIdentityLite, refine: RefineConfig, carry: bool = True
+) -> str:
+    """12 hex digits from (source, model, resolved config, carry, container version)."""
     return _digest(
         {
+            "carry": carry,
             "source": source,
             "arch": model.arch,
             "quality": model.quality,
@@ -80,8 +84,10 @@ def output_key(source: str, model: ModelIdentityLite, refine: RefineConfig) -> s
     )
 
 
-def video_id(source: str, model: ModelIdentityLite, refine: RefineConfig) -> str:
-    return f"{source_stem(source)}-{output_key(source, model, refine)}"
+def video_id(
+    source: str, model: ModelIdentityLite, refine: RefineConfig, carry: bool = True
+) -> str:
+    return f"{source_stem(source)}-{output_key(source, model, refine, carry)}"
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,10 @@ def sidecar_uri(staging: str, start: int, end: int) -> str:
 
 def probe_uri(staging: str) -> str:
     return storage.join(staging, "probe.json")
+
+
+def carry_uri(staging: str) -> str:
+    return storage.join(staging, "carry.bin")
 
 
 def footer_uri(staging: str) -> str:
@@ -218,6 +228,7 @@ class VideoPlan:
     keyframes: tuple[int, ...]
     width: int
     height: int
+    carry_bytes: int = 0  # size of the staged carry section (0: the stream has none)
     skipped: bool = False  # a matching committed manifest exists
     summary: dict[str, Any] | None = None  # of the committed manifest when skipped
 

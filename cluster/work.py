@@ -30,6 +30,7 @@ from cluster.planning import (
     OutputPaths,
     ShardSpec,
     VideoPlan,
+    carry_uri,
     footer_uri,
     output_key,
     probe_uri,
@@ -53,6 +54,14 @@ from pipeline.errors import (
 )
 from pipeline.models import LoadedModel
 from pipeline.refine import RefineConfig
+
+try:  # the carry section arrived with container version 2
+    from pipeline.bitstream import CarryRef, carry_bytes
+    from pipeline.carry import extract_carry
+
+    HAS_CARRY = True
+except ImportError:  # pragma: no cover - a version 1 container
+    HAS_CARRY = False
 
 
 def _now() -> str:
@@ -109,17 +118,29 @@ def _probe(source: str, etag: str) -> fio.VideoInfo:
     return fio.probe(source)
 
 
+def _carry_section(source: str, etag: str) -> bytes:
+    """The carry section ``relatent encode`` writes for ``source`` (whole video)."""
+    if storage.is_s3(source):
+        with storage.open_read(source) as f:
+            blob, info = extract_carry(f)
+    else:
+        blob, info = extract_carry(source)
+    return carry_bytes(info.to_dict(), blob)
+
+
 def prepare_video(
-    source: str, out: str, ident: ModelIdentityLite, refine: RefineConfig
+    source: str, out: str, ident: ModelIdentityLite, refine: RefineConfig, carry: bool = True
 ) -> VideoPlan:
     """Probe one source (packets only, no decoding) and decide what to do with it.
 
     Returns a :class:`VideoPlan`; ``skipped=True`` when a committed manifest already
     matches this source version, model and config. The probe result goes to staging so the
-    actors read frame timestamps from there instead of probing again.
+    actors read frame timestamps from there instead of probing again; with ``carry`` the
+    source's other streams (audio, subtitles) are copied into the staged carry section.
     """
+    carry = carry and HAS_CARRY
     st = storage.stat(source)
-    key = output_key(source, ident, refine)
+    key = output_key(source, ident, refine, carry)
     vid = f"{source_stem(source)}-{key}"
     paths = OutputPaths.for_video(out, vid)
     fp = staging_fingerprint(key, st.etag, st.version)
@@ -148,17 +169,27 @@ def prepare_video(
         )
     puri = probe_uri(staging)
     info = None
+    carry_size = 0
     with contextlib.suppress(ObjectNotFoundError, ValueError, KeyError, TypeError):
         doc = json.loads(storage.read_bytes(puri))
-        if doc.get("etag") == st.etag:
+        if doc.get("etag") == st.etag and doc.get("carry_bytes", 0) == (
+            storage.stat(carry_uri(staging)).size if carry else 0
+        ):
             info = fio.VideoInfo.from_dict(doc["info"])
+            carry_size = int(doc.get("carry_bytes", 0))
     if info is None:
         info = _probe(source, st.etag)
         if info.frame_count < 1:
             raise CorruptSourceError(f"{source}: no decodable frames", hint="check the source")
-        storage.write_bytes(puri, json.dumps({"etag": st.etag, "info": info.to_dict()}).encode())
+        if carry:  # written before probe.json, which marks the prepare step complete
+            section = _carry_section(source, st.etag)
+            storage.write_bytes(carry_uri(staging), section)
+            carry_size = len(section)
+        doc = {"etag": st.etag, "info": info.to_dict(), "carry_bytes": carry_size}
+        storage.write_bytes(puri, json.dumps(doc).encode())
     return VideoPlan(
         **base,
+        carry_bytes=carry_size,
         frame_count=info.frame_count,
         keyframes=tuple(info.keyframes),
         width=info.width,
@@ -452,17 +483,24 @@ def commit_video(spec: CommitSpec) -> dict[str, Any]:
     stats = [st for sc in sidecars for st in sc["stats"]]
     entries = index_for(header_size, lengths)
     body_end = header_size + sum(ln for _, ln in lengths)
-    tail = footer_bytes(entries, stats) + trailer_bytes(body_end)
+    srcs = [shard_uri(plan.staging, s, e) for s, e in spec.ranges]
+    if plan.carry_bytes:
+        srcs.append(carry_uri(plan.staging))
+        ref = CarryRef(body_end, plan.carry_bytes)
+        tail = footer_bytes(entries, stats, ref) + trailer_bytes(body_end + plan.carry_bytes)
+    else:
+        tail = footer_bytes(entries, stats) + trailer_bytes(body_end)
     furi = footer_uri(plan.staging)
     storage.write_bytes(furi, tail)
+    srcs.append(furi)
     # Un-commit an older version first, so a manifest never describes a stream it does not match.
     storage.delete(paths.manifest)
-    srcs = [shard_uri(plan.staging, s, e) for s, e in spec.ranges] + [furi]
     storage.copy_concat(paths.stream, srcs)
     size = storage.stat(paths.stream).size
-    if size != body_end + len(tail):
+    if size != body_end + plan.carry_bytes + len(tail):
         raise StorageError(
-            f"{paths.stream}: assembled {size} bytes, expected {body_end + len(tail)}",
+            f"{paths.stream}: assembled {size} bytes, expected "
+            f"{body_end + plan.carry_bytes + len(tail)}",
             hint="the staged shards changed during the commit; rerun the job",
         )
     rows = []
@@ -510,6 +548,7 @@ def commit_video(spec: CommitSpec) -> dict[str, Any]:
         "stream": paths.stream,
         "stream_bytes": size,
         "header_bytes": header_size,
+        "carry_bytes": plan.carry_bytes,
         "container_version": STREAM_VERSION,
         "frames": plan.frame_count,
         "width": plan.width,

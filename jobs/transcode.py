@@ -46,6 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--cpus-per-actor", type=float, default=1.0)
     p.add_argument("--max-inflight", type=int, default=2, help="shards queued per actor")
     p.add_argument("--max-attempts", type=int, default=3, help="attempts per shard")
+    p.add_argument(
+        "--no-carry", action="store_true", help="drop the sources' audio/subtitle streams"
+    )
     p.add_argument("--address", default=None, help="join this Ray cluster (default: embedded)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
     p.add_argument("--job-id", default="transcode", help="label for logs and metrics")
@@ -74,6 +77,7 @@ def job_from_args(a: argparse.Namespace) -> TranscodeJob:
             max_inflight=a.max_inflight,
             max_attempts=a.max_attempts,
         ),
+        carry=not a.no_carry,
         job_id=a.job_id,
     ).validate()
 

@@ -68,6 +68,17 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+def encode_reference(uri: str, checkpoint: Path, dst: Path) -> bytes:
+    """`relatent encode` of an S3 source (read through ``storage.open_read``, so the carry
+    section names the source by its URI, as the distributed path does)."""
+    from pipeline import storage
+
+    model = load_model(checkpoint=str(checkpoint), quality=3)
+    with storage.open_read(uri) as f:
+        encode_video(f, str(dst), model, REFINE)
+    return dst.read_bytes()
+
+
 @pytest.fixture(scope="session")
 def references(clips, checkpoint, tmp_path_factory) -> dict[str, bytes]:
     """The single-process stream of every clip (what `relatent encode` writes)."""

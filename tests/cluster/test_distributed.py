@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from cluster.config import ClusterConfig, ModelSpec, TranscodeJob
 from cluster.driver import run_job
 from jobs.transcode import add_parser, cmd_transcode
 from pipeline import storage
-from tests.cluster.conftest import REFINE
+from tests.cluster.conftest import REFINE, encode_reference
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(400)
@@ -72,7 +73,9 @@ def test_batch_with_bad_member_local_and_s3_sources(
     a, b, broken = by_src[str(clips["a"])], by_src[s3_b], by_src[str(bad)]
     assert a.status == "committed" and b.status == "committed"
     assert Path(a.stream).read_bytes() == references["a"]  # file -> file
-    assert Path(b.stream).read_bytes() == references["b"]  # s3 -> file
+    assert Path(b.stream).read_bytes() == encode_reference(
+        s3_b, checkpoint, tmp_path / "b.rlv"
+    )  # s3 -> file
     assert broken.status == "failed" and "broken.mp4" in broken.error
     assert not report.ok and report.failed == [broken]
     # the failure is recorded; no manifest or stream for it
@@ -86,7 +89,7 @@ def test_batch_with_bad_member_local_and_s3_sources(
     assert {r["shard"] for r in rows} == {0, 1, 2, 3}
     assert all(r["node"] for r in rows)
     summ = mf.read_summary(b.manifest)
-    assert summ["source"] == s3_b and summ["stream_bytes"] == len(references["b"])
+    assert summ["source"] == s3_b and summ["stream_bytes"] == Path(b.stream).stat().st_size
     assert not list((out / "_staging").rglob("*.*"))
     assert report.frames_encoded == 28 and report.shards_reused == 0
     names = [e for e, _ in events]
@@ -104,16 +107,39 @@ def test_file_and_s3_sources_to_s3(
 ) -> None:
     s3_a = upload(clips["a"], s3_prefix + "in/a.mp4")
     out = s3_prefix + "out"
-    report = run_job(make_job([s3_a, clips["b"]], out, checkpoint, shard_frames=5))
+    report = run_job(make_job([s3_a, clips["b"]], out, checkpoint, shard_frames=5, job_id="s3job"))
     assert report.ok, report.table()
     a, b = report.videos
-    assert (
-        a.stream.startswith("s3://") and storage.read_bytes(a.stream) == references["a"]
-    )  # s3 -> s3
+    assert a.stream.startswith("s3://")
+    s3_ref = encode_reference(s3_a, checkpoint, tmp_path / "a.rlv")
+    assert storage.read_bytes(a.stream) == s3_ref  # s3 -> s3
     assert storage.read_bytes(b.stream) == references["b"]  # file -> s3
     assert mf.read_summary(a.manifest)["source_etag"] == storage.stat(s3_a).etag
     assert storage.list_prefix(out + "/_staging/") == []
     assert mf.read_rows(b.manifest).num_rows == 12
+    # The actors' Ray metrics reach the node's Prometheus endpoint.
+    assert scrape_metric("ray_relatent_frames_encoded_total", 'job="s3job"') == 28
+    assert scrape_metric("ray_relatent_bytes_written_total", 'job="s3job"') > 0
+
+
+def scrape_metric(name: str, label: str, timeout: float = 60) -> float:
+    """Sum of a metric's samples carrying ``label`` on this node's metrics endpoint, once
+    it is non-zero (the agent exports periodically)."""
+    port = ray._private.worker._global_node.metrics_export_port
+    deadline = time.monotonic() + timeout
+    total = 0.0
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        total = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name + "{") and label in line
+        )
+        if total:
+            return total
+        time.sleep(2)
+    return total
 
 
 def test_actor_sigkill_mid_job_is_byte_identical(
@@ -125,10 +151,10 @@ def test_actor_sigkill_mid_job_is_byte_identical(
     def hook(event: str, f: dict) -> None:
         if event == "actor_ready":
             pids[f["actor"]] = f["pid"]
-        if event == "shard_done" and not killed and len(pids) >= 2:
-            victim = next(p for p in pids.values() if p != f["pid"])
-            os.kill(victim, signal.SIGKILL)
-            killed.append(victim)
+        if event == "shard_done" and not killed:
+            # This actor still holds its second in-flight shard (max_inflight=2).
+            os.kill(f["pid"], signal.SIGKILL)
+            killed.append(f["pid"])
 
     report = run_job(make_job([clips["long"]], tmp_path, checkpoint), on_event=hook)
     assert killed, "the job finished before an actor could be killed"
