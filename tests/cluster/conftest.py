@@ -48,6 +48,38 @@ def write_clip(
     return path
 
 
+def write_clip_with_audio(path: Path, n: int = 12, w: int = 64, h: int = 48) -> Path:
+    """An H.264 clip with an AAC sine-tone track (the track goes into the carry section)."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.codec_context.gop_size = 4
+        s.options = {"preset": "ultrafast"}
+        a = c.add_stream("aac", rate=16000)
+        a.layout = "mono"
+        yy, xx = np.mgrid[0:h, 0:w]
+        for t in range(n):
+            img = np.stack([(xx * 4 + t * 5) % 256, (yy * 5) % 256, (xx + yy) % 256], -1).astype(
+                np.uint8
+            )
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = t
+            for p in s.encode(f):
+                c.mux(p)
+        for k in range(0, 16000 * n // 25, 1024):
+            tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(k, k + 1024) / 16000)
+            af = av.AudioFrame.from_ndarray(
+                tone.astype(np.float32)[None], format="fltp", layout="mono"
+            )
+            af.sample_rate, af.pts = 16000, k
+            for p in a.encode(af):
+                c.mux(p)
+        for st in (s, a):
+            for p in st.encode(None):
+                c.mux(p)
+    return path
+
+
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("cluster-ckpt")

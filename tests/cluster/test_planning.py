@@ -203,3 +203,16 @@ def test_manifest_summary(tmp_path: Path, clips, model) -> None:
     assert mf.read_summary(str(tmp_path / "missing.parquet")) is None
     (tmp_path / "junk.parquet").write_bytes(b"not parquet")
     assert mf.read_summary(str(tmp_path / "junk.parquet")) is None
+
+
+def test_audio_is_carried_like_relatent_encode(tmp_path: Path, model) -> None:
+    from cluster.work import HAS_CARRY
+    from pipeline.codec import encode_video
+    from tests.cluster.conftest import write_clip_with_audio
+
+    src = write_clip_with_audio(tmp_path / "tone.mp4")
+    encode_video(str(src), str(tmp_path / "ref.rlv"), model, REFINE)
+    summary, _ = _run_local(src, tmp_path / "out", model, 4)
+    assert Path(summary["stream"]).read_bytes() == (tmp_path / "ref.rlv").read_bytes()
+    if HAS_CARRY:
+        assert summary["carry_bytes"] > 3000  # the AAC track is in the stream
