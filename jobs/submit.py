@@ -5,9 +5,9 @@ Ray Jobs API (the dashboard's HTTP endpoint, ``http://<head>:8265``).
 line into a ``relatent transcode ... --address auto`` entrypoint and submits it with
 :class:`ray.job_submission.JobSubmissionClient`. The submission id is deterministic: it is
 ``relatent-<16 hex>`` of a canonical JSON of the *work* (sources, output, model, refinement
-config, shard size, relatent version), so submitting the same work again finds the existing
-job and reports it instead of starting a second one. Sizing options (actors, GPUs per
-actor, in-flight shards) do not change the work, so they are not part of the id.
+config, shard layout, carry, relatent version), so submitting the same work again finds the
+existing job and reports it instead of starting a second one. Sizing options (actors, GPUs
+per actor, in-flight shards, batch) do not change the work, so they are not part of the id.
 
 Authentication: Ray 2.60 clusters started with ``ray start`` use token authentication. The
 token is taken from ``RAY_AUTH_TOKEN``, else the file named by ``RAY_AUTH_TOKEN_PATH``,
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -54,6 +55,8 @@ WORKING_DIR_EXCLUDES = [
 #: transcode options that submit does not forward: the job always joins its cluster
 #: (``--address auto``), never starts an embedded Ray, and is labelled with its id.
 _NOT_FORWARDED = {"help", "src", "address", "num_cpus", "job_id", "no_progress"}
+#: TranscodeJob fields that are not part of the work (sizing, performance, labels).
+_NOT_WORK = ("cluster", "job_id", "batch")
 _TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 _HTTP_TIMEOUT = 15.0
 
@@ -183,7 +186,7 @@ def work_spec(a: argparse.Namespace) -> dict[str, Any]:
     """The canonical description of the work ``a`` asks for (what the id is derived from).
 
     Everything that changes the output bytes or where they go is in it; sizing options
-    (actors, resources, in-flight shards, attempts) and logging are not.
+    (actors, resources, in-flight shards, attempts, batch) and logging are not.
     """
     from jobs.transcode import job_from_args
 
@@ -194,19 +197,13 @@ def work_spec(a: argparse.Namespace) -> dict[str, Any]:
     ns.__dict__.update({k: v for k, v in vars(a).items() if hasattr(ns, k)})
     ns.actors = ns.actors or 1  # sized on the cluster; only validated here
     job = job_from_args(ns)  # validates every option with transcode's own rules
-    return {
-        "format": WORK_FORMAT,
-        "sources": sorted(job.sources),
-        "out": job.out,
-        "model": {
-            "arch": job.model.arch,
-            "quality": job.model.quality,
-            "checkpoint": job.model.checkpoint,
-        },
-        "refine": job.refine.to_json(),
-        "shard_frames": job.shard_frames,
-        "relatent": relatent_version(),
-    }
+    # Every field of the job that shapes the output (model, refinement, shard layout, carry,
+    # and any added later), minus the sizing, the performance knobs and the label.
+    work = dataclasses.asdict(job)
+    for key in _NOT_WORK:
+        work.pop(key, None)
+    work["sources"] = sorted(job.sources)
+    return {"format": WORK_FORMAT, **work, "relatent": relatent_version()}
 
 
 def submission_id(work: dict[str, Any]) -> str:
@@ -221,10 +218,14 @@ def transcode_argv(a: argparse.Namespace, sid: str) -> list[str]:
     for action in _forwarded_actions(_transcode_parser()):
         value = getattr(a, action.dest, None)
         flag = max(action.option_strings, key=len)
-        if value is None or value is False:
+        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+            if value != action.default:
+                argv.append(flag)
             continue
-        if value is True:
-            argv.append(flag)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            argv += [flag, str(value).lower()]
         elif isinstance(value, list | tuple):
             argv += [flag, *map(str, value)]
         else:

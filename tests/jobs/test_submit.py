@@ -230,11 +230,13 @@ def test_submission_id_is_derived_from_the_work(capsys, tmp_path) -> None:
     assert sid.startswith("relatent-") and len(sid) == len("relatent-") + 16
     # sizing options and source order do not change the work
     same = _dry(capsys, "s3://bkt/b.mkv", "a.mp4", *base[2:], "--actors", "8",
-                "--gpus-per-actor", "0.25", "--max-inflight", "4", "--max-attempts", "5")
+                "--gpus-per-actor", "0.25", "--max-inflight", "4", "--max-attempts", "5",
+                "--batch", "8", "--log-level", "info")
     assert same["submission_id"] == sid
     # what changes the output does
     for change in (["--iters", "3"], ["--model", "mbt2018-mean"], ["--quality", "4"],
-                   ["--shard-frames", "16"], ["--refine", "none"], ["--lambda", "0.01"]):
+                   ["--shard-frames", "16"], ["--refine", "none"], ["--lambda", "0.01"],
+                   ["--no-carry"], ["--checkpoint", "s3://bkt/w.pth"]):
         assert _dry(capsys, *base, *change)["submission_id"] != sid, change
     assert _dry(capsys, "a.mp4", "--out", "s3://bkt/out/", "--iters", "2")["submission_id"] != sid
     # local paths are made absolute: the job's cwd is not ours
@@ -246,7 +248,7 @@ def test_entrypoint_forwards_sizing_and_runtime_env(capsys, tmp_path, monkeypatc
     d = _dry(
         capsys, "s3://bkt/a.mp4", "--out", "s3://bkt/out/", "--actors", "8", "--gpus-per-actor",
         "0.25", "--cpus-per-actor", "2", "--shard-frames", "16", "--max-inflight", "3",
-        "--env", "AWS_REGION=eu-west-1", "--env", "RLT_FROM_CLIENT",
+        "--no-carry", "--env", "AWS_REGION=eu-west-1", "--env", "RLT_FROM_CLIENT",
         "--runtime-env-json", '{"env_vars": {"A": "1"}, "pip": ["x"]}',
     )
     ep = d["entrypoint"].split()
@@ -255,7 +257,8 @@ def test_entrypoint_forwards_sizing_and_runtime_env(capsys, tmp_path, monkeypatc
                         ("--shard-frames", "16"), ("--max-inflight", "3"), ("--address", "auto"),
                         ("--job-id", d["submission_id"])):
         assert ep[ep.index(flag) + 1] == value, flag
-    assert "--no-progress" in ep and "--num-cpus" not in ep
+    assert "--no-progress" in ep and "--no-carry" in ep and "--num-cpus" not in ep
+    assert "--no-carry" not in _dry(capsys, "s3://bkt/a.mp4", "--out", "s3://bkt/out/")["entrypoint"]
     env = d["runtime_env"]["env_vars"]
     assert env == {"PYTHONUNBUFFERED": "1", "AWS_REGION": "eu-west-1", "RLT_FROM_CLIENT": "here", "A": "1"}
     assert d["runtime_env"]["pip"] == ["x"] and "working_dir" not in d["runtime_env"]
