@@ -291,6 +291,18 @@ def carry_bytes(info: dict[str, Any], blob: bytes | None = None) -> bytes:
 _CARRY_FIXED = len(CARRY_MAGIC) + 4 + 4 + 8 + 4  # everything but info_json and blob
 
 
+def carry_info_of(section: bytes) -> dict[str, Any]:
+    """The info JSON of a carry section made by :func:`carry_bytes` (e.g. a staged one, for
+    a manifest: ``CarryInfo.from_dict(carry_info_of(section)).to_rows()``)."""
+    if section[:4] != CARRY_MAGIC or len(section) < _CARRY_FIXED:
+        raise BitstreamError("not a carry section (magic missing)", hint="pass bytes made by carry_bytes")
+    (n,) = _U32.unpack_from(section, 4)
+    ij = section[8 : 8 + n]
+    if len(ij) < n or len(section) < 8 + n + 4 or _U32.unpack_from(section, 8 + n)[0] != crc32(ij):
+        raise ChecksumError("carry section: info CRC mismatch or truncated", hint="re-create the section")
+    return json.loads(ij)
+
+
 def index_for(header_size: int, packet_lengths: Iterable[tuple[int, int]]) -> list[IndexEntry]:
     """Index of packets laid out after a header: ``packet_lengths`` yields
     ``(frame_index, length)`` in stream order."""

@@ -473,7 +473,9 @@ def _write_blob(
     stats: dict[int, dict[str, Any]] = {
         s.index: {"bytes": 0, "packets": 0, "first": None, "last": None} for s in keep
     }
-    with av.open(buf, "w", format=fmt) as out:
+    # bitexact: no random Matroska UIDs, no library version string, so the same source gives
+    # the same bytes (the stream is byte-identical across runs and shard layouts).
+    with av.open(buf, "w", format=fmt, container_options={"fflags": "+bitexact"}) as out:
         mapping = {}
         for s in keep:
             o = out.add_stream_from_template(s)

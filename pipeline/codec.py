@@ -411,14 +411,14 @@ def decode_video(
     from pipeline.carry import CarryInfo, CarryMuxer
     from pipeline.frames import ColorInfo, write_frames
 
+    suffix = PurePath(dst).suffix.lower()
+    fmt = {".mp4": "mp4", ".mkv": "matroska"}.get(suffix)
     with StreamReader(src) as r:
         header = r.header
         all_pts = [e.pts for e in r]
         info_dict = r.carry_info()
         has_carry = info_dict is not None and bool(info_dict.get("streams") or info_dict.get("chapters"))
-        blob = r.carry_blob() if has_carry and not video_only else b""
-    suffix = PurePath(dst).suffix.lower()
-    fmt = {".mp4": "mp4", ".mkv": "matroska"}.get(suffix)
+        blob = r.carry_blob() if has_carry and not video_only and fmt is not None else b""
     summary = DecodeSummary(header, 0)
     muxer = None
     if has_carry and not video_only:

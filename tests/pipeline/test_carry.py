@@ -166,6 +166,8 @@ def test_extract_describes_and_copies_every_stream(tmp_path: Path) -> None:
     assert info.metadata["title"] == "A title"
     assert info.video["rotation"] == 90
     assert not info.dropped
+    with src.open("rb") as fh:  # a file object (S3 ranged reads) gives the same, deterministic bytes
+        assert extract_carry(fh) == (blob, info)
     # The blob holds the source's packets, byte for byte, at the source's times.
     src_pk, blob_pk = packets_by_stream(src), packets_by_stream(blob)
     assert src_pk.keys() == blob_pk.keys()
@@ -260,6 +262,7 @@ def test_v2_writer_and_assembler_agree_and_v1_is_still_written_and_read(tmp_path
     r = bs.StreamReader(io.BytesIO(written))
     assert r.version == 2 and r.carry == bs.CarryRef(body_end, len(section))
     assert r.carry_info() == {"streams": [], "note": "x"} and r.carry_blob() == b"blob-bytes"
+    assert bs.carry_info_of(section) == {"streams": [], "note": "x"}
     # Without carry (e.g. --no-carry, or a driver that carries nothing): no section.
     plain = bs.assemble(header, pkts, stats)
     r = bs.StreamReader(io.BytesIO(plain))
