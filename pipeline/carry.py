@@ -151,9 +151,12 @@ class DroppedStream:
 
 @dataclass(frozen=True)
 class CarryInfo:
-    """What was carried from ``source`` (JSON round trip: :meth:`to_dict`/:meth:`from_dict`)."""
+    """What was carried from ``source`` (JSON round trip: :meth:`to_dict`/:meth:`from_dict`).
 
-    source: str
+    ``source`` names the source in messages only: it is not stored (the stream's bytes
+    depend on the source's content, not on its path or URI)."""
+
+    source: str = field(compare=False)
     format: str | None  # the blob's format; None when nothing is carried
     streams: tuple[CarriedStream, ...] = ()
     dropped: tuple[DroppedStream, ...] = ()
@@ -166,7 +169,6 @@ class CarryInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "source": self.source,
             "format": self.format,
             "streams": [
                 s.__dict__ | {"disposition": list(s.disposition), "metadata": dict(s.metadata)}
@@ -183,7 +185,7 @@ class CarryInfo:
     def from_dict(cls, d: dict[str, Any]) -> CarryInfo:
         try:
             return cls(
-                source=str(d["source"]),
+                source=str(d.get("source", "")),
                 format=d.get("format"),
                 streams=tuple(CarriedStream(**s) for s in d.get("streams", [])),
                 dropped=tuple(DroppedStream(**s) for s in d.get("dropped", [])),

@@ -305,6 +305,12 @@ def test_mkv_round_trip_keeps_tracks_languages_packets_and_sync(tmp_path: Path, 
     code, out, err = run(capsys, "encode", src, rlv, "--refine", "none", "--no-progress", *model_args())
     assert code == 0, err
     assert "carried     4 stream(s)" in out
+    # The distributed driver's call gives the very section `relatent encode` wrote.
+    blob, info = extract_carry(src)
+    with bs.StreamReader(rlv) as r:
+        assert r.carry is not None
+        r._f.seek(r.carry.offset)
+        assert r._f.read(r.carry.length) == bs.carry_bytes(info.to_dict(), blob)
     code, out, _ = run(capsys, "info", rlv)
     assert code == 0
     assert "aac" in out and "eng" in out and "mp2" in out and "fra" in out and "subrip" in out and "2 chapter(s)" in out
