@@ -216,3 +216,21 @@ def test_audio_is_carried_like_relatent_encode(tmp_path: Path, model) -> None:
     assert Path(summary["stream"]).read_bytes() == (tmp_path / "ref.rlv").read_bytes()
     if HAS_CARRY:
         assert summary["carry_bytes"] > 3000  # the AAC track is in the stream
+
+
+def test_failure_classification_and_summary_table() -> None:
+    from cluster.driver import JobReport, VideoResult, _is_deterministic
+    from pipeline.errors import CorruptSourceError, ModelError, StorageError
+
+    assert _is_deterministic(CorruptSourceError("x"))
+    assert _is_deterministic(ModelError("x"))
+    assert not _is_deterministic(StorageError("x"))  # transient: retried
+    assert not _is_deterministic(RuntimeError("x"))
+    ok = VideoResult("a.mp4", "a-1", status="committed", frames=16, shards=4, stream_bytes=100)
+    bad = VideoResult("b.mp4", "b-2", status="failed", error="b.mp4: truncated")
+    report = JobReport("j", [ok, bad], seconds=2.0, frames_encoded=16)
+    table = report.table()
+    assert "a-1" in table and "committed" in table and "8.00 frames/s" in table
+    assert "FAILED b-2 (b.mp4): b.mp4: truncated" in table
+    assert not report.ok and report.failed == [bad]
+    assert report.to_dict()["fps"] == 8.0
