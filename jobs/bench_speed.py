@@ -139,15 +139,18 @@ def med(ms: list[dict[str, float]], key: str = "seconds") -> float:
 
 
 def kodak_crops(kodak: Path, size: int, n: int) -> list[np.ndarray]:
-    imgs = bl.load_images(kodak)
+    """``n`` square ``size`` crops (images smaller than ``size`` are mirror-padded: timing only)."""
     out = []
-    for _, im in imgs:
-        if min(im.shape[:2]) >= size:
-            out.append(bl.centre_crop(im, size))
+    for _, im in bl.load_images(kodak):
+        h, w = im.shape[:2]
+        if min(h, w) < size:
+            im = np.pad(im, ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0)), mode="symmetric")
+        out.append(bl.centre_crop(im, size))
         if len(out) == n:
             break
-    while len(out) < n:  # fewer images than requested: reuse (timing only)
-        out.append(out[len(out) % max(1, len(out))])
+    k = len(out)
+    while len(out) < n:  # fewer images than requested: reuse them (timing only)
+        out.append(out[len(out) % k])
     return out
 
 
