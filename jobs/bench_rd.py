@@ -605,7 +605,8 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         "packet; x265 GOP = stream total / frames. x264/x265 SEI (encoder option strings) excluded, recorded as `sei_bytes` in rd.json.",
         "- Classic codecs see BT.601 full-range YCbCr of the same 8-bit RGB; 4:2:0 = 2x2 box average down, triangle filter up; "
         "PSNR/MS-SSIM measured in RGB after the inverse of the same matrix. 4:4:4 rows keep full chroma (the RGB-fair comparison); "
-        "SVT-AV1 supports 4:2:0 only. x264/x265 preset medium, SVT-AV1 preset 8, one thread each.",
+        "SVT-AV1 supports 4:2:0 only. x264/x265 preset medium (their default), SVT-AV1 preset 6, one thread each. "
+        "Kodak crops go through the video codecs as one all-intra sequence (every frame an IDR/key frame).",
         "- Each curve point = per-frame means; BD-rate = `bjontegaard` pchip over the overlapping range; negative = fewer bits "
         "for the same quality. n/a = fewer than 2 points (e.g. only one rate point shipped) or no overlap.",
         f"- Encoders single-threaded per process (relatent's determinism contract), {p['jobs']} process(es), device {p['device']}. "

@@ -500,7 +500,9 @@ def scale_markdown(results: dict[str, Any]) -> str:
         + "; ".join(f"{g} {s['fp32_tflops']} TFLOPS ({s['source']})" for g, s in GPUS.items()) + ".",
         f"5. Utilisation of peak FP32: **assumed** {GPU_UTILISATION['central']:.0%} (range {GPU_UTILISATION['low']:.0%}-"
         f"{GPU_UTILISATION['high']:.0%}); not measured (no GPU here). Small convolution stacks at batch 4-8 rarely exceed "
-        "50% of peak; a GPU run of `relatent bench speed` replaces this assumption with a measurement.",
+        "50% of peak; a GPU run of `relatent bench speed` replaces this assumption with a measurement. For measured CPU and "
+        "GPU run times of CompressAI-family models see \"Comprehensive Complexity Assessment of Emerging "
+        "Learned Image Compression on CPU and GPU\", ICASSP 2023 (arXiv 2212.05466).",
         "6. GPU-hours count refinement iterations only: analysis, synthesis and entropy coding (rANS runs on the host CPU, "
         "overlapped with the next batch) are taken as hidden behind refinement. At budget 0 a GPU is not needed.",
         f"7. Catalog: {CATALOG_HOURS:,} hours of 1080p re-encoded within {WALL_HOURS:.0f} wall-clock hours, perfect packing "

@@ -388,17 +388,20 @@ AV_CODECS: dict[str, dict[str, Any]] = {
     "x265-gop-420": {"codec": "libx265", "pix_fmt": "yuv420p", "intra": False, "knob": "crf"},
 }
 _DECODERS = {"libx264": "h264", "libx265": "hevc", "libsvtav1": "libdav1d"}
+#: Encoder presets: x264/x265 at their default (medium, what a user gets); SVT-AV1 at 6,
+#: its mid-range preset (8 is ~4% bigger at equal PSNR on Kodak crops, 4 ~5% smaller).
+PRESETS = {"libx264": "medium", "libx265": "medium", "libsvtav1": "6"}
 
 
 def _codec_options(codec: str, value: int, intra: bool) -> dict[str, str]:
     if codec == "libx264":
-        return {"crf": str(value), "preset": "medium", **({"x264-params": "keyint=1"} if intra else {})}
+        return {"crf": str(value), "preset": PRESETS[codec], **({"x264-params": "keyint=1"} if intra else {})}
     if codec == "libx265":
         params = "log-level=error:info=0" + (":keyint=1" if intra else "")
-        return {"crf": str(value), "preset": "medium", "x265-params": params}
+        return {"crf": str(value), "preset": PRESETS[codec], "x265-params": params}
     if codec == "libsvtav1":
         # SVT-AV1 reports "pred struct: all intra" for keyint=1
-        return {"crf": str(value), "preset": "8", **({"svtav1-params": "keyint=1"} if intra else {})}
+        return {"crf": str(value), "preset": PRESETS[codec], **({"svtav1-params": "keyint=1"} if intra else {})}
     raise ValueError(f"unknown codec {codec}")
 
 
