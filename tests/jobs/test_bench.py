@@ -241,3 +241,24 @@ def test_parsers_and_protocols() -> None:
     assert a.func is bench_all._cmd and bench_speed.protocol_from_args(a).repeats == 1
     s = bench_speed.protocol_from_args(p.parse_args(["speed"]))
     assert s.batches == [1, 4, 8]
+
+
+def test_analysis_bd_rate_against_budget() -> None:
+    """Synthetic records: 3 rate points; refinement at 10 iterations reaches the unrefined
+    quality with 10% fewer bits, at 20 iterations with 20% fewer: BD-rate -10% / -20%."""
+    recs = []
+    for frame in ("a.png", "b.png"):
+        for q, r in ((1, 0.2), (2, 0.4), (3, 0.8)):
+            for budget, factor in ((0, 1.0), (10, 0.9), (20, 0.8)):
+                p = curve([r * factor], [log_linear(r)])[0]
+                recs.append({"dataset": "kodak", "frame": frame, "codec": "relatent-arch", "setting": q, "budget": budget,
+                             "method": "campos", **p, "rd_before": 1.0, "rd_after": 1.0 - 0.01 * budget, "refined": budget > 0})
+    res = bench_rd.analyse(recs, {"kodak-refine-subset": ["a.png", "b.png"]}, {"kodak-refine-subset": [10, 20]}, "arch")
+    rows = {r["budget"]: r for r in res["budget_curve"]["kodak-refine-subset"]}
+    assert rows[10]["bd_rate_psnr"] == pytest.approx(-10.0, abs=1e-6)
+    assert rows[20]["bd_rate_psnr"] == pytest.approx(-20.0, abs=1e-6)
+    assert rows[20]["mean_rd_gain_pct"] == pytest.approx(-20.0)
+    bd = res["bd"]["kodak-refine-subset"]
+    assert bd["arch campos 10"]["vs_unrefined_psnr"] == pytest.approx(-10.0, abs=1e-6)
+    assert bd["arch unrefined"]["vs_unrefined_psnr"] is None  # the anchor itself
+    assert {g["budget"] for g in res["gains"]} == {10, 20} and len(res["gains"]) == 12
