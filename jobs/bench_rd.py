@@ -531,7 +531,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
         fig.suptitle(f"{name}: {len(results['sets'][name])} frames")
         fig.tight_layout()
         fn = f"rd_{name}.png"
-        fig.savefig(out / fn, dpi=100)
+        fig.savefig(out / fn, dpi=100, metadata=bl.png_metadata(results["provenance"]))
         plt.close(fig)
         plots.append(fn)
 
@@ -555,7 +555,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out / "rd_budget.png", dpi=100)
+        fig.savefig(out / "rd_budget.png", dpi=100, metadata=bl.png_metadata(results["provenance"]))
         plt.close(fig)
         plots.append("rd_budget.png")
 
@@ -581,7 +581,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
         for ax in axes:
             ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(out / "rd_gain.png", dpi=100)
+        fig.savefig(out / "rd_gain.png", dpi=100, metadata=bl.png_metadata(results["provenance"]))
         plt.close(fig)
         plots.append("rd_gain.png")
     (out / "rd.md").write_text(markdown(results, plots))

@@ -413,6 +413,12 @@ def projection(results: dict[str, Any]) -> dict[str, Any]:
         "mp_per_video_hour": mp_per_hour,
         "rows": [],
     }
+    # peak RSS of refinement against frame area (linear fit over the measured sizes)
+    mem = [(p["size"] ** 2 / 1e6, p["peak_rss_mb"]) for p in enc["points"] if p.get("measured") and p["budget"] > 0]
+    if len({x for x, _ in mem}) >= 2:
+        slope, icpt = np.polyfit([x for x, _ in mem], [y for _, y in mem], 1)
+        out["rss_mb_per_mp"] = float(slope)
+        out["rss_mb_1080p_frame"] = float(icpt + slope * MP_1080P)
     for b in budgets:
         cpu_core_h = mp_per_hour * (base_mp_cpu + b * s_iter_mp_cpu) / 3600
         row: dict[str, Any] = {"budget": b, "cpu_core_hours_per_video_hour": cpu_core_h,
@@ -468,7 +474,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / "speed.png", dpi=100)
+        fig.savefig(out / "speed.png", dpi=100, metadata=bl.png_metadata(results["provenance"]))
         plt.close(fig)
     (out / "speed.md").write_text(speed_markdown(results))
     (out / "scale.md").write_text(scale_markdown(results))
@@ -541,6 +547,10 @@ def scale_markdown(results: dict[str, Any]) -> str:
         "(no idle time, no retries, no decode/IO bottleneck; real clusters need headroom on top, e.g. +20-30%).", "",
     ]
     if pr.get("flops_per_iter_per_mp"):
+        if pr.get("rss_mb_1080p_frame"):
+            L += [f"Memory: refinement's peak RSS grows by {pr['rss_mb_per_mp']:.0f} MB per MP of frame (fit over the measured sizes); "
+                  f"one 1080p frame at batch 1 projects to {pr['rss_mb_1080p_frame']:,.0f} MB of process RSS (GPU memory similar "
+                  "for the activations; batch b multiplies the per-MP part by b).", ""]
         L += [f"Measured: {pr['flops_per_iter_per_mp'] / 1e9:.2f} GFLOP per iteration per MP; the CPU core sustains "
               f"{pr['cpu_achieved_gflops']:.1f} GFLOP/s on it.", ""]
     L += ["## CPU (measured cost, one core per encoder)", ""]

@@ -141,6 +141,16 @@ def provenance_md(prov: dict[str, Any]) -> list[str]:
     return lines
 
 
+def png_metadata(prov: dict[str, Any]) -> dict[str, str]:
+    """PNG text chunks: the plot carries the same provenance as its JSON."""
+    g = prov["git"]
+    return {
+        "Software": prov["command"],
+        "Source": f"git {g['commit']}{' (dirty)' if g['dirty'] else ''}",
+        "Comment": json.dumps({"models": [m["sha256"] for m in prov["models"]], "date": prov["machine"]["date"]}),
+    }
+
+
 def write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -198,6 +198,8 @@ def test_rd_result_files(tmp_path: Path, tiny_kodak: Path, random_models) -> Non
     for png in ("rd_kodak.png", "rd_kodak-refine-subset.png", "rd_budget.png", "rd_gain.png"):
         assert (out / png).stat().st_size > 1000, png
     assert res["bd"]["kodak"]["jpeg-420"]["vs_x265_intra_psnr"] is not None
+    with Image.open(out / "rd_kodak.png") as im:  # plots carry the provenance too
+        assert im.text["Source"].startswith(f"git {prov['git']['commit']}")
 
 
 def test_speed_result_files(tmp_path: Path, tiny_kodak: Path) -> None:
