@@ -172,7 +172,9 @@ def random_models(monkeypatch):
     return m
 
 
-def test_rd_result_files(tmp_path: Path, tiny_kodak: Path, random_models) -> None:
+def test_rd_result_files(tmp_path: Path, tiny_kodak: Path, random_models, monkeypatch) -> None:
+    monkeypatch.setattr(bench_rd, "JPEG_QUALITIES", (10, 40, 70, 95))  # short sweeps: format, not results
+    monkeypatch.setitem(bench_rd.CRF_SWEEPS, "libx265", (20, 30, 40, 50))
     proto = bench_rd.Protocol(crop=64, subset=["kodim01.png"], budgets=[2], clip_budgets=[], codecs=["jpeg", "x265-intra-420"], jobs=1)
     out = tmp_path / "out"
     res = bench_rd.run(tiny_kodak, None, out, proto, log=lambda *_: None)
