@@ -545,6 +545,8 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
             axes[0].plot(xs, [np.nan if r["bd_rate_psnr"] is None else r["bd_rate_psnr"] for r in rows], "-o", label=name)
             axes[1].plot(xs, [np.nan if r["mean_rd_gain_pct"] is None else r["mean_rd_gain_pct"] for r in rows], "-o", label=name)
         axes[0].axhline(-10, color="r", ls=":", lw=1, label="target -10%")
+        if all(r["bd_rate_psnr"] is None for rows in bc.values() for r in rows):
+            axes[0].text(0.5, 0.6, "BD-rate needs >= 2 shipped rate points", transform=axes[0].transAxes, ha="center")
         axes[0].set_ylabel("BD-rate vs unrefined (RGB PSNR, %)")
         axes[1].set_ylabel("mean RD-cost change J = bpp + lambda*MSE (%)")
         allb = [r["budget"] for rows in bc.values() for r in rows]
