@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -95,7 +96,7 @@ class Protocol:
     frames: int = 8
     long_side: int | None = 256
     codecs: list[str] = field(default_factory=lambda: ["jpeg", *bl.AV_CODECS])
-    jobs: int = 1
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     device: str = "cpu"
     full: bool = False
 
@@ -716,8 +717,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def protocol_from_args(a: argparse.Namespace) -> Protocol:
-    import os
-
     proto = Protocol.full_protocol() if a.full else Protocol()
     if a.budgets is not None:
         proto.budgets = a.budgets
