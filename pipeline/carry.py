@@ -37,7 +37,14 @@ Frame ranges
     carried streams are trimmed to the coded video's time span: a packet is kept when it
     overlaps ``[pts(start), pts(end))`` (no lower bound when ``start`` is 0, no upper bound
     when ``end`` is the last frame), so a partial encode decodes to a file whose audio
-    covers the same span as its video. Chapters are kept when they overlap the span.
+    covers the same span as its video. Chapters are kept when they overlap the span. A track
+    left without packets is recorded in :attr:`CarryInfo.dropped` (``kind="empty"``).
+
+Memory and I/O
+    The blob is built in memory (the carried packets are held until the corrupt-track check
+    has passed), so extraction needs about twice the size of the carried streams; the whole
+    source is read once (video packets are demuxed, not decoded, except the first frame,
+    which gives the display rotation).
 
 Muxing (:class:`CarryMuxer`, at decode)
     Each carried stream is checked against the output format first (a throw-away header
@@ -66,7 +73,7 @@ import av
 import av.container
 import av.stream
 
-from pipeline.errors import ConfigError, CorruptSourceError, UnsupportedStreamError
+from pipeline.errors import BitstreamError, ConfigError, CorruptSourceError, UnsupportedStreamError
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +143,8 @@ class CarriedStream:
 @dataclass(frozen=True)
 class DroppedStream:
     """A source stream that is not carried: ``kind`` is ``"broken"`` (corrupt, left out
-    with ``drop_broken``) or ``"unsupported"`` (no blob format holds it)."""
+    with ``drop_broken``), ``"unsupported"`` (no blob format holds it) or ``"empty"`` (no
+    packets, e.g. none in the coded span of a partial encode)."""
 
     index: int
     type: str
@@ -355,6 +363,15 @@ def extract_carry(
                 warn(f"{name}: {d.describe()} is corrupt and is not carried ({d.reason})")
                 dropped.append(d)
         keep = [s for s in keep if s.index not in broken]
+        # A track without packets (e.g. one that starts after the coded span) is not kept:
+        # some formats (MOV) drop empty tracks, and an empty track plays nothing.
+        has_packets = {p.stream.index for p in packets}
+        for s in keep:
+            if s.type != "attachment" and s.index not in has_packets:
+                span_note = " in the coded span" if start is not None or end is not None else ""
+                dropped.append(DroppedStream(s.index, s.type, _stream_codec(s), s.metadata.get("language"),
+                                             "empty", f"no packets{span_note}"))  # fmt: skip
+        keep = [s for s in keep if s.type == "attachment" or s.index in has_packets]
         info = CarryInfo(
             name, None, (), tuple(sorted(dropped, key=lambda d: d.index)), tuple(chapters),
             metadata, vinfo, (_fr(start), _fr(end)),
@@ -365,6 +382,13 @@ def extract_carry(
         # The packets belong to the open source: mux them before it is closed.
         blob, streams = _write_blob(fmt, keep, [p for p in packets if p.stream.index not in broken])
         del packets
+    with av.open(io.BytesIO(blob)) as check:
+        if len(check.streams) != len(streams):
+            raise CorruptSourceError(
+                f"{name}: copying its {len(streams)} audio/subtitle/attachment streams into a "
+                f"{fmt} blob kept only {len(check.streams)}",
+                hint="pass --no-carry to code the video alone, or remux the source first",
+            )
     return blob, replace(info, format=fmt, streams=tuple(streams))
 
 
@@ -539,6 +563,12 @@ class CarryMuxer:
         if not self.blob or not info.streams:
             return
         with av.open(io.BytesIO(self.blob)) as blob_in:
+            if len(blob_in.streams) != len(info.streams):
+                raise BitstreamError(
+                    f"{dst}: the carry blob holds {len(blob_in.streams)} streams, its info lists "
+                    f"{len(info.streams)}",
+                    hint="the stream is corrupt; decode with --video-only, or re-encode it",
+                )
             for cs in info.streams:
                 why = _holds(output_format, blob_in.streams[cs.blob_index])
                 if why is None:

@@ -194,8 +194,9 @@ def test_frame_range_trims_the_carried_streams(tmp_path: Path) -> None:
     aac = whole[("audio", "eng")]
     expect = [(t, b) for (t, b) in aac if t < 0.24 and t + 0.064 > 0.08]  # 1024 samples = 64 ms
     assert kept[("audio", "eng")] == expect
-    assert ("audio", "fra") not in kept  # starts at 0.5 s, after the span: kept as an empty track
-    assert [(s.language, s.packets) for s in info.streams] == [("eng", len(expect)), ("fra", 0), ("deu", 1), (None, 0)]
+    assert ("audio", "fra") not in kept  # starts at 0.5 s, after the span: not carried, recorded
+    assert [(s.language, s.packets) for s in info.streams] == [("eng", len(expect)), ("deu", 1), (None, 0)]
+    assert [(d.language, d.kind, d.reason) for d in info.dropped] == [("fra", "empty", "no packets in the coded span")]
     assert [c["metadata"]["title"] for c in info.chapters] == ["Opening", "End"]  # 0-0.2 s, 0.2-0.4 s
     _, info = extract_carry(src, end=Fraction(4, 25))
     assert [c["metadata"]["title"] for c in info.chapters] == ["Opening"]
@@ -388,6 +389,19 @@ def test_mp4_source_with_mov_text_and_late_audio(tmp_path: Path, capsys) -> None
     # Matroska cannot hold mov_text: skipped with a warning naming it.
     code, _, err = run(capsys, "decode", rlv, tmp_path / "out.mkv", "--no-progress", *decode_args())
     assert code == 0 and "subtitle stream #3 (mov_text, deu)" in err
+    # A frame range that does not start at 0 keeps the source's times: frames [5, 8) are
+    # [0.2 s, 0.32 s); the audio packets overlapping it come along, in sync with the video.
+    part = tmp_path / "part.rlv"
+    code, _, err = run(capsys, "encode", src, part, "--start", "5", "--end", "8", "--refine", "none", "--no-progress", *model_args())
+    assert code == 0, err
+    dst = tmp_path / "part.mp4"
+    code, _, err = run(capsys, "decode", part, dst, "--no-progress", *decode_args())
+    assert code == 0, err
+    assert first_video_time(dst) == pytest.approx(0.2, abs=0.001)
+    eng = packets_by_stream(dst)[("audio", "eng")]
+    assert_same_packets([(t, b) for t, b in src_pk[("audio", "eng")] if 0.2 - 0.064 < t < 0.32], eng, bound=0.001)
+    assert eng[0][0] <= 0.2 + 0.001 and eng[0][0] + 0.064 > 0.2
+    assert streams_of(dst) == [("video", "h264", "und"), ("audio", "aac", "eng"), ("subtitle", "mov_text", "deu")]
 
 
 def test_corrupt_audio_via_cli_fails_cleanly_or_is_dropped(tmp_path: Path, capsys) -> None:
