@@ -164,7 +164,7 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--video-only", action="store_true", help="write the video alone, without the carried audio/subtitles")
-    p.add_argument("--strict", action="store_true", help="fail if the output format cannot hold a carried stream (default: skip it with a warning)")
+    p.add_argument("--strict", action="store_true", help="fail if the output cannot hold a carried stream (default: skip it with a warning; .y4m/PNG hold none)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_decode)
 

@@ -29,7 +29,12 @@ from torch import Tensor
 from pipeline import metrics
 from pipeline.bitstream import FLAG_REFINED, Packet, StreamHeader, StreamReader, StreamWriter
 from pipeline.entropy import LatentCodec, fixed_threads
-from pipeline.errors import BitstreamError, ConfigError, WeightsMismatchError
+from pipeline.errors import (
+    BitstreamError,
+    ConfigError,
+    UnsupportedStreamError,
+    WeightsMismatchError,
+)
 from pipeline.models import PAD_MULTIPLE, LoadedModel, load_cards, load_model
 from pipeline.refine import RefineConfig, RefineResult, refine_latents
 
@@ -405,7 +410,7 @@ def decode_video(
     metadata; :class:`pipeline.carry.CarryMuxer`) unless ``video_only``: a stream the format
     cannot hold is skipped with a ``warn``-ing, or with ``strict`` raises
     :class:`~pipeline.errors.UnsupportedStreamError` before anything is written. ``.y4m``
-    and PNG outputs are video-only."""
+    and PNG outputs are video-only (a warning; with ``strict`` the same error)."""
     from pathlib import PurePath
 
     from pipeline.carry import CarryInfo, CarryMuxer
@@ -426,6 +431,12 @@ def decode_video(
         cinfo = CarryInfo.from_dict(info_dict)
         if fmt is None:
             summary.video_only_reason = f"{suffix or 'PNG folder'} outputs are video-only"
+            if cinfo.streams and strict:
+                raise UnsupportedStreamError(
+                    f"{dst}: {summary.video_only_reason} and cannot hold the "
+                    f"{len(cinfo.streams)} carried stream(s) ({', '.join(c.describe() for c in cinfo.streams)})",
+                    hint="write .mkv or .mp4 to keep them, or pass --video-only",
+                )
             if cinfo.streams:
                 (warn or _log_warning)(
                     f"{dst}: {summary.video_only_reason}; the {len(cinfo.streams)} carried "

@@ -360,6 +360,9 @@ def test_mkv_round_trip_keeps_tracks_languages_packets_and_sync(tmp_path: Path, 
     assert streams_of(tmp_path / "vo.mkv") == [("video", "h264", None)]
     code, _, err = run(capsys, "decode", rlv, tmp_path / "v.y4m", "--no-progress", *decode_args())
     assert code == 0 and "video-only" in err
+    code, _, err = run(capsys, "decode", rlv, tmp_path / "strict.y4m", "--strict", "--no-progress", *decode_args())
+    assert code == 2 and "video-only" in err and "--video-only" in err
+    assert not (tmp_path / "strict.y4m").exists()
 
 
 def mp2_start(src: Path) -> float:
