@@ -616,7 +616,7 @@ class CarryMuxer:
         if self._input is None:
             return
         while True:
-            p = self._pending or next(self._packets, None)
+            p = self._pending if self._pending is not None else next(self._packets, None)
             self._pending = None
             if p is None:
                 self._input.close()
