@@ -289,9 +289,12 @@ def _cmd_ship(a: argparse.Namespace) -> int:
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks that write JSON, Markdown and plots to docs/benchmarks")
     bsub = p.add_subparsers(dest="bench", required=True)
-    from jobs import bench_models
+    from jobs import bench_all, bench_models, bench_rd, bench_speed
 
     bench_models.add_parser(bsub)
+    bench_rd.add_parser(bsub)
+    bench_speed.add_parser(bsub)
+    bench_all.add_parser(bsub)
 
 
 # --------------------------------------------------------------------------- main
@@ -307,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     from jobs import transcode
 
     transcode.add_parser(sub)
+    from jobs import submit
+
+    submit.add_submit_parser(sub)
+    submit.add_jobs_parser(sub)
     _add_decode(sub)
     _add_info(sub)
     _add_train(sub)
