@@ -118,13 +118,13 @@ def test_file_and_s3_sources_to_s3(
     assert storage.list_prefix(out + "/_staging/") == []
     assert mf.read_rows(b.manifest).num_rows == 12
     # The actors' Ray metrics reach the node's Prometheus endpoint.
-    assert scrape_metric("ray_relatent_frames_encoded_total", 'job="s3job"') == 28
+    assert scrape_metric("ray_relatent_frames_encoded_total", 'job="s3job"', expect=28) == 28
     assert scrape_metric("ray_relatent_bytes_written_total", 'job="s3job"') > 0
 
 
-def scrape_metric(name: str, label: str, timeout: float = 60) -> float:
+def scrape_metric(name: str, label: str, expect: float | None = None, timeout: float = 60) -> float:
     """Sum of a metric's samples carrying ``label`` on this node's metrics endpoint, once
-    it is non-zero (the agent exports periodically)."""
+    it reaches ``expect`` (or is non-zero): every actor process exports on its own period."""
     port = ray._private.worker._global_node.metrics_export_port
     deadline = time.monotonic() + timeout
     total = 0.0
@@ -136,7 +136,7 @@ def scrape_metric(name: str, label: str, timeout: float = 60) -> float:
             for line in text.splitlines()
             if line.startswith(name + "{") and label in line
         )
-        if total:
+        if (expect is None and total) or (expect is not None and total >= expect):
             return total
         time.sleep(2)
     return total
