@@ -289,9 +289,10 @@ def _cmd_ship(a: argparse.Namespace) -> int:
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks that write JSON, Markdown and plots to docs/benchmarks")
     bsub = p.add_subparsers(dest="bench", required=True)
-    from jobs import bench_all, bench_models, bench_rd, bench_speed
+    from jobs import bench_all, bench_models, bench_pipeline, bench_rd, bench_speed
 
     bench_models.add_parser(bsub)
+    bench_pipeline.add_parser(bsub)
     bench_rd.add_parser(bsub)
     bench_speed.add_parser(bsub)
     bench_all.add_parser(bsub)

@@ -85,7 +85,12 @@ class RefineConfig:
         return cfg.validate()
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Canonical form: float fields are floats whether given as 0 or 0.0."""
+        d = asdict(self)
+        for k in ("lr", "lmbda", "tol"):
+            if d[k] is not None:
+                d[k] = float(d[k])
+        return d
 
     def hash(self) -> str:
         blob = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()

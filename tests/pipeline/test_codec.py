@@ -296,3 +296,8 @@ def test_out_of_memory_halves_the_batch_and_loses_no_frame(checkpoints) -> None:
     assert [e.stats["index"] for e in out] == [0, 1, 2, 3, 4]
     assert enc.oom_splits == 2  # 5 -> 2 + 3, 3 -> 1 + 2
     assert [e.packet_bytes for e in out] == encode(model, imgs, 5, REFINE)[0]
+
+
+def test_refine_hash_is_canonical_for_number_types() -> None:
+    assert RefineConfig(tol=0, lr=1).hash() == RefineConfig(tol=0.0, lr=1.0).hash()
+    assert RefineConfig(tol=0).hash() != RefineConfig(tol=1e-3).hash()
