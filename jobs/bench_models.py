@@ -179,7 +179,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
     lines += ["", "JPEG points used for BD-rate:", "", "| quality | bpp | RGB PSNR | MS-SSIM |", "|---|---|---|---|"]
     for p in results["jpeg_used"]:
         lines.append(f"| {p['quality']} | {p['bpp']:.4f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} |")
-    lines += ["", "## BD-rate against JPEG (pchip; negative = fewer bits for the same quality)", "",
+    lines += ["", "## BD-rate against JPEG (pchip over the overlapping range; negative = fewer bits for the same quality; a rate point dominated by another is left out of the curve)", "",
               "| model | BD-rate (RGB PSNR) | BD-rate (MS-SSIM dB) |", "|---|---|---|"]
     for arch, bd in results["bd_rate_vs_jpeg"].items():
         f = lambda v: "n/a" if v is None else f"{v:+.1f}%"  # noqa: E731

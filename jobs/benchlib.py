@@ -253,6 +253,17 @@ def mean_point(points: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([p[k] for p in points])) for k in points[0]}
 
 
+def pareto(points: list[dict[str, float]], dist: Any) -> list[dict[str, float]]:
+    """The points of a curve that no other point dominates (less rate and more quality),
+    sorted by rate: BD-rate interpolation needs quality increasing with rate, and an
+    under-trained rate point can fall below its neighbour."""
+    out: list[dict[str, float]] = []
+    for p in sorted(points, key=lambda p: p["bpp"]):
+        if not out or dist(p) > dist(out[-1]):
+            out.append(p)
+    return out
+
+
 def bd_rate(anchor: list[dict[str, float]], test: list[dict[str, float]], key: str = "psnr") -> float | None:
     """BD-rate (%) of ``test`` against ``anchor`` (pchip), over the overlapping range.
 
@@ -262,10 +273,12 @@ def bd_rate(anchor: list[dict[str, float]], test: list[dict[str, float]], key: s
 
     if len(anchor) < 2 or len(test) < 2:
         return None
-    a = sorted(anchor, key=lambda p: p["bpp"])
-    t = sorted(test, key=lambda p: p["bpp"])
+    dist = (lambda p: -10 * math.log10(1 - p[key])) if key == "ms_ssim" else (lambda p: p[key])
+    a = pareto(anchor, dist)
+    t = pareto(test, dist)
+    if len(a) < 2 or len(t) < 2:
+        return None
     try:
-        dist = (lambda p: -10 * math.log10(1 - p[key])) if key == "ms_ssim" else (lambda p: p[key])
         v = float(
             bd.bd_rate(
                 [p["bpp"] for p in a], [dist(p) for p in a], [p["bpp"] for p in t], [dist(p) for p in t],
