@@ -49,8 +49,8 @@ def test_node_removed_mid_job_is_byte_identical(
         if event == "actor_ready":
             nodes[f["actor"]] = f["node"]
         if event == "shard_done" and not removed and worker.node_id in nodes.values():
+            removed.append(worker.node_id)  # first: remove_node may raise after killing the node
             cluster.remove_node(worker)  # the actor there dies with its in-flight shards
-            removed.append(worker.node_id)
 
     job = make_job(
         [clips["long"]], tmp_path, checkpoint, cluster=ClusterConfig(actors=2, max_inflight=2)
