@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+#: Refinement used by every cluster test: a few real iterations, no early stop.
+from jobs.bench_pipeline import synthetic_clip
 from pipeline.codec import encode_video
 from pipeline.models import get_architecture, load_model
 from pipeline.refine import RefineConfig
 
-#: Refinement used by every cluster test: a few real iterations, no early stop.
 REFINE = RefineConfig(
     iters=2, lr=5e-3, tol=0.0
 )  # floats as the CLI parses them (the hash is type-sensitive)
@@ -26,26 +27,7 @@ def write_clip(
     path: Path, n: int = 16, w: int = 64, h: int = 48, gop: int = 4, seed: int = 0
 ) -> Path:
     """An H.264 clip of moving gradients with a keyframe every ``gop`` frames."""
-    rng = np.random.default_rng(seed)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.codec_context.gop_size = gop
-        s.options = {"crf": "18", "preset": "ultrafast", "keyint_min": str(gop), "scenecut": "0"}
-        yy, xx = np.mgrid[0:h, 0:w]
-        phase = rng.integers(0, 50)
-        for t in range(n):
-            img = np.stack(
-                [(xx * 4 + t * 5 + phase) % 256, (yy * 5 + t * 3) % 256, ((xx + yy) * 2 + t) % 256],
-                -1,
-            ).astype(np.uint8)
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = t
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-    return path
+    return synthetic_clip(path, n, w, h, gop=gop, seed=seed)
 
 
 def write_clip_with_audio(path: Path, n: int = 12, w: int = 64, h: int = 48) -> Path:

@@ -24,8 +24,6 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 
 from jobs import submit as sj
@@ -46,21 +44,9 @@ def free_ports(n: int) -> list[int]:
 
 
 def write_clip(path: Path, n: int = 8, w: int = 64, h: int = 48, gop: int = 4) -> Path:
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.codec_context.gop_size = gop
-        s.options = {"crf": "18", "preset": "ultrafast", "keyint_min": str(gop), "scenecut": "0"}
-        yy, xx = np.mgrid[0:h, 0:w]
-        for t in range(n):
-            img = np.stack([(xx * 4 + t * 5) % 256, (yy * 5 + t * 3) % 256, (xx + yy + t) % 256], -1)
-            f = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
-            f.pts = t
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-    return path
+    from jobs.bench_pipeline import synthetic_clip
+
+    return synthetic_clip(path, n, w, h, gop=gop)
 
 
 def run(capsys, *args: object) -> tuple[int, str, str]:
