@@ -112,9 +112,18 @@ RemoteEncoderActor = ray.remote(EncoderActor)
 
 
 def _prepare(
-    source: str, out: str, ident: ModelIdentityLite, refine: Any, carry: bool = True
-) -> VideoPlan:
-    return prepare_video(source, out, ident, refine, carry)
+    source: str,
+    out: str,
+    ident: ModelIdentityLite,
+    refine: Any,
+    carry: bool = True,
+    drop_broken: bool = False,
+) -> tuple[VideoPlan, list[str]]:
+    """The plan, and the warnings about streams left out of the carry section (the driver
+    logs them: a task's own log lines stay on its node)."""
+    warnings: list[str] = []
+    plan = prepare_video(source, out, ident, refine, carry, drop_broken, warn=warnings.append)
+    return plan, warnings
 
 
 def _commit(spec: CommitSpec) -> dict[str, Any]:

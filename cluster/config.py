@@ -126,6 +126,8 @@ class TranscodeJob:
         cluster: the actor pool.
         carry: copy the sources' other streams (audio, subtitles) into each stream's carry
             section, like ``relatent encode`` does by default.
+        drop_broken: a corrupt audio stream is left out of the carry section (a warning,
+            and a ``dropped_streams`` record in the manifest) instead of failing its video.
         job_id: free-form label used in logs and metric tags.
     """
 
@@ -138,6 +140,7 @@ class TranscodeJob:
     batch: int = 4
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     carry: bool = True
+    drop_broken: bool = False
     job_id: str = "transcode"
 
     def validate(self) -> TranscodeJob:

@@ -34,6 +34,7 @@ from cluster.config import ModelSpec, TranscodeJob, actor_options, helper_task_o
 from cluster.planning import ModelIdentityLite, OutputPaths, ShardSpec, VideoPlan, video_id
 from cluster.work import HAS_CARRY, CommitSpec, record_error
 from pipeline.errors import (
+    ClusterError,
     ConfigError,
     ModelError,
     RelatentError,
@@ -69,6 +70,7 @@ class VideoResult:
     manifest: str = ""
     error: str | None = None
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -135,6 +137,8 @@ class JobReport:
         )
         for v in self.failed:
             lines.append(f"FAILED {v.video_id} ({v.source}): {v.error}")
+        for v in self.videos:
+            lines.extend(f"WARNING {v.video_id}: {w}" for w in v.warnings)
         return "\n".join(lines)
 
 
@@ -215,13 +219,14 @@ class Driver:
         self.report = JobReport(job.job_id, [])
         self._bar: Any = None
         self._actor_change = time.monotonic()
+        self._ever_ready = False
         self._fatal: str | None = None
 
     # -------------------------------------------------------------- helpers
 
-    def _emit(self, event: str, **fields: Any) -> None:
+    def _emit(self, event: str, level: int = logging.INFO, **fields: Any) -> None:
         fields = {"job": self.job.job_id, **fields}
-        log.info(json.dumps({"event": event, **fields}, default=str, sort_keys=True))
+        log.log(level, json.dumps({"event": event, **fields}, default=str, sort_keys=True))
         if self.on_event is not None:
             self.on_event(event, fields)
 
@@ -308,14 +313,17 @@ class Driver:
             self.videos.append(video)
             self.report.videos.append(video.result)
             ref = prepare_task.options(**helper_task_options()).remote(
-                source, self.job.out, self.ident, self.refine, self.carry
+                source, self.job.out, self.ident, self.refine, self.carry, self.job.drop_broken
             )
             self.refs[ref] = ("prepare", video)
             inflight += 1
 
-    def _on_prepared(self, video: _Video, plan: VideoPlan) -> None:
+    def _on_prepared(self, video: _Video, plan: VideoPlan, warnings: list[str]) -> None:
         res = video.result
         video.plan = plan
+        for msg in warnings:  # streams left out of the carry section (--drop-broken-streams)
+            res.warnings.append(msg)
+            self._emit("stream_dropped", level=logging.WARNING, video=res.video_id, message=msg)
         res.frames = plan.frame_count
         res.stream, res.manifest = plan.paths.stream, plan.paths.manifest
         if plan.skipped:
@@ -458,10 +466,11 @@ class Driver:
             return
         if kind == "ready":
             obj.ready, obj.info = True, value
+            self._ever_ready = True
             self._actor_change = time.monotonic()
             self._emit("actor_ready", actor=obj.n, **value)
         elif kind == "prepare":
-            self._on_prepared(obj, value)
+            self._on_prepared(obj, *value)
         elif kind == "shard":
             obj.actor.inflight -= 1
             self._on_shard(obj, value)
@@ -476,6 +485,8 @@ class Driver:
         reason = self._fatal
         if reason is None and not alive:
             reason = "every encoder actor died and the replacement budget is spent"
+        elif reason is None and not self._ever_ready and waited > self.cfg.actor_start_timeout:
+            raise self._start_timeout()
         elif reason is None and not self._live() and waited > self.cfg.actor_start_timeout:
             reason = (
                 f"no encoder actor became ready within {self.cfg.actor_start_timeout:.0f} s "
@@ -488,6 +499,41 @@ class Driver:
                 self._fail_video(video, reason)
         self.queue.clear()
 
+    def _requested(self) -> str:
+        """The resources one actor requests, as Ray names them."""
+        opts = actor_options(self.cfg)
+        names = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}
+        return ", ".join(f"{names[k]}: {opts[k]:g}" for k in names if k in opts)
+
+    def _start_timeout(self) -> ClusterError:
+        """No actor of the job ever started: a job-level error (the cluster cannot host the
+        actors, or its autoscaler did not add nodes in time). Pending videos are recorded
+        as failed first, so a catalog run sees them."""
+        timeout = self.cfg.actor_start_timeout
+        try:
+            address = ray.get_runtime_context().gcs_address
+        except Exception:  # pragma: no cover - connected drivers always have one
+            address = "the connected Ray cluster"
+        try:
+            have = ray.cluster_resources()
+            has = f"CPU: {have.get('CPU', 0):g}, GPU: {have.get('GPU', 0):g}"
+        except Exception:  # pragma: no cover - a GCS hiccup only degrades the message
+            has = "unknown"
+        msg = (
+            f"no encoder actor started on the Ray cluster at {address} within {timeout:g} s; "
+            f"each of the {self.cfg.actors} actor(s) requests {{{self._requested()}}} and the "
+            f"cluster has {{{has}}} in total"
+        )
+        for video in self.videos:
+            if video.result.status in ("pending", "encoding"):
+                self._fail_video(video, msg)
+        self.queue.clear()
+        return ClusterError(
+            msg,
+            hint="join a cluster that has (or can autoscale to) nodes with these resources, "
+            "lower --gpus-per-actor/--cpus-per-actor, or raise --actor-start-timeout",
+        )
+
     # -------------------------------------------------------------- run
 
     def run(self) -> JobReport:
@@ -497,13 +543,15 @@ class Driver:
 
         self.refine: RefineConfig = self.job.refine.resolved(self.ident.lmbda)
         self.carry = self.job.carry and HAS_CARRY
-        if self.job.cluster.gpus_per_actor > 0:
-            gpus = ray.cluster_resources().get("GPU", 0)
-            if gpus <= 0:
-                raise ConfigError(
-                    f"--gpus-per-actor {self.cfg.gpus_per_actor} but the cluster has no GPUs",
-                    hint="use --gpus-per-actor 0 for CPU actors, or join a cluster with GPUs",
-                )
+        if self.cfg.gpus_per_actor > 0 and ray.cluster_resources().get("GPU", 0) <= 0:
+            # Scale from zero: an autoscaler adds GPU nodes once the actors are pending.
+            # _check_stuck gives up (ClusterError) if none starts in actor_start_timeout.
+            self._emit(
+                "waiting_for_gpus", level=logging.WARNING, gpus_per_actor=self.cfg.gpus_per_actor,
+                actor_start_timeout=self.cfg.actor_start_timeout,
+                message="cluster has no GPUs now; waiting up to actor_start_timeout "
+                f"({self.cfg.actor_start_timeout:g} s) for the autoscaler",
+            )  # fmt: skip
         if self.progress:
             from tqdm import tqdm
 

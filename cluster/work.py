@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import socket
+import struct
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -56,12 +58,15 @@ from pipeline.models import LoadedModel
 from pipeline.refine import RefineConfig
 
 try:  # the carry section arrived with container version 2
-    from pipeline.bitstream import CarryRef, carry_bytes
-    from pipeline.carry import extract_carry
+    from pipeline.bitstream import CarryRef, carry_bytes, carry_info_of
+    from pipeline.carry import CarryInfo, extract_carry
 
     HAS_CARRY = True
 except ImportError:  # pragma: no cover - a version 1 container
     HAS_CARRY = False
+
+log = logging.getLogger("relatent.cluster")
+Warn = Callable[[str], None]
 
 
 def _now() -> str:
@@ -118,18 +123,40 @@ def _probe(source: str, etag: str) -> fio.VideoInfo:
     return fio.probe(source)
 
 
-def _carry_section(source: str, etag: str) -> bytes:
-    """The carry section ``relatent encode`` writes for ``source`` (whole video)."""
+def _carry_section(
+    source: str, etag: str, drop_broken: bool = False, warn: Warn | None = None
+) -> tuple[bytes, int]:
+    """The carry section ``relatent encode`` writes for ``source`` (whole video), and how
+    many corrupt streams ``drop_broken`` left out (each reported through ``warn``)."""
     if storage.is_s3(source):
         with storage.open_read(source) as f:
-            blob, info = extract_carry(f)
+            blob, info = extract_carry(f, drop_broken=drop_broken, warn=warn)
     else:
-        blob, info = extract_carry(source)
-    return carry_bytes(info.to_dict(), blob)
+        blob, info = extract_carry(source, drop_broken=drop_broken, warn=warn)
+    broken = sum(d.kind == "broken" for d in info.dropped)
+    return carry_bytes(info.to_dict(), blob), broken
+
+
+def staged_carry_rows(uri: str) -> list[dict[str, Any]]:
+    """The manifest rows (:meth:`pipeline.carry.CarryInfo.to_rows`) of the carry section at
+    ``uri``. Only the section's info part is read (not the carried streams themselves)."""
+    with storage.open_read(uri) as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise BitstreamError(f"{uri}: the staged carry section is truncated", hint="rerun the job")
+        (n,) = struct.unpack_from("<I", head, 4)
+        section = head + f.read(n + 4 + 12)
+    return CarryInfo.from_dict(carry_info_of(section)).to_rows()
 
 
 def prepare_video(
-    source: str, out: str, ident: ModelIdentityLite, refine: RefineConfig, carry: bool = True
+    source: str,
+    out: str,
+    ident: ModelIdentityLite,
+    refine: RefineConfig,
+    carry: bool = True,
+    drop_broken: bool = False,
+    warn: Warn | None = None,
 ) -> VideoPlan:
     """Probe one source (packets only, no decoding) and decide what to do with it.
 
@@ -137,6 +164,9 @@ def prepare_video(
     matches this source version, model and config. The probe result goes to staging so the
     actors read frame timestamps from there instead of probing again; with ``carry`` the
     source's other streams (audio, subtitles) are copied into the staged carry section.
+    A corrupt audio stream fails the video (:class:`CorruptSourceError` naming the stream),
+    or with ``drop_broken`` is left out; every stream left out is reported through ``warn``
+    (again when a rerun reuses the staged section) and recorded in the section's info.
     """
     carry = carry and HAS_CARRY
     st = storage.stat(source)
@@ -172,20 +202,38 @@ def prepare_video(
     carry_size = 0
     with contextlib.suppress(ObjectNotFoundError, ValueError, KeyError, TypeError):
         doc = json.loads(storage.read_bytes(puri))
-        if doc.get("etag") == st.etag and doc.get("carry_bytes", 0) == (
-            storage.stat(carry_uri(staging)).size if carry else 0
+        if (
+            doc.get("etag") == st.etag
+            and doc.get("carry_bytes", 0) == (storage.stat(carry_uri(staging)).size if carry else 0)
+            # a section that left a corrupt stream out is only reused with drop_broken
+            and (drop_broken or not doc.get("carry_broken", 0))
         ):
             info = fio.VideoInfo.from_dict(doc["info"])
             carry_size = int(doc.get("carry_bytes", 0))
+            for msg in doc.get("carry_warnings", []):
+                (warn or log.warning)(msg)
     if info is None:
         info = _probe(source, st.etag)
         if info.frame_count < 1:
             raise CorruptSourceError(f"{source}: no decodable frames", hint="check the source")
+        warnings: list[str] = []
+        broken = 0
+
+        def note(msg: str) -> None:
+            warnings.append(msg)
+            (warn or log.warning)(msg)
+
         if carry:  # written before probe.json, which marks the prepare step complete
-            section = _carry_section(source, st.etag)
+            section, broken = _carry_section(source, st.etag, drop_broken, note)
             storage.write_bytes(carry_uri(staging), section)
             carry_size = len(section)
-        doc = {"etag": st.etag, "info": info.to_dict(), "carry_bytes": carry_size}
+        doc = {
+            "etag": st.etag,
+            "info": info.to_dict(),
+            "carry_bytes": carry_size,
+            "carry_broken": broken,
+            "carry_warnings": warnings,
+        }
         storage.write_bytes(puri, json.dumps(doc).encode())
     return VideoPlan(
         **base,
@@ -484,7 +532,9 @@ def commit_video(spec: CommitSpec) -> dict[str, Any]:
     entries = index_for(header_size, lengths)
     body_end = header_size + sum(ln for _, ln in lengths)
     srcs = [shard_uri(plan.staging, s, e) for s, e in spec.ranges]
+    carry_rows: list[dict[str, Any]] = []
     if plan.carry_bytes:
+        carry_rows = staged_carry_rows(carry_uri(plan.staging))
         srcs.append(carry_uri(plan.staging))
         ref = CarryRef(body_end, plan.carry_bytes)
         tail = footer_bytes(entries, stats, ref) + trailer_bytes(body_end + plan.carry_bytes)
@@ -549,6 +599,8 @@ def commit_video(spec: CommitSpec) -> dict[str, Any]:
         "stream_bytes": size,
         "header_bytes": header_size,
         "carry_bytes": plan.carry_bytes,
+        "carried_streams": [r for r in carry_rows if r["status"] == "carried"],
+        "dropped_streams": [r for r in carry_rows if r["status"] != "carried"],
         "container_version": STREAM_VERSION,
         "frames": plan.frame_count,
         "width": plan.width,

@@ -49,6 +49,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--no-carry", action="store_true", help="drop the sources' audio/subtitle streams"
     )
+    p.add_argument(
+        "--drop-broken-streams",
+        action="store_true",
+        help="leave corrupt audio tracks out (a warning, recorded in the manifest) instead of "
+        "failing the video",
+    )
+    p.add_argument(
+        "--actor-start-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for the first encoder actor (e.g. while an autoscaler adds GPU "
+        "nodes) before failing the job",
+    )
     p.add_argument("--address", default=None, help="join this Ray cluster (default: embedded)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
     p.add_argument("--job-id", default="transcode", help="label for logs and metrics")
@@ -76,8 +89,10 @@ def job_from_args(a: argparse.Namespace) -> TranscodeJob:
             gpus_per_actor=a.gpus_per_actor,
             max_inflight=a.max_inflight,
             max_attempts=a.max_attempts,
+            actor_start_timeout=a.actor_start_timeout,
         ),
         carry=not a.no_carry,
+        drop_broken=a.drop_broken_streams,
         job_id=a.job_id,
     ).validate()
 
