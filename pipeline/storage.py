@@ -23,6 +23,13 @@ S3
     :func:`set_s3_client_factory`; :func:`make_s3_client` builds one with the retry policy
     above, so hooks can be registered on it (``client.meta.events``).
 
+Compare-and-swap
+    :func:`put_if_absent`, :func:`replace_if_match`, :func:`delete_if_match` and
+    :func:`read_versioned` are conditional writes on small objects (leases): S3
+    ``If-None-Match: *`` / ``If-Match: <etag>``; locally ``os.link`` and an exclusive
+    ``flock`` of the directory, with the content MD5 as the ETag (what S3 reports for a
+    single-part upload). A lost race raises :class:`PreconditionFailedError`.
+
 Errors are :mod:`pipeline.errors` storage errors: 404 / NoSuchKey / NoSuchBucket ->
 :class:`ObjectNotFoundError`, 403 / AccessDenied / bad credentials ->
 :class:`AccessDeniedError`, 412 -> :class:`PreconditionFailedError`, the rest
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import os
 import posixpath
@@ -64,6 +72,7 @@ __all__ = [
     "StorageConfig",
     "copy_concat",
     "delete",
+    "delete_if_match",
     "exists",
     "get_config",
     "is_s3",
@@ -73,7 +82,10 @@ __all__ = [
     "make_s3_client",
     "open_read",
     "open_write",
+    "put_if_absent",
     "read_bytes",
+    "read_versioned",
+    "replace_if_match",
     "reset_s3_clients",
     "set_config",
     "set_s3_client_factory",
@@ -847,6 +859,128 @@ def write_bytes(uri: str, data: bytes, *, if_none_match: bool = False) -> None:
         return
     with _local_errors(uri, "write"), open_write(uri, if_none_match=if_none_match) as f:
         f.write(data)
+
+
+# --------------------------------------------------------------------------- compare-and-swap
+
+
+def _content_etag(data: bytes) -> str:
+    """The ETag S3 gives a single-part upload: the hex MD5 of the bytes."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+@contextlib.contextmanager
+def _local_cas_lock(target: Path) -> Iterator[None]:
+    """Serialise the compare-and-swap operations on the files of one local directory
+    (an exclusive ``flock`` on the directory itself, across processes)."""
+    import fcntl
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _lost_race(uri: str, action: str, why: str) -> PreconditionFailedError:
+    return PreconditionFailedError(
+        f"cannot {action} {uri}: {why}",
+        hint="another writer changed it first; re-read it and decide again",
+    )
+
+
+def read_versioned(uri: str) -> tuple[bytes, str]:
+    """The content of a small object and its ETag, read together (for compare-and-swap).
+
+    S3: the ETag of the GET that returned the bytes. Local: the hex MD5 of the bytes (what
+    S3 gives a single-part upload), so both backends agree for objects written by
+    :func:`put_if_absent` / :func:`replace_if_match`.
+    """
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        with _s3_errors(uri, "read"):
+            resp = _s3_client().get_object(Bucket=bucket, Key=key)
+        with contextlib.closing(resp["Body"]) as body, _s3_errors(uri, "read"):
+            data = body.read()
+        return data, _strip_etag(resp.get("ETag"))
+    data = read_bytes(uri)
+    return data, _content_etag(data)
+
+
+def put_if_absent(uri: str, data: bytes) -> str:
+    """Create ``uri`` with ``data`` only if nothing is there; returns the new ETag.
+
+    Raises :class:`PreconditionFailedError` when the object exists. S3: one ``PutObject``
+    with ``If-None-Match: *`` (atomic on AWS S3 and on servers that implement conditional
+    writes). Local: temporary file + ``os.link`` (atomic, fails if the name exists).
+    """
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        with _s3_errors(uri, "create"):
+            resp = _s3_client().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        return _strip_etag(resp.get("ETag")) or _content_etag(data)
+    with _local_errors(uri, "create"), open_write(uri, if_none_match=True) as f:
+        f.write(data)
+    return _content_etag(data)
+
+
+def replace_if_match(uri: str, data: bytes, etag: str) -> str:
+    """Overwrite ``uri`` with ``data`` only if it is still the object with ``etag`` (as
+    returned by :func:`read_versioned`, :func:`put_if_absent` or an earlier call); returns
+    the new ETag.
+
+    Raises :class:`PreconditionFailedError` when the object changed or is gone. S3:
+    ``PutObject`` with ``If-Match``. Local: compare and atomic rename under an exclusive
+    ``flock`` of the directory (every local compare-and-swap takes it).
+    """
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        try:
+            with _s3_errors(uri, "replace"):
+                resp = _s3_client().put_object(
+                    Bucket=bucket, Key=key, Body=data, IfMatch=f'"{_strip_etag(etag)}"'
+                )
+        except ObjectNotFoundError:
+            raise _lost_race(uri, "replace", "it no longer exists") from None
+        return _strip_etag(resp.get("ETag")) or _content_etag(data)
+    target = local_path(uri)
+    with _local_errors(uri, "replace"), _local_cas_lock(target):
+        try:
+            current = target.read_bytes()
+        except FileNotFoundError:
+            raise _lost_race(uri, "replace", "it no longer exists") from None
+        if _content_etag(current) != _strip_etag(etag):
+            raise _lost_race(uri, "replace", "it changed since it was read (ETag differs)")
+        with open_write(uri) as f:
+            f.write(data)
+    return _content_etag(data)
+
+
+def delete_if_match(uri: str, etag: str) -> None:
+    """Delete ``uri`` only if it is still the object with ``etag``.
+
+    Raises :class:`PreconditionFailedError` when it changed or is already gone. S3:
+    ``DeleteObject`` with ``If-Match``. Local: compare and unlink under the directory lock.
+    """
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        try:
+            with _s3_errors(uri, "delete"):
+                _s3_client().delete_object(Bucket=bucket, Key=key, IfMatch=f'"{_strip_etag(etag)}"')
+        except ObjectNotFoundError:
+            raise _lost_race(uri, "delete", "it no longer exists") from None
+        return
+    target = local_path(uri)
+    with _local_errors(uri, "delete"), _local_cas_lock(target):
+        try:
+            current = target.read_bytes()
+        except FileNotFoundError:
+            raise _lost_race(uri, "delete", "it no longer exists") from None
+        if _content_etag(current) != _strip_etag(etag):
+            raise _lost_race(uri, "delete", "it changed since it was read (ETag differs)")
+        target.unlink()
 
 
 # --------------------------------------------------------------------------- metadata

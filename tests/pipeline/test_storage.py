@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import random
@@ -421,3 +422,79 @@ def test_s3_copy_concat_server_side_and_fallback(
     with pytest.raises(ObjectNotFoundError):
         storage.copy_concat(s3_prefix + "x.bin", [s3_prefix + "tiny0", s3_prefix + "missing"])
     assert not storage.exists(s3_prefix + "x.bin")
+
+
+# --------------------------------------------------------------------------- compare-and-swap
+
+
+@pytest.fixture(params=["local", "s3"])
+def cas_prefix(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "local":
+        return str(tmp_path / "cas") + "/"
+    return request.getfixturevalue("s3_prefix")
+
+
+def test_compare_and_swap_semantics(cas_prefix: str) -> None:
+    uri = cas_prefix + "_leases/v.json"
+    e1 = storage.put_if_absent(uri, b"one")
+    assert storage.read_versioned(uri) == (b"one", e1)
+    with pytest.raises(PreconditionFailedError, match=re.escape("v.json")):
+        storage.put_if_absent(uri, b"two")
+    assert storage.read_bytes(uri) == b"one"
+
+    e2 = storage.replace_if_match(uri, b"three", e1)
+    assert e2 != e1 and storage.read_versioned(uri) == (b"three", e2)
+    with pytest.raises(PreconditionFailedError, match="changed|precondition"):
+        storage.replace_if_match(uri, b"stale writer", e1)  # e1 is no longer current
+    with pytest.raises(PreconditionFailedError):
+        storage.delete_if_match(uri, e1)
+    assert storage.read_bytes(uri) == b"three"
+
+    storage.delete_if_match(uri, e2)
+    assert not storage.exists(uri)
+    with pytest.raises(PreconditionFailedError, match="no longer exists"):
+        storage.replace_if_match(uri, b"four", e2)
+    with pytest.raises(PreconditionFailedError, match="no longer exists"):
+        storage.delete_if_match(uri, e2)
+    assert storage.put_if_absent(uri, b"five") == storage.read_versioned(uri)[1]
+    # Nothing but the object itself is left behind (no temporary or lock files).
+    assert [o.uri for o in storage.list_prefix(cas_prefix)] == [uri]
+
+
+def test_local_compare_and_swap_under_contention(tmp_path: Path) -> None:
+    """Threads race: exactly one create wins, and read-modify-write increments through
+    replace_if_match never lose an update."""
+    import threading
+
+    uri = str(tmp_path / "counter.json")
+    barrier = threading.Barrier(6)
+    wins: list[int] = []
+
+    def create(n: int) -> None:
+        barrier.wait()
+        with contextlib.suppress(PreconditionFailedError):
+            storage.put_if_absent(uri, b"0")
+            wins.append(n)
+
+    def increment(times: int) -> None:
+        done = 0
+        while done < times:
+            data, etag = storage.read_versioned(uri)
+            try:
+                storage.replace_if_match(uri, str(int(data) + 1).encode(), etag)
+            except PreconditionFailedError:
+                continue
+            done += 1
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    threads = [threading.Thread(target=increment, args=(25,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert storage.read_bytes(uri) == b"100"
