@@ -444,7 +444,7 @@ def test_compare_and_swap_semantics(cas_prefix: str) -> None:
 
     e2 = storage.replace_if_match(uri, b"three", e1)
     assert e2 != e1 and storage.read_versioned(uri) == (b"three", e2)
-    with pytest.raises(PreconditionFailedError, match="changed|precondition"):
+    with pytest.raises(PreconditionFailedError, match=r"changed|precondition"):
         storage.replace_if_match(uri, b"stale writer", e1)  # e1 is no longer current
     with pytest.raises(PreconditionFailedError):
         storage.delete_if_match(uri, e1)
