@@ -14,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import av
 import pytest
 import ray
 
@@ -22,8 +23,21 @@ from cluster.config import ClusterConfig, ModelSpec, TranscodeJob
 from cluster.driver import run_job
 from jobs.transcode import add_parser, cmd_transcode
 from pipeline import storage
+from pipeline.codec import decode_video, encode_video
+from pipeline.errors import ClusterError
+from pipeline.models import load_model
 from tests.cluster.conftest import REFINE, encode_reference
 from tests.conftest import REPO_ROOT
+from tests.media import (
+    FRAME,
+    assert_same_packets,
+    corrupt_track,
+    first_video_time,
+    make_source,
+    mkv_source,
+    packets_by_stream,
+    streams_of,
+)
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -214,3 +228,119 @@ def test_driver_killed_then_rerun_reuses_staged_shards(
     assert report["ok"] and report["shards_reused"] == len(reused)
     stream = next(out.glob("*.rlv"))
     assert stream.read_bytes() == references["long"]
+
+
+def test_gpu_actors_on_a_cluster_without_gpus_wait_then_fail_naming_the_cluster(
+    ray_local, tmp_path, clips, checkpoint
+) -> None:
+    """Scale from zero: no GPU now is not an error (an autoscaler may add GPU nodes), but no
+    actor within --actor-start-timeout is, naming the cluster and what the actors need."""
+    events: list[tuple[str, dict]] = []
+    job = make_job(
+        [clips["a"]], tmp_path, checkpoint,
+        cluster=ClusterConfig(actors=1, gpus_per_actor=0.5, actor_start_timeout=2),
+    )  # fmt: skip
+    with pytest.raises(ClusterError) as exc:
+        run_job(job, on_event=lambda e, f: events.append((e, f)))
+    msg = str(exc.value)
+    assert ray_local in msg and "GPU: 0.5" in msg and "CPU: 1" in msg and "within 2 s" in msg
+    assert "--actor-start-timeout" in exc.value.hint
+    waiting = [f for e, f in events if e == "waiting_for_gpus"]
+    assert waiting and "waiting up to actor_start_timeout" in waiting[0]["message"]
+    assert [e for e, _ in events if e == "actor_ready"] == []
+    # the pending video is recorded as failed; nothing is committed
+    (err,) = (tmp_path / "_errors").glob("*.json")
+    assert "no encoder actor started" in json.loads(err.read_text())["error"]
+    assert not list(tmp_path.glob("*.manifest.parquet")) and not list(tmp_path.glob("*.rlv"))
+
+
+def test_carried_streams_through_transcode_s3_to_s3(
+    ray_local, tmp_path, checkpoint, s3_prefix, capsys
+) -> None:
+    """Issue 8 through `relatent transcode` on local Ray and S3: two audio tracks with
+    language tags (one starting late), a subtitle, chapters and an attachment come back
+    from `decode` byte for byte and in sync; the manifest lists them."""
+    src = mkv_source(tmp_path)
+    uri = upload(src, s3_prefix + "in/film.mkv")
+    out = s3_prefix + "out"
+    rc = cmd_transcode(_cli_args(
+        uri, "--out", out, "--checkpoint", str(checkpoint), "--quality", "3", "--iters", "2",
+        "--lr", "5e-3", "--tol", "0", "--batch", "3", "--shard-frames", "4", "--actors", "2",
+        "--address", ray_local, "--no-progress",
+    ))  # fmt: skip
+    table = capsys.readouterr().out
+    assert rc == 0, table
+    (rlv,) = [o.uri for o in storage.list_prefix(out) if o.uri.endswith(".rlv")]
+    data = storage.read_bytes(rlv)
+    assert data == encode_reference(uri, checkpoint, tmp_path / "ref.rlv")  # = relatent encode
+    summary = mf.read_summary(rlv[: -len(".rlv")] + ".manifest.parquet")
+    src_pk = packets_by_stream(src)
+    rows = summary["carried_streams"]
+    assert [(r["type"], r["codec"], r["language"]) for r in rows] == [
+        ("audio", "aac", "eng"), ("audio", "mp2", "fra"), ("subtitle", "subrip", "deu"),
+        ("attachment", "application/x-truetype-font", ""),
+    ]  # fmt: skip
+    for r in rows[:3]:
+        payloads = src_pk[(r["type"], r["language"])]
+        assert r["bytes"] == sum(len(b) for _, b in payloads) and r["packets"] == len(payloads)
+    assert rows[0]["duration"] == pytest.approx(14 * 1024 / 16000, abs=0.07)
+    assert rows[1]["duration"] == pytest.approx(4 * 1152 / 16000, abs=0.08)
+    assert summary["dropped_streams"] == []
+
+    local = tmp_path / "film.rlv"
+    local.write_bytes(data)
+    dst = tmp_path / "film-out.mkv"
+    decode_video(str(local), str(dst), str(checkpoint))
+    assert streams_of(dst) == [
+        ("video", "h264", None), ("audio", "aac", "eng"), ("audio", "mp2", "fra"),
+        ("subtitle", "subrip", "deu"), ("attachment", None, None),
+    ]  # fmt: skip
+    out_pk = packets_by_stream(dst)
+    assert out_pk.keys() == src_pk.keys()
+    for key in src_pk:
+        assert_same_packets(src_pk[key], out_pk[key])  # byte-identical, within one frame
+    assert abs(first_video_time(dst) - first_video_time(src)) < FRAME
+    with av.open(str(dst)) as c:
+        assert [ch["metadata"]["title"] for ch in c.chapters()] == ["Opening", "End"]
+        fra = c.streams.audio[1]
+        assert float(fra.start_time * fra.time_base) == pytest.approx(0.5, abs=FRAME)
+
+
+def test_corrupt_audio_fails_the_video_or_is_dropped_with_the_flag(
+    ray_local, tmp_path, checkpoint, capsys
+) -> None:
+    src = make_source(
+        tmp_path / "bad.mkv", audio=[{"codec": "aac", "lang": "eng"}, {"codec": "aac", "lang": "spa"}]
+    )
+    corrupt_track(src, ("audio", "eng"))
+    out = tmp_path / "out"
+    argv = [
+        str(src), "--out", str(out), "--checkpoint", str(checkpoint), "--quality", "3",
+        "--iters", "2", "--lr", "5e-3", "--tol", "0", "--batch", "3", "--shard-frames", "4",
+        "--actors", "1", "--address", ray_local, "--no-progress",
+    ]  # fmt: skip
+    assert cmd_transcode(_cli_args(*argv)) == 1
+    table = capsys.readouterr().out
+    assert "FAILED" in table and "audio stream #1 (aac, eng)" in table
+    assert "--drop-broken-streams" in table
+    (err,) = (out / "_errors").glob("*.json")
+    assert "audio stream #1 (aac, eng)" in json.loads(err.read_text())["error"]
+    assert not list(out.glob("*.manifest.parquet")) and not list(out.glob("*.rlv"))
+
+    assert cmd_transcode(_cli_args(*argv, "--drop-broken-streams")) == 0
+    table = capsys.readouterr().out
+    assert "WARNING" in table and "audio stream #1 (aac, eng) is corrupt" in table
+    (manifest,) = out.glob("*.manifest.parquet")
+    summary = mf.read_summary(str(manifest))
+    assert [(r["language"], r["status"]) for r in summary["carried_streams"]] == [("spa", "carried")]
+    (drop,) = summary["dropped_streams"]
+    assert (drop["index"], drop["type"], drop["codec"], drop["language"], drop["status"]) == (
+        1, "audio", "aac", "eng", "broken",
+    )  # fmt: skip
+    assert "decoding the packet" in drop["reason"]
+    assert not (out / "_errors" / err.name).exists()  # the commit clears the old error record
+    # byte-identical to `relatent encode --drop-broken-streams`
+    ref = tmp_path / "ref.rlv"
+    encode_video(str(src), str(ref), load_model(checkpoint=str(checkpoint), quality=3), REFINE,
+                 drop_broken=True, warn=lambda m: None)  # fmt: skip
+    assert Path(summary["stream"]).read_bytes() == ref.read_bytes()
