@@ -6,15 +6,13 @@ started and stopped by the real autoscaler. They advertise a GPU but have no CUD
 How the cluster is started matters on a shared machine. ``ray.cluster_utils.AutoscalingCluster``
 cannot be used here: its ``start()``/``shutdown()`` run ``ray stop --force``, which kills every
 Ray process on the machine, and its config template (``fake_multi_node/example.yaml``) is not
-in the 2.60 wheel. So the head is started here with ``ray start``, with its own temp dir and
-ports, the fake provider's settings written out, and it is stopped by pid.
+in the 2.60 wheel. So the head is started here the way ``AutoscalingCluster.start`` does it
+(``RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config=...``, autoscaler update every
+second), but with its own temp dir and ports, and it is stopped by pid.
 
-Limits of the fake provider in this wheel:
-
-* Scale-down cannot be observed. The v1 autoscaler tracks idleness by node IP, and every fake
-  node shares this machine's IP. The v2 autoscaler needs the missing ``example.yaml``.
-* The GPU run is an expected failure (only for that reason) while ``cluster/driver.py`` refuses
-  ``--gpus-per-actor`` on a cluster that has no GPU yet, which is the scale-from-zero case.
+Scale-down needs ``use_node_id_as_ip`` in the provider config (the template has it): the v1
+autoscaler finds idle nodes by IP, every fake node has this machine's IP, and the option keys
+them by node id instead (the fake provider names its nodes by the ids it gives them).
 """
 
 from __future__ import annotations
@@ -34,8 +32,7 @@ import pytest
 
 from tests.jobs.test_submit import free_ports, stop_cluster, write_clip
 
-FAKE_HEAD_NODE_ID = "f" * 51 + "00000"
-
+pytestmark = pytest.mark.timeout(600)
 
 class Cluster:
     def __init__(self, gcs: str, leader: int) -> None:
@@ -62,6 +59,7 @@ def cluster() -> Iterator[Cluster]:
             "gcs_address": f"127.0.0.1:{gcs}",
             "disable_launch_config_check": True,
             "disable_node_updaters": True,
+            "use_node_id_as_ip": True,
         },
         "auth": {"ssh_user": "ubuntu"},
         "docker": {},
@@ -131,55 +129,83 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     return {"clip": write_clip(d / "clip.mp4"), "checkpoint": d / "factorized.pth"}
 
 
-def transcode(cluster: Cluster, inputs: dict[str, Path], out: Path, gpus_per_actor: str) -> tuple[int, str, list[int]]:
-    """Run the driver (a separate process, joining the cluster) while sampling the number
-    of live GPU workers every half second."""
-    samples: list[int] = []
-    done = threading.Event()
+class Sampler:
+    """The number of live GPU workers, sampled every half second in a thread."""
 
-    def sample() -> None:
-        while not done.is_set():
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.counts: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
             with contextlib.suppress(Exception):  # a GCS hiccup: skip the sample
-                samples.append(cluster.gpu_workers())
-            time.sleep(0.5)
+                self.counts.append(self.cluster.gpu_workers())
+            self._stop.wait(0.5)
 
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def wait_for(self, count: int, timeout: float) -> None:
+        """Poll until the latest sample is ``count`` (fails after ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        n = len(self.counts)
+        while time.monotonic() < deadline:
+            if len(self.counts) > n and self.counts[-1] == count:
+                return
+            time.sleep(0.5)
+        pytest.fail(f"still {self.counts[-1:]} GPU workers after {timeout} s (want {count}): {self.counts}")
+
+
+def transcode(cluster: Cluster, inputs: dict[str, Path], out: Path, *args: str) -> tuple[int, str]:
+    """Run the driver: a separate process that joins the cluster, as `relatent submit` would."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "jobs.transcode", str(inputs["clip"]), "--out", str(out),
-             "--checkpoint", str(inputs["checkpoint"]), "--quality", "3", "--iters", "2", "--tol", "0",
-             "--actors", "1", "--gpus-per-actor", gpus_per_actor, "--shard-frames", "4",
-             "--address", cluster.gcs, "--no-progress"],
-            env=env, capture_output=True, text=True, timeout=480,
-        )
-    finally:
-        done.set()
-        thread.join(timeout=15)
-    return proc.returncode, proc.stdout + proc.stderr, samples
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.transcode", str(inputs["clip"]), "--out", str(out),
+         "--checkpoint", str(inputs["checkpoint"]), "--quality", "3", "--iters", "2", "--tol", "0",
+         "--actors", "1", "--shard-frames", "4", "--address", cluster.gcs, "--no-progress",
+         "--log-level", "info", *args],
+        env=env, capture_output=True, text=True, timeout=480,
+    )  # fmt: skip
+    return proc.returncode, proc.stdout + proc.stderr
 
 
-def test_gpu_run_scales_gpu_workers_up_from_zero(cluster, inputs, tmp_path) -> None:
-    # first in the module: the cluster has no worker yet (the fake provider never scales down)
+def events(log: str, name: str) -> list[dict]:
+    return [
+        json.loads(line)
+        for line in log.splitlines()
+        if line.startswith("{") and f'"event": "{name}"' in line
+    ]
+
+
+def test_gpu_run_scales_from_zero_up_and_back_to_zero(cluster, inputs, tmp_path) -> None:
+    """Scale from zero: the driver starts on a cluster with no GPU (and a head that takes no
+    work), warns and waits; the autoscaler adds one GPU worker for the one GPU actor, which
+    falls back to the CPU (fake GPUs have no CUDA); the job commits; the idle worker is
+    removed after the idle timeout."""
     assert cluster.gpu_workers() == 0
-    code, log, samples = transcode(cluster, inputs, tmp_path / "out", "1")
-    if code != 0 and "but the cluster has no GPUs" in log:
-        pytest.xfail(
-            "cluster/driver.py refuses --gpus-per-actor while ray.cluster_resources() has no "
-            "GPU, which is the scale-from-zero state of an autoscaling GPU cluster"
+    out = tmp_path / "out"
+    with Sampler(cluster) as sampler:
+        code, log = transcode(
+            cluster, inputs, out, "--gpus-per-actor", "1", "--actor-start-timeout", "300"
         )
-    assert code == 0, log[-3000:]
-    assert max(samples) >= 1  # fake GPU nodes have no CUDA: the actor falls back to the CPU
-
-
-def test_run_scales_workers_up_from_zero_and_completes(cluster, inputs, tmp_path) -> None:
-    """The head has no CPU for actors, so the autoscaler must add a worker for the run."""
-    if cluster.gpu_workers():
-        pytest.skip("the GPU run already scaled the cluster up (the fake provider never scales down)")
-    code, log, samples = transcode(cluster, inputs, tmp_path / "out", "0")
-    assert code == 0, log[-3000:]
-    assert samples and samples[0] == 0, samples
-    assert max(samples) >= 1, samples
-    assert len(list((tmp_path / "out").glob("*.rlv"))) == 1
+        assert code == 0, log[-3000:]
+        during = list(sampler.counts)
+        sampler.wait_for(0, timeout=180)
+    assert during and during[0] == 0, during  # 0 workers when the job started
+    assert max(during) == 1, during  # one node for the one actor
+    assert sampler.counts[-1] == 0, sampler.counts  # and back to 0 once idle
+    (waiting,) = events(log, "waiting_for_gpus")
+    assert "cluster has no GPUs now; waiting up to actor_start_timeout" in waiting["message"]
+    ready = events(log, "actor_ready")
+    assert ready and all(r["device"] == "cpu" for r in ready)
+    (committed,) = events(log, "video_committed")
+    assert Path(committed["stream"]).stat().st_size == committed["bytes"] > 0
+    assert len(list(out.glob("*.manifest.parquet"))) == 1
