@@ -10,7 +10,7 @@ in the 2.60 wheel. So the head is started here the way ``AutoscalingCluster.star
 (``RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config=...``, autoscaler update every
 second), but with its own temp dir and ports, and it is stopped by pid.
 
-Scale-down needs ``use_node_id_as_ip`` in the provider config (the template has it): the v1
+Scale-down needs ``use_node_id_as_ip`` in the provider config: the v1
 autoscaler finds idle nodes by IP, every fake node has this machine's IP, and the option keys
 them by node id instead (the fake provider names its nodes by the ids it gives them).
 """
