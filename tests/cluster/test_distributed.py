@@ -134,6 +134,7 @@ def test_file_and_s3_sources_to_s3(
     # The actors' Ray metrics reach the node's Prometheus endpoint.
     assert scrape_metric("ray_relatent_frames_encoded_total", 'job="s3job"', expect=28) == 28
     assert scrape_metric("ray_relatent_bytes_written_total", 'job="s3job"') > 0
+    assert scrape_metric("ray_relatent_refine_seconds_total", 'job="s3job"') > 0
 
 
 def scrape_metric(name: str, label: str, expect: float | None = None, timeout: float = 60) -> float:
