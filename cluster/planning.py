@@ -142,7 +142,11 @@ def footer_uri(staging: str) -> str:
 
 
 def plan_ranges(
-    frame_count: int, keyframes: Sequence[int], shard_frames: int, slack: float = 0.5
+    frame_count: int,
+    keyframes: Sequence[int],
+    shard_frames: int,
+    slack: float = 0.5,
+    grid: int = 1,
 ) -> list[tuple[int, int]]:
     """Cut ``[0, frame_count)`` into shards of about ``shard_frames`` frames.
 
@@ -152,6 +156,13 @@ def plan_ranges(
     reach the cut stays on target (the actor then decodes from the previous keyframe and
     discards the frames before its range). The last shard takes the remainder and may be up
     to ``(1 + slack) * shard_frames`` long, so no tiny tail shard is made.
+
+    With ``grid`` K > 1 (warm-start chains or budget groups, :attr:`RefineConfig.uses_grid`)
+    every cut is a multiple of K, so no chain or group is split and the bytes do not depend
+    on the layout: among the multiples of K within reach, the keyframes nearest the target
+    win, then the multiple nearest the target (ties: the earlier); with none in reach, the
+    multiple of K nearest the target that lies past the previous cut. Choosing K equal to
+    (or a divisor of) the source's GOP length makes every cut a keyframe too.
     """
     if frame_count < 1:
         raise EmptySourceError(
@@ -159,6 +170,8 @@ def plan_ranges(
         )
     if shard_frames < 1:
         raise ConfigError(f"shard_frames {shard_frames} must be at least 1")
+    if grid < 1:
+        raise ConfigError(f"grid {grid} must be at least 1")
     kf = sorted({int(k) for k in keyframes if 0 < int(k) < frame_count})
     lo_off = max(1, math.ceil(shard_frames * (1 - slack)))
     hi_off = max(shard_frames, math.floor(shard_frames * (1 + slack)))
@@ -166,8 +179,21 @@ def plan_ranges(
     while frame_count - cuts[-1] > hi_off:
         prev = cuts[-1]
         target = prev + shard_frames
-        near = [k for k in kf if prev + lo_off <= k <= prev + hi_off]
-        cuts.append(min(near, key=lambda k: (abs(k - target), k)) if near else target)
+        if grid == 1:
+            near = [k for k in kf if prev + lo_off <= k <= prev + hi_off]
+            cuts.append(min(near, key=lambda k: (abs(k - target), k)) if near else target)
+            continue
+        first = -(-(prev + lo_off) // grid) * grid
+        points = list(range(first, prev + hi_off + 1, grid))
+        near = [k for k in points if k in kf] or points
+        if near:
+            cut = min(near, key=lambda k: (abs(k - target), k))
+        else:  # no multiple of K in reach: the one nearest the target past the cut
+            below, above = (target // grid) * grid, -(-target // grid) * grid
+            cut = below if below > prev and target - below <= above - target else above
+        if cut >= frame_count:
+            break
+        cuts.append(cut)
     cuts.append(frame_count)
     return list(itertools.pairwise(cuts))
 
@@ -258,7 +284,13 @@ class VideoPlan:
                 batch=batch,
             )
             for i, (s, e) in enumerate(
-                plan_ranges(self.frame_count, self.keyframes, shard_frames, slack)
+                plan_ranges(
+                    self.frame_count,
+                    self.keyframes,
+                    shard_frames,
+                    slack,
+                    grid=refine.grid if refine.uses_grid else 1,
+                )
             )
         ]
 

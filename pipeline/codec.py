@@ -16,6 +16,7 @@ device type.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,7 +37,15 @@ from pipeline.errors import (
     WeightsMismatchError,
 )
 from pipeline.models import PAD_MULTIPLE, LoadedModel, load_cards, load_model
-from pipeline.refine import RefineConfig, RefineResult, refine_latents
+from pipeline.refine import (
+    FrameState,
+    RefineConfig,
+    RefineResult,
+    allocate,
+    frames_close,
+    run_states,
+    stack_states,
+)
 
 #: Stats written into the stream (deterministic); ``refine_seconds`` is returned but not stored.
 STREAM_STATS = ("index", "pts", "bytes", "bpp", "psnr", "psnr_y", "ms_ssim", "rd_before", "rd_after", "iters", "refined")
@@ -85,9 +94,28 @@ class EncodedFrame:
     packet: Packet
     packet_bytes: bytes
     stats: dict[str, Any]
+    #: What refinement added to g_a(x) (kept only with warm starts: the next frame's start).
+    offset: dict[str, Tensor] | None = None
 
     def stream_stats(self) -> dict[str, Any]:
         return {k: self.stats[k] for k in STREAM_STATS}
+
+
+@dataclass
+class FrameInit:
+    """How one frame's refinement starts (frames coded in grid groups).
+
+    ``state``: continue this (probed) state; else a fresh state from ``g_a(x)`` plus
+    ``offset`` (a warm start) for ``stop`` iterations (default ``iters``). ``spent``
+    iterations (and ``spent_seconds``) were already spent on the frame elsewhere (a probe
+    whose state was not continued) and count in its stats."""
+
+    offset: dict[str, Tensor] | None = None
+    state: FrameState | None = None
+    stop: int | None = None
+    spent: int = 0
+    spent_seconds: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -130,51 +158,118 @@ class FrameEncoder:
             cand.cost.append(metrics.rd_cost(metrics.bpp(len(pb), h, w), m, self.lmbda))
         return cand
 
-    def encode(self, rgbs: Sequence[np.ndarray], frame_indices: Sequence[int], pts: Sequence[int]) -> list[EncodedFrame]:
-        """Encode one batch (frames of equal size). ``frame_indices`` are the frames'
-        indices in the video: they seed the refinement noise and go into the packets.
-
-        On CUDA out-of-memory the batch is halved and each half encoded in turn (down to
-        single frames), so no frame is lost; results do not depend on the batch size."""
-        if not rgbs:
+    def _halving(self, fn: Callable[..., list[Any]], *seqs: Sequence[Any]) -> list[Any]:
+        """``fn(*seqs)``; on CUDA out-of-memory, the same on each half in turn (down to single
+        frames), so no frame is lost. ``fn`` must be batch-invariant (it is: see module doc)."""
+        n = len(seqs[0])
+        if n == 0:
             return []
         try:
-            return self._encode(rgbs, frame_indices, pts)
+            return fn(*seqs)
         except torch.cuda.OutOfMemoryError:
-            if len(rgbs) == 1:
+            if n == 1:
                 raise
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             self.oom_splits += 1
-            half = len(rgbs) // 2
-            return self.encode(rgbs[:half], frame_indices[:half], pts[:half]) + self.encode(
-                rgbs[half:], frame_indices[half:], pts[half:]
-            )
+            half = n // 2
+            return self._halving(fn, *(s[:half] for s in seqs)) + self._halving(fn, *(s[half:] for s in seqs))
 
-    def _encode(self, rgbs: Sequence[np.ndarray], frame_indices: Sequence[int], pts: Sequence[int]) -> list[EncodedFrame]:
+    def encode(
+        self,
+        rgbs: Sequence[np.ndarray],
+        frame_indices: Sequence[int],
+        pts: Sequence[int],
+        inits: Sequence[FrameInit] | None = None,
+    ) -> list[EncodedFrame]:
+        """Encode one batch (frames of equal size: float RGB in [0, 1], or uint8).
+        ``frame_indices`` are the frames' indices in the video: they seed the refinement
+        noise and go into the packets. ``inits`` (grid-coded frames, see
+        :meth:`encode_groups`) say how each frame's refinement starts; default: from cold.
+
+        On CUDA out-of-memory the batch is halved and each half encoded in turn (down to
+        single frames), so no frame is lost; results do not depend on the batch size."""
+        if inits is None:
+            return self._halving(self._encode, rgbs, frame_indices, pts)
+        return self._halving(self._encode, rgbs, frame_indices, pts, inits)
+
+    def probe(self, rgbs: Sequence[np.ndarray], frame_indices: Sequence[int]) -> list[FrameState]:
+        """Refine each frame from cold for ``probe`` iterations (the adaptive budget's
+        measurement); returns the states, to be continued or discarded."""
+        return self._halving(self._probe, rgbs, frame_indices)
+
+    def _prepare(self, rgbs: Sequence[np.ndarray]) -> tuple[np.ndarray, Tensor]:
+        refs = np.stack([r if r.dtype == np.uint8 else metrics.to_uint8(r) for r in rgbs])
+        return refs, to_batch([r.astype(np.float32) / 255.0 for r in refs], self.model.device)
+
+    def _probe(self, rgbs: Sequence[np.ndarray], frame_indices: Sequence[int]) -> list[FrameState]:
+        cfg = self.refine
+        h, w = rgbs[0].shape[:2]
+        with deterministic(self.model.device):
+            _, x = self._prepare(rgbs)
+            with torch.no_grad():
+                lat0 = self.codec.analyze(x)
+            states = [
+                FrameState.start({k: v[i : i + 1] for k, v in lat0.items()}, int(fi), cfg.seed, cfg.probe, cfg.iters)
+                for i, fi in enumerate(frame_indices)
+            ]
+            with torch.enable_grad():
+                secs = run_states(self.codec, x, states, (h, w), cfg)
+        for s in states:
+            s.extra["seconds"] = secs / len(states)
+        return states
+
+    def _start_states(self, lat0: dict[str, Tensor], frame_indices: Sequence[int], inits: Sequence[FrameInit] | None) -> list[FrameState]:
+        cfg = self.refine
+        states = []
+        for i, fi in enumerate(frame_indices):
+            init = inits[i] if inits is not None else FrameInit()
+            if init.state is not None:
+                states.append(init.state)
+                continue
+            lat = {k: v[i : i + 1] for k, v in lat0.items()}
+            if init.offset is not None:
+                lat = {k: lat[k] + init.offset[k].to(lat[k].device) for k in lat}
+            stop = cfg.iters if init.stop is None else init.stop
+            states.append(FrameState.start(lat, int(fi), cfg.seed, stop))
+        return states
+
+    def _encode(
+        self,
+        rgbs: Sequence[np.ndarray],
+        frame_indices: Sequence[int],
+        pts: Sequence[int],
+        inits: Sequence[FrameInit] | None = None,
+    ) -> list[EncodedFrame]:
         dev = self.model.device
         h, w = rgbs[0].shape[:2]
-        refs = np.stack([metrics.to_uint8(r) for r in rgbs])
+        n = len(rgbs)
         with deterministic(dev):
-            x = to_batch([r.astype(np.float32) / 255.0 for r in refs], dev)
+            refs, x = self._prepare(rgbs)
             with torch.no_grad():
                 lat0 = self.codec.analyze(x)
             base = self._candidate(lat0, refs, frame_indices, pts, 0)
-            iters = [0] * len(rgbs)
+            iters = [0] * n
             seconds = 0.0
             best = base
-            choose = [False] * len(rgbs)
-            if self.refine.method != "none" and self.refine.iters > 0:
+            choose = [False] * n
+            offsets: list[dict[str, Tensor] | None] = [None] * n
+            if self.refine.active:
+                states = self._start_states(lat0, frame_indices, inits)
                 with torch.enable_grad():
-                    res = refine_latents(self.codec, x, lat0, (h, w), list(frame_indices), self.refine)
-                iters, seconds = res.iters, res.seconds
-                self.last_refine = res
-                best = self._candidate(res.latents, refs, frame_indices, pts, FLAG_REFINED)
-                choose = [best.cost[i] < base.cost[i] for i in range(len(rgbs))]
+                    seconds = run_states(self.codec, x, states, (h, w), self.refine)
+                latents = stack_states(states)
+                iters = [s.t for s in states]
+                self.last_refine = RefineResult(latents, iters, seconds, [s.loss_start for s in states], [s.loss_end for s in states])
+                best = self._candidate(latents, refs, frame_indices, pts, FLAG_REFINED)
+                choose = [best.cost[i] < base.cost[i] for i in range(n)]
+                if self.refine.warm_start:
+                    offsets = [s.offset({k: v[i : i + 1] for k, v in lat0.items()}) for i, s in enumerate(states)]
             # stats go into the stream, so they are computed in the same fixed context
             out = []
-            per_frame_s = seconds / len(rgbs)
-            for i in range(len(rgbs)):
+            per_frame_s = seconds / n
+            for i in range(n):
+                init = inits[i] if inits is not None else FrameInit()
                 c = best if choose[i] else base
                 pb = c.packets[i]
                 pkt = Packet(frame_indices[i], pts[i], c.coded[i].strings, c.coded[i].symbols_crc, FLAG_REFINED if choose[i] else 0)
@@ -188,12 +283,77 @@ class FrameEncoder:
                     "ms_ssim": round(metrics.ms_ssim(refs[i], c.rec[i]), 6),
                     "rd_before": round(base.cost[i], 6),
                     "rd_after": round(c.cost[i], 6),
-                    "iters": int(iters[i]),
+                    "iters": int(iters[i]) + init.spent,
                     "refined": bool(choose[i]),
-                    "refine_seconds": per_frame_s,
+                    "refine_seconds": per_frame_s + init.spent_seconds,
+                    **init.stats,
                 }
-                out.append(EncodedFrame(pkt, pb, stats))
+                out.append(EncodedFrame(pkt, pb, stats, offsets[i]))
         return out
+
+    def encode_groups(
+        self, rgbs: Sequence[np.ndarray], frame_indices: Sequence[int], pts: Sequence[int], batch: int
+    ) -> list[EncodedFrame]:
+        """Encode whole grid groups (frames ``i`` with equal ``i // grid``; consecutive,
+        in order): warm-start chains and/or the adaptive budget of ``self.refine``.
+
+        A group's frames are coded in order (a warm start needs the previous frame's
+        result), so batches run the groups in lockstep: the j-th frames of up to ``batch``
+        groups together. With a budget, every frame is first probed (``batch`` frames at a
+        time), then each group's iterations are shared out by :func:`pipeline.refine.allocate`.
+        A frame's bytes depend only on its group, never on the batch or the other groups."""
+        cfg = self.refine
+        n = len(rgbs)
+        if n == 0:
+            return []
+        k = cfg.grid
+        refs = [r if r.dtype == np.uint8 else metrics.to_uint8(r) for r in rgbs]
+        fidx = [int(i) for i in frame_indices]
+        groups = [list(g) for _, g in itertools.groupby(range(n), key=lambda i: fidx[i] // k)]
+        warm = [False] * n
+        if cfg.warm_start:
+            for grp in groups:
+                for a, b in itertools.pairwise(grp):
+                    warm[b] = fidx[b] == fidx[a] + 1 and frames_close(refs[a], refs[b], cfg.warm_threshold)
+        inits = [FrameInit(stats={"warm": warm[i]}) for i in range(n)]
+        if cfg.budget > 0:
+            probed: list[FrameState] = []
+            for chunk in batched(range(n), batch):
+                probed += self.probe([refs[i] for i in chunk], [fidx[i] for i in chunk])
+            for grp in groups:
+                ps = [probed[i] for i in grp]
+                gains = [max(0.0, s.loss_start - s.loss_min) for s in ps]
+                alloc = allocate(
+                    cfg.budget * len(grp), gains, [s.t for s in ps], [s.t if s.converged else cfg.iters for s in ps]
+                )
+                for i, s, n_i, gain in zip(grp, ps, alloc, gains, strict=True):
+                    inits[i].stats.update(probe_gain=round(gain, 6), allocated=int(n_i))
+                    if warm[i]:  # the probe only measured; the frame restarts warm
+                        inits[i].stop, inits[i].spent = n_i - s.t, s.t
+                        inits[i].spent_seconds = float(s.extra.get("seconds", 0.0))
+                    else:  # continue the probe's state up to the allocation
+                        s.stop = s.schedule = n_i
+                        inits[i].state = s
+        results: list[EncodedFrame | None] = [None] * n
+        for pos in range(max(len(g) for g in groups)):
+            sel = [grp[pos] for grp in groups if pos < len(grp)]
+            for i in sel:
+                if warm[i]:
+                    prev = results[i - 1]
+                    assert prev is not None and prev.offset is not None
+                    inits[i].offset = prev.offset
+            for chunk in batched(sel, batch):
+                out = self.encode([refs[i] for i in chunk], [fidx[i] for i in chunk], [pts[i] for i in chunk], [inits[i] for i in chunk])
+                for i, e in zip(chunk, out, strict=True):
+                    results[i] = e
+            for i in sel:  # free what the next position no longer needs
+                inits[i] = FrameInit()
+                if pos > 0 and results[i - 1] is not None:
+                    results[i - 1].offset = None  # type: ignore[union-attr]
+        for e in results:
+            assert e is not None
+            e.offset = None
+        return results  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- decoding
@@ -300,6 +460,33 @@ def batched(frames: Iterable[Any], n: int) -> Iterator[list[Any]]:
         yield buf
 
 
+def encode_frames(enc: FrameEncoder, frames: Iterable[tuple[np.ndarray, int, int]], batch: int) -> Iterator[EncodedFrame]:
+    """Encode a stream of ``(rgb, frame index, pts)`` in order: the one path of
+    ``relatent encode`` and of the distributed encoder's shards.
+
+    Plain configs go ``batch`` frames at a time. Grid configs (warm starts, adaptive
+    budget) buffer ``batch`` whole grid groups (as 8-bit frames) and code them with
+    :meth:`FrameEncoder.encode_groups`; so the input must hold whole groups (a shard
+    starts on the grid), and the last group of the video may be short."""
+    if not enc.refine.uses_grid:
+        for group in batched(frames, batch):
+            yield from enc.encode([g[0] for g in group], [g[1] for g in group], [g[2] for g in group])
+        return
+    k = enc.refine.grid
+    buf: list[tuple[np.ndarray, int, int]] = []
+    seen: list[int] = []
+    for rgb, idx, pts in frames:
+        g = int(idx) // k
+        if not seen or g != seen[-1]:
+            if len(seen) == batch:
+                yield from enc.encode_groups([b[0] for b in buf], [b[1] for b in buf], [b[2] for b in buf], batch)
+                buf, seen = [], []
+            seen.append(g)
+        buf.append((rgb if rgb.dtype == np.uint8 else metrics.to_uint8(rgb), int(idx), int(pts)))
+    if buf:
+        yield from enc.encode_groups([b[0] for b in buf], [b[1] for b in buf], [b[2] for b in buf], batch)
+
+
 @dataclass
 class EncodeSummary:
     header: StreamHeader
@@ -358,13 +545,12 @@ def encode_video(
     all_stats: list[dict[str, Any]] = []
     with storage.open_write(dst) as f:
         writer = StreamWriter(f, header)
-        for group in batched(fio.read_frames(src, start, end, info=info, max_pixels=max_pixels), batch):
-            encoded = enc.encode([g.rgb for g in group], [g.index - start for g in group], [g.pts for g in group])
-            for e in encoded:
-                writer.write(e.packet, e.stream_stats())
-                all_stats.append(e.stats)
-                if on_frame:
-                    on_frame(e.stats)
+        frames = ((g.rgb, g.index - start, g.pts) for g in fio.read_frames(src, start, end, info=info, max_pixels=max_pixels))
+        for e in encode_frames(enc, frames, batch):
+            writer.write(e.packet, e.stream_stats())
+            all_stats.append(e.stats)
+            if on_frame:
+                on_frame(e.stats)
         writer.close(section)
     return EncodeSummary(header, all_stats, time.perf_counter() - t0, carried)
 

@@ -122,8 +122,11 @@ class LatentCodec:
             lik = eb.likelihood_lower_bound(lik)
         return lik.reshape(c, b, h, w).permute(1, 0, 2, 3)
 
-    def relaxed(self, latents: dict[str, Tensor], relax: Relax) -> tuple[Tensor, Tensor]:
-        """Per-frame bits (shape [B]) and x_tilde for relaxed latents y~ (and z~)."""
+    def relaxed(
+        self, latents: dict[str, Tensor], relax: Relax, synth: Callable[[Tensor], Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Per-frame bits (shape [B]) and x_tilde for relaxed latents y~ (and z~).
+        ``synth`` replaces ``g_s`` for x_tilde (e.g. g_s under bf16 autocast)."""
         medians = self.net.entropy_bottleneck._get_medians()
         if self.kind == "factorized":
             y_t = relax("y", latents["y"], medians)
@@ -138,7 +141,7 @@ class LatentCodec:
             if gc.use_likelihood_bound:
                 ly = gc.likelihood_lower_bound(ly)
             bits = -torch.log2(lz).flatten(1).sum(1) - torch.log2(ly).flatten(1).sum(1)
-        return bits, self.net.g_s(y_t)
+        return bits, (self.net.g_s if synth is None else synth)(y_t)
 
     # ------------------------------------------------------------------ hard path
     def _index_path(self, z_hat: Tensor) -> tuple[Tensor, Tensor | None]:
