@@ -45,9 +45,10 @@ from pipeline import frames as fio
 from pipeline import storage
 from pipeline.bitstream import VERSION as STREAM_VERSION
 from pipeline.bitstream import footer_bytes, index_for, trailer_bytes
-from pipeline.codec import FrameEncoder, batched, make_header
+from pipeline.codec import FrameEncoder, encode_frames, make_header
 from pipeline.errors import (
     BitstreamError,
+    ConfigError,
     CorruptSourceError,
     InputError,
     ObjectNotFoundError,
@@ -396,6 +397,12 @@ class ShardEncoder:
                 hint="pass a resolved RefineConfig in the shard spec",
             )
         info = self._infos.get(spec)
+        grid = enc.refine.grid if enc.refine.uses_grid else 1
+        if spec.start % grid or (spec.end % grid and spec.end != info.frame_count):
+            raise ConfigError(
+                f"shard {spec.name} does not start and end on the warm-start/budget grid of {grid} frames",
+                hint="plan shards with cluster.planning.plan_ranges(..., grid=refine.grid)",
+            )
         h = hashlib.sha256()
         packets: list[tuple[int, int]] = []
         stats: list[dict[str, Any]] = []
@@ -412,18 +419,14 @@ class ShardEncoder:
                 h.update(prefix)
                 size += len(prefix)
             frames = fio.read_frames(src, spec.start, spec.end, info=info)
-            for group in batched(frames, spec.batch):
-                encoded = enc.encode(
-                    [g.rgb for g in group], [g.index for g in group], [g.pts for g in group]
-                )
-                for e in encoded:
-                    pb = e.packet.to_bytes()
-                    f.write(pb)
-                    h.update(pb)
-                    size += len(pb)
-                    packets.append((e.packet.frame_index, len(pb)))
-                    stats.append(e.stream_stats())
-                    seconds.append(float(e.stats["refine_seconds"]))
+            for e in encode_frames(enc, ((g.rgb, g.index, g.pts) for g in frames), spec.batch):
+                pb = e.packet.to_bytes()
+                f.write(pb)
+                h.update(pb)
+                size += len(pb)
+                packets.append((e.packet.frame_index, len(pb)))
+                stats.append(e.stream_stats())
+                seconds.append(float(e.stats["refine_seconds"]))
             if len(packets) != spec.frames or [p[0] for p in packets] != list(
                 range(spec.start, spec.end)
             ):
