@@ -29,6 +29,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("src", nargs="+", help="source videos (paths, file:// or s3:// URIs)")
     p.add_argument("--out", required=True, help="output folder or s3:// prefix")
+    add_encode_options(p)
+    add_runtime_options(p)
+    p.add_argument("--job-id", default="transcode", help="label for logs and metrics")
+    p.add_argument("--report", default=None, help="also write the job report as JSON here")
+    p.set_defaults(func=cmd_transcode)
+    return p
+
+
+def add_encode_options(p: argparse.ArgumentParser) -> None:
+    """The model, refinement, shard layout, actor sizing and carry options (shared by
+    ``transcode`` and ``catalog``; :func:`job_from_args` reads them)."""
     p.add_argument("--model", default=None, help="architecture id (default: the shipped default)")
     p.add_argument("--quality", type=int, default=None, help="rate point of the shipped weights")
     p.add_argument("--checkpoint", default=None, help="CompressAI state dict: path or URI")
@@ -62,22 +73,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="seconds to wait for the first encoder actor (e.g. while an autoscaler adds GPU "
         "nodes) before failing the job",
     )
+
+
+def add_runtime_options(p: argparse.ArgumentParser) -> None:
+    """Where the job runs (Ray address or embedded) and how it reports progress."""
     p.add_argument("--address", default=None, help="join this Ray cluster (default: embedded)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
-    p.add_argument("--job-id", default="transcode", help="label for logs and metrics")
-    p.add_argument("--report", default=None, help="also write the job report as JSON here")
     p.add_argument("--log-level", default="warning", help="structured (JSON) event log level")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_transcode)
-    return p
 
 
-def job_from_args(a: argparse.Namespace) -> TranscodeJob:
+def job_from_args(
+    a: argparse.Namespace, sources: tuple[str, ...] | None = None, job_id: str | None = None
+) -> TranscodeJob:
+    """The job the options of :func:`add_encode_options` describe (``sources`` and
+    ``job_id`` default to ``a.src`` and ``a.job_id``)."""
     actors = a.actors or max(
         1, int((a.num_cpus or os.cpu_count() or 1) // max(a.cpus_per_actor, 1e-9))
     )
     return TranscodeJob(
-        sources=tuple(a.src),
+        sources=tuple(a.src) if sources is None else tuple(sources),
         out=a.out,
         model=ModelSpec(arch=a.model, quality=a.quality, checkpoint=a.checkpoint),
         refine=RefineConfig(method=a.refine, iters=a.iters, lr=a.lr, lmbda=a.lmbda, tol=a.tol),
@@ -93,7 +108,7 @@ def job_from_args(a: argparse.Namespace) -> TranscodeJob:
         ),
         carry=not a.no_carry,
         drop_broken=a.drop_broken_streams,
-        job_id=a.job_id,
+        job_id=a.job_id if job_id is None else job_id,
     ).validate()
 
 
