@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -58,11 +59,37 @@ def test_plan_ranges_covers_every_frame_once() -> None:
             assert all(r[i][1] == r[i + 1][0] for i in range(len(r) - 1))
 
 
+@pytest.mark.parametrize("grid", [2, 3, 4, 8, 16])
+def test_plan_ranges_on_a_grid_cut_only_on_multiples(grid: int) -> None:
+    for n in (1, 7, 31, 64, 129):
+        for target in (1, 3, 5, 16, 40):
+            for kf in (range(0, n, 4), range(0, n, 5), ()):
+                r = plan_ranges(n, kf, target, grid=grid)
+                assert r[0][0] == 0 and r[-1][1] == n
+                assert all(r[i][1] == r[i + 1][0] for i in range(len(r) - 1))
+                assert all(s % grid == 0 for s, _ in r), (n, target, kf, r)
+
+
+def test_plan_ranges_on_a_grid_prefers_keyframes_then_the_target() -> None:
+    # multiples of 8 within reach of 32 +- 16: 16..48; keyframe 40 is one of them
+    assert plan_ranges(100, range(0, 100, 10), 32, grid=8) == [(0, 40), (40, 80), (80, 100)]
+    # grid 5 and keyframes every 10: the keyframes nearest the target
+    assert plan_ranges(100, range(0, 100, 10), 32, grid=5) == [(0, 30), (30, 60), (60, 100)]
+    # no keyframe on the grid: the multiple nearest the target (ties: the earlier)
+    assert plan_ranges(40, (0, 7, 21), 10, grid=4) == [(0, 8), (8, 16), (16, 24), (24, 32), (32, 40)]
+    assert plan_ranges(40, (0, 7, 21), 11, grid=4) == [(0, 12), (12, 24), (24, 40)]
+    # shards shorter than the grid: one grid group each
+    assert plan_ranges(20, (), 3, grid=8) == [(0, 8), (8, 16), (16, 20)]
+    assert plan_ranges(16, range(0, 16, 4), 4, grid=1) == plan_ranges(16, range(0, 16, 4), 4)
+
+
 def test_plan_ranges_rejects_empty() -> None:
     with pytest.raises(EmptySourceError):
         plan_ranges(0, (), 4)
     with pytest.raises(ConfigError):
         plan_ranges(4, (), 0)
+    with pytest.raises(ConfigError):
+        plan_ranges(4, (), 2, grid=0)
 
 
 # --------------------------------------------------------------------------- config
@@ -166,6 +193,55 @@ def test_shards_reassemble_byte_identical_to_single_process_encode(
         assert data[r["byte_offset"] : r["byte_offset"] + 2] == b"PK"
     assert sum(r["byte_length"] for r in rows) == summary["totals"]["packet_bytes"]
     assert rows[0]["byte_offset"] == summary["header_bytes"]
+
+
+#: Warm starts and an adaptive budget on a grid of 3 (the clips' GOP is 4, so most grid
+#: points are not keyframes): every frame's bytes depend on its group.
+WARM_BUDGET = RefineConfig(
+    iters=6, lr=5e-3, tol=0.0, warm_start=True, grid=3, warm_threshold=1e9, budget=3, probe=2
+)
+
+
+@pytest.mark.parametrize("shard_frames", [2, 5, 7, 16])
+def test_warm_start_streams_are_identical_across_shard_layouts_and_retries(
+    tmp_path: Path, clips, model, shard_frames: int
+) -> None:
+    from pipeline.codec import encode_video
+
+    ident = identity_of(model)
+    refine = WARM_BUDGET.resolved(ident.lmbda)
+    ref = tmp_path / "ref.rlv"  # `relatent encode`
+    summary_ref = encode_video(str(clips["a"]), str(ref), model, WARM_BUDGET, batch=2)
+    assert any(f["warm"] for f in summary_ref.frames)
+    assert len({f["iters"] for f in summary_ref.frames}) > 1  # the budget really moved
+    out = tmp_path / "out"
+    plan = prepare_video(str(clips["a"]), str(out), ident, refine)
+    specs = plan.shards(shard_frames, 0.5, refine, ident.weights_sha256, batch=3)
+    assert all(s.start % 3 == 0 for s in specs)
+    enc = ShardEncoder(model)
+    for s in reversed(specs):
+        enc.encode(s)
+    # a retry: one shard's staged result is lost and it is encoded again, alone
+    victim = specs[len(specs) // 2]
+    staged = Path(victim.shard_uri).read_bytes()
+    Path(victim.sidecar_uri).unlink()
+    Path(victim.shard_uri).unlink()
+    assert not ShardEncoder(model).encode(victim).reused
+    assert Path(victim.shard_uri).read_bytes() == staged
+    summary = commit_video(CommitSpec(plan, tuple((s.start, s.end) for s in specs), ident, refine))
+    assert Path(summary["stream"]).read_bytes() == ref.read_bytes()
+    assert summary["totals"]["iters"] == sum(f["iters"] for f in summary_ref.frames)
+
+
+def test_shards_off_the_grid_are_refused(tmp_path: Path, clips, model) -> None:
+    ident = identity_of(model)
+    refine = WARM_BUDGET.resolved(ident.lmbda)
+    plan = prepare_video(str(clips["a"]), str(tmp_path), ident, refine)
+    spec = plan.shards(16, 0.5, refine, ident.weights_sha256, batch=3)[0]
+    bad = replace(spec, start=4, end=8)
+    with pytest.raises(ConfigError, match="grid of 3 frames"):
+        ShardEncoder(model).encode(bad)
+    assert not Path(bad.shard_uri).exists()
 
 
 def test_staged_shards_are_validated_and_reused(tmp_path: Path, clips, references, model) -> None:
