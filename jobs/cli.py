@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from jobs.refine_options import add_refine_options
 from pipeline.errors import RelatentError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -89,12 +90,8 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="video or still image (path or URI)")
     p.add_argument("dst", help="output .rlv stream")
     _add_model_args(p)
-    p.add_argument("--refine", default="campos", choices=["none", "campos", "sga"])
-    p.add_argument("--iters", type=int, default=50, help="refinement iterations per frame")
-    p.add_argument("--lr", type=float, default=1e-3, help="refinement step size (Adam)")
-    p.add_argument("--lambda", type=float, default=None, dest="lmbda", help="RD trade-off (default: the model's)")
-    p.add_argument("--tol", type=float, default=1e-3, help="per-frame convergence tolerance (0: run all iterations)")
-    p.add_argument("--batch", type=int, default=4, help="frames refined together")
+    add_refine_options(p)
+    p.add_argument("--batch", type=int, default=4, help="frames refined together (with --warm-start/--budget-iters-per-frame: grid groups in lockstep)")
     p.add_argument("--start", type=int, default=0, help="first frame")
     p.add_argument("--end", type=int, default=None, help="end frame (exclusive)")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse frames larger than this many pixels")
@@ -105,12 +102,12 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_encode(a: argparse.Namespace) -> int:
+    from jobs.refine_options import refine_from_args
     from pipeline.codec import encode_video
     from pipeline.frames import DEFAULT_MAX_PIXELS, probe
     from pipeline.models import load_model
-    from pipeline.refine import RefineConfig
 
-    refine = RefineConfig(method=a.refine, iters=a.iters, lr=a.lr, lmbda=a.lmbda, tol=a.tol).validate()
+    refine = refine_from_args(a)
     model = load_model(a.model, a.quality, a.checkpoint, device=a.device)
     info = probe(a.src)
     total = (info.frame_count if a.end is None else a.end) - a.start
@@ -128,7 +125,7 @@ def _cmd_encode(a: argparse.Namespace) -> int:
     print(
         f"{a.dst}: {n} frames, {summary.total_bytes} bytes, "
         f"{sum(f['bpp'] for f in fr) / n:.4f} bpp, {sum(f['psnr'] for f in fr) / n:.2f} dB PSNR, "
-        f"{sum(f['refined'] for f in fr)}/{n} refined, {summary.seconds:.1f} s "
+        f"{sum(f['refined'] for f in fr)}/{n} refined, {sum(f['iters'] for f in fr) / n:.1f} iterations/frame, {summary.seconds:.1f} s "
         f"({model.identity.describe()})"
     )
     if summary.carry is not None:

@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 from cluster.config import ClusterConfig, ModelSpec, TranscodeJob
+from jobs.refine_options import add_refine_options, refine_kwargs
 from pipeline.refine import RefineConfig
 
 
@@ -43,13 +44,7 @@ def add_encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="architecture id (default: the shipped default)")
     p.add_argument("--quality", type=int, default=None, help="rate point of the shipped weights")
     p.add_argument("--checkpoint", default=None, help="CompressAI state dict: path or URI")
-    p.add_argument("--refine", default="campos", choices=["none", "campos"])
-    p.add_argument("--iters", type=int, default=50, help="refinement iterations per frame")
-    p.add_argument("--lr", type=float, default=1e-3, help="refinement step size (Adam)")
-    p.add_argument("--lambda", type=float, default=None, dest="lmbda", help="RD trade-off")
-    p.add_argument(
-        "--tol", type=float, default=1e-3, help="convergence tolerance (0: all iterations)"
-    )
+    add_refine_options(p)
     p.add_argument("--batch", type=int, default=4, help="frames refined together in an actor")
     p.add_argument("--shard-frames", type=int, default=32, help="target frames per shard")
     p.add_argument("--actors", type=int, default=None, help="encoder actors (default: 1 per CPU)")
@@ -95,7 +90,7 @@ def job_from_args(
         sources=tuple(a.src) if sources is None else tuple(sources),
         out=a.out,
         model=ModelSpec(arch=a.model, quality=a.quality, checkpoint=a.checkpoint),
-        refine=RefineConfig(method=a.refine, iters=a.iters, lr=a.lr, lmbda=a.lmbda, tol=a.tol),
+        refine=RefineConfig(**refine_kwargs(a)),
         shard_frames=a.shard_frames,
         batch=a.batch,
         cluster=ClusterConfig(

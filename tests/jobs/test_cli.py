@@ -297,3 +297,44 @@ def test_bigbuckbunny_audio_is_carried_for_the_encoded_frame_range(tmp_path: Pat
     assert [b for _, b in got] == [b for _, b in expect]  # byte-identical packets, in order
     assert max(abs(t - u) for (t, _), (u, _) in zip(got, expect, strict=True)) < frame  # A/V sync bound
     assert got[0][0] == expect[0][0] == 0.0
+
+
+def test_refine_options_are_shared_by_encode_and_transcode(tmp_path: Path, capsys) -> None:
+    """`encode` and `transcode` take the same refinement options and build the same config;
+    an encode with warm starts and an adaptive budget decodes and reports its realised
+    iterations per frame."""
+    from jobs.bench_pipeline import synthetic_clip
+    from jobs.cli import build_parser
+    from jobs.refine_options import METHODS, refine_from_args
+    from jobs.transcode import job_from_args
+    from pipeline import refine
+    from pipeline.models import get_architecture
+
+    assert METHODS == refine.METHODS
+    opts = ["--refine", "sga", "--iters", "5", "--lr", "5e-3", "--tol", "0", "--warm-start", "--grid", "2",
+            "--warm-threshold", "1e9", "--budget-iters-per-frame", "3", "--probe", "2"]
+    p = build_parser()
+    enc_args = p.parse_args(["encode", "in.mp4", "out.rlv", *opts])
+    tr_args = p.parse_args(["transcode", "in.mp4", "--out", str(tmp_path / "o"), *opts])
+    cfg = refine_from_args(enc_args)
+    assert cfg == job_from_args(tr_args).refine
+    assert (cfg.method, cfg.warm_start, cfg.grid, cfg.budget, cfg.probe) == ("sga", True, 2, 3, 2)
+    # the defaults are the library's (so streams of the old options keep their config hash)
+    assert refine_from_args(p.parse_args(["encode", "a", "b"])) == refine.RefineConfig()
+
+    torch.manual_seed(3)
+    ckpt = tmp_path / "f.pth"
+    torch.save(get_architecture("bmshj2018-factorized").model_class()(N=16, M=24).state_dict(), ckpt)
+    clip = synthetic_clip(tmp_path / "c.mp4", 5, 64, 48, gop=2, seed=4)
+    rlv = tmp_path / "c.rlv"
+    code, out, err = run_cli(capsys, "encode", clip, rlv, "--model", "bmshj2018-factorized", "--quality", "3",
+                             "--checkpoint", ckpt, "--batch", "2", "--no-progress", *opts)
+    assert code == 0, err
+    assert "3.0 iterations/frame" in out  # tol 0: the budget exactly (groups [0,1] [2,3] [4])
+    code, _, err = run_cli(capsys, "decode", rlv, tmp_path / "png", "--checkpoint", ckpt)
+    assert code == 0, err
+    info = info_json(capsys, rlv)
+    assert info["header"]["refine"]["warm_start"] is True and info["header"]["refine"]["budget"] == 3
+    assert sum(f["iters"] for f in info["frames"]) == 15
+    code, _, err = run_cli(capsys, "encode", clip, tmp_path / "x.rlv", "--budget-iters-per-frame", "80", "--no-progress")
+    assert code != 0 and "--budget-iters-per-frame 80" in err and not (tmp_path / "x.rlv").exists()
