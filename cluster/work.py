@@ -627,6 +627,7 @@ def commit_video(spec: CommitSpec) -> dict[str, Any]:
             "rd_after": _mean([r["rd_after"] for r in frame_rows]),
             "refined_frames": sum(r["refined"] for r in frame_rows),
             "iters": sum(r["iters"] for r in frame_rows),
+            "iters_per_frame": _mean([r["iters"] for r in frame_rows]),
             "refine_seconds": float(sum(r["refine_seconds"] for r in frame_rows)),
         },
         "job_id": spec.job_id,

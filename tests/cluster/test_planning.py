@@ -231,6 +231,7 @@ def test_warm_start_streams_are_identical_across_shard_layouts_and_retries(
     summary = commit_video(CommitSpec(plan, tuple((s.start, s.end) for s in specs), ident, refine))
     assert Path(summary["stream"]).read_bytes() == ref.read_bytes()
     assert summary["totals"]["iters"] == sum(f["iters"] for f in summary_ref.frames)
+    assert summary["totals"]["iters_per_frame"] == summary["totals"]["iters"] / 16
 
 
 def test_shards_off_the_grid_are_refused(tmp_path: Path, clips, model) -> None:
