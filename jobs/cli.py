@@ -308,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     from jobs import transcode
 
     transcode.add_parser(sub)
+    from jobs import catalog
+
+    catalog.add_parser(sub)
     from jobs import submit
 
     submit.add_submit_parser(sub)
