@@ -179,11 +179,19 @@ def check_video(
     if not earlier:
         item.reasons = ["missing"]
         return item
-    latest = max(earlier, key=lambda s: str(s.get("committed_at", "")))
-    # The listing has no version id: compare ETags only for the explanation.
-    reasons = _differences(latest, obj.etag, latest.get("source_version"), ident, refine)
+    # Explain with the closest earlier manifest (fewest differences, then the newest). The
+    # listing has no version id: only ETags are compared for the explanation.
+    diffs = [
+        (_differences(e, obj.etag, e.get("source_version"), ident, refine), e) for e in earlier
+    ]
+    reasons, _ = min(diffs, key=lambda d: (len(d[0]), _neg(str(d[1].get("committed_at", "")))))
     item.reasons = reasons or ["config changed"]  # same model and config hash: carry differs
     return item
+
+
+def _neg(text: str) -> tuple[int, ...]:
+    """A key that sorts strings in reverse order."""
+    return tuple(-ord(c) for c in text)
 
 
 def _earlier_summaries(
