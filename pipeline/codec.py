@@ -328,9 +328,9 @@ class FrameEncoder:
                 )
                 for i, s, n_i, gain in zip(grp, ps, alloc, gains, strict=True):
                     inits[i].stats.update(probe_gain=round(gain, 6), allocated=int(n_i))
+                    inits[i].spent_seconds = float(s.extra.get("seconds", 0.0))
                     if warm[i]:  # the probe only measured; the frame restarts warm
                         inits[i].stop, inits[i].spent = n_i - s.t, s.t
-                        inits[i].spent_seconds = float(s.extra.get("seconds", 0.0))
                     else:  # continue the probe's state up to the allocation
                         s.stop = s.schedule = n_i
                         inits[i].state = s

@@ -232,3 +232,9 @@ def test_bf16_autocast_is_deterministic_and_decodes(arch) -> None:
         assert e.stats["rd_after"] <= e.stats["rd_before"]
         d = dec.decode(e.packet)  # the symbols CRC is checked: fp32 coding of fp32 latents
         assert abs(metrics.psnr_rgb(metrics.to_uint8(img), d.rgb) - e.stats["psnr"]) < 0.01
+
+
+def test_budget_counts_the_probe_in_time_and_iterations(fact) -> None:
+    cfg = RefineConfig(iters=8, lr=5e-3, tol=0, budget=2, probe=2, grid=4)  # the probe is the whole budget
+    out = run(fact, cfg, frames(4, 48, 64), 4)
+    assert all(e.stats["iters"] == 2 and e.stats["refine_seconds"] > 0 for e in out)
