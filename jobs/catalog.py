@@ -318,9 +318,14 @@ def cmd_catalog(a: argparse.Namespace, on_event: EventHook = None) -> int:
 
     try:
         stale = [i for i in items if i.action == "encode"]
+        # Each run claims in its own order, so overlapping runs split a big catalog
+        # between them instead of contending for the same videos one after another.
+        order = sorted(
+            stale, key=lambda i: hashlib.sha256(f"{run_id}/{i.video_id}".encode()).digest()
+        )
         with held:
             with ThreadPoolExecutor(max_workers=a.plan_threads) as pool:
-                list(pool.map(claim, stale))
+                list(pool.map(claim, order))
             todo = [i for i in stale if i.status == "claimed"]
             t_enc = time.time()
             if todo:

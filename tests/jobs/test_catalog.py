@@ -260,7 +260,7 @@ def test_concurrent_runs_encode_each_video_once(
         barrier.wait()
         codes[name] = main(
             ["catalog", src, "--out", out, "--checkpoint", models[0], "--quality", "3",
-             *ENCODE, "--run-id", name]
+             *ENCODE, "--run-id", name, "--plan-threads", "1"]
         )  # fmt: skip
 
     threads = [threading.Thread(target=run, args=(n,)) for n in ("run-x", "run-y")]
