@@ -60,6 +60,19 @@ def transcode_args(entrypoint: str) -> Any:
     return parser.parse_args(argv[1:])
 
 
+def catalog_args(command: str) -> Any:
+    """Parse a ``relatent catalog ...`` command with relatent's own parser."""
+    import argparse
+
+    from jobs import catalog
+
+    argv = shlex.split(command)
+    assert argv[:2] == ["relatent", "catalog"], command
+    parser = argparse.ArgumentParser(prog="relatent")
+    catalog.add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv[1:])
+
+
 # --------------------------------------------------------------------------- AWS launcher
 
 
@@ -177,10 +190,15 @@ def test_scheduled_catalog_manifests() -> None:
     catalog_jobs = [tmpl] + [j["spec"] for j in by_kind("RayJob") if "catalog" in j["spec"]["entrypoint"]]
     assert len(catalog_jobs) == 2  # the RayCronJob's and the CronJob fallback's
     for spec in catalog_jobs:
-        argv = shlex.split(spec["entrypoint"])
-        assert argv[:2] == ["relatent", "catalog"] and "--out" in argv
+        a = catalog_args(spec["entrypoint"])
+        assert a.src.startswith("s3://") and a.out.startswith("s3://") and not a.dry_run
+        assert a.address == "auto", "a job's driver must join its cluster"
+        assert a.gpus_per_actor > 0 and a.actors and a.lease_ttl > 0
         assert spec["shutdownAfterJobFinishes"] is True
         check_cluster_spec(spec["rayClusterSpec"])
+        workers = _gpu_worker_groups(spec["rayClusterSpec"])[0]
+        limits = workers["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert a.actors * a.gpus_per_actor <= workers["maxReplicas"] * int(limits["nvidia.com/gpu"])
     (cj,) = by_kind("CronJob")
     assert cj["spec"]["concurrencyPolicy"] == "Forbid"
 
@@ -222,6 +240,10 @@ def test_crontab_example() -> None:
         assert len(fields) == 6 and all(re.fullmatch(r"[\d*/,-]+", f) for f in fields[:5]), ln
         cmd = fields[5]
         assert "relatent catalog " in cmd and " --out " in cmd
+        catalog = "relatent catalog " + cmd.split("relatent catalog ", 1)[1].split(" >>")[0]
+        a = catalog_args(catalog)
+        if "ray job submit" in cmd:  # runs as a Ray job: must join that cluster
+            assert a.address == "auto"
         # cron treats a bare % as a newline: every % must be escaped
         assert not re.search(r"(?<!\\)%", cmd), ln
 
@@ -230,15 +252,16 @@ def test_crontab_example() -> None:
 
 
 def test_operations_doc_commands_parse() -> None:
-    """Every ``relatent transcode|submit|jobs`` command in docs/operations.md and in the
+    """Every ``relatent transcode|submit|jobs|catalog`` command in docs/operations.md and in the
     infra comments parses with relatent's own parsers (no invented options)."""
     import argparse
 
-    from jobs import submit, transcode
+    from jobs import catalog, submit, transcode
 
     parser = argparse.ArgumentParser(prog="relatent", exit_on_error=False)
     sub = parser.add_subparsers(dest="command")
     transcode.add_parser(sub)
+    catalog.add_parser(sub)
     submit.add_submit_parser(sub)
     submit.add_jobs_parser(sub)
     sources = [REPO_ROOT / "docs" / "operations.md", *sorted(INFRA.rglob("*.yaml"))]
@@ -250,7 +273,8 @@ def test_operations_doc_commands_parse() -> None:
         text = re.sub(r"\\\n\s*#?\s*", " ", text)  # join continued lines
         for line in text.splitlines():
             line = line.lstrip("#").strip()
-            m = re.match(r"relatent (transcode|submit|jobs) .*", line)
+            # (catalog only when a prefix or an option follows: comments use the word in prose)
+            m = re.match(r"relatent (?:(?:transcode|submit|jobs) |catalog (?=s3://|[./~$-])).*", line)
             if m:
                 commands.append((path.name, m.group(0).split("  #")[0].split(" # ")[0]))
     assert len(commands) >= 8
