@@ -43,6 +43,7 @@ from pipeline.refine import (
     RefineResult,
     allocate,
     frames_close,
+    probe_gains,
     run_states,
     stack_states,
 )
@@ -215,8 +216,9 @@ class FrameEncoder:
             ]
             with torch.enable_grad():
                 secs = run_states(self.codec, x, states, (h, w), cfg)
-        for s in states:
-            s.extra["seconds"] = secs / len(states)
+            gains = probe_gains(self.codec, x, lat0, states, (h, w), cfg)
+        for s, g in zip(states, gains, strict=True):
+            s.extra.update(seconds=secs / len(states), gain=g)
         return states
 
     def _start_states(self, lat0: dict[str, Tensor], frame_indices: Sequence[int], inits: Sequence[FrameInit] | None) -> list[FrameState]:
@@ -322,12 +324,12 @@ class FrameEncoder:
                 probed += self.probe([refs[i] for i in chunk], [fidx[i] for i in chunk])
             for grp in groups:
                 ps = [probed[i] for i in grp]
-                gains = [max(0.0, s.loss_start - s.loss_min) for s in ps]
+                gains = [max(0.0, float(s.extra["gain"])) for s in ps]
                 alloc = allocate(
                     cfg.budget * len(grp), gains, [s.t for s in ps], [s.t if s.converged else cfg.iters for s in ps]
                 )
                 for i, s, n_i, gain in zip(grp, ps, alloc, gains, strict=True):
-                    inits[i].stats.update(probe_gain=round(gain, 6), allocated=int(n_i))
+                    inits[i].stats.update(probe_gain=gain, allocated=int(n_i))
                     inits[i].spent_seconds = float(s.extra.get("seconds", 0.0))
                     if warm[i]:  # the probe only measured; the frame restarts warm
                         inits[i].stop, inits[i].spent = n_i - s.t, s.t

@@ -416,6 +416,27 @@ def run_states(
     return time.perf_counter() - t0
 
 
+def probe_gains(
+    codec: LatentCodec, x: Tensor, latents0: dict[str, Tensor], states: Sequence[FrameState], valid_hw: tuple[int, int],
+    cfg: RefineConfig,
+) -> list[float]:
+    """What each probed frame gained: its relaxed loss at the start minus at the end of the
+    probe, both under the SAME uniform-noise draw (common random numbers: the noise of the
+    relaxation cancels in the difference, which a difference of two iterations' losses does
+    not). The draw comes from a generator of its own (seed, frame index), so the measurement
+    is deterministic and batch-invariant; it costs two forward passes per frame."""
+    assert cfg.lmbda is not None
+    h, w = valid_hw
+
+    def gens() -> list[torch.Generator]:
+        return [frame_generator(cfg.seed ^ 0x5EED, s.index) for s in states]
+
+    with torch.no_grad():
+        before = relaxed_loss(codec, latents0, Relaxation("campos", gens(), []), x, h, w, cfg.lmbda, cfg.autocast)
+        after = relaxed_loss(codec, stack_states(states), Relaxation("campos", gens(), []), x, h, w, cfg.lmbda, cfg.autocast)
+    return [float(b) - float(a) for b, a in zip(before.cpu().tolist(), after.cpu().tolist(), strict=True)]
+
+
 # --------------------------------------------------------------------------- batch API
 
 

@@ -155,17 +155,21 @@ def test_warm_start_continues_from_the_previous_frame(arch, request) -> None:
 
 
 def test_budget_shares_each_group_exactly(fact) -> None:
+    cfg = RefineConfig(iters=80, lr=5e-3, tol=0, budget=20, probe=2, grid=3)
     imgs = frames(7, 48, 64)
-    out = run(fact, BUDGET, imgs, 2)
+    out = run(fact, cfg, imgs, 2)
     its = [e.stats["iters"] for e in out]
     assert its == [e.stats["allocated"] for e in out]  # tol 0: every frame runs its share
     for g in (range(0, 3), range(3, 6), range(6, 7)):
-        assert sum(its[i] for i in g) == BUDGET.budget * len(g)
-    assert all(BUDGET.probe <= i <= BUDGET.iters for i in its) and len(set(its)) > 1
-    # frames with more measured gain get more iterations (within a group)
-    for g in (range(0, 3), range(3, 6)):
-        by_gain = sorted(g, key=lambda i: out[i].stats["probe_gain"])
-        assert its[by_gain[0]] <= its[by_gain[-1]]
+        assert sum(its[i] for i in g) == cfg.budget * len(g)
+        # the share is allocate() of the measured probe gains
+        gains = [out[i].stats["probe_gain"] for i in g]
+        assert [its[i] for i in g] == allocate(cfg.budget * len(g), gains, [cfg.probe] * len(g), [cfg.iters] * len(g))
+    assert all(cfg.probe <= i <= cfg.iters for i in its) and len(set(its)) > 1
+    assert all(e.stats["probe_gain"] > 0 for e in out)
+    # the probe gains are deterministic per frame: the same from another chunking
+    again = run(fact, cfg, imgs[3:], 1, first=3)
+    assert [e.stats["probe_gain"] for e in again] == [e.stats["probe_gain"] for e in out[3:]]
 
 
 def test_budget_with_early_stop_reports_what_ran(fact) -> None:
