@@ -124,7 +124,7 @@ class Protocol:
     seq_clips: list[str] | None = field(default_factory=lambda: list(SEQ_CLIPS))  # None: every clip
     seq_frames: int = 8
     grid: int = 16
-    warm_threshold: float = 100.0
+    warm_threshold: float = 1000.0
     tol: float = 1e-3
     qualities: list[int] | None = None  # None: every shipped rate point
 
@@ -1001,7 +1001,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     m.add_argument("--seq-clips", nargs="*", default=None, help=f"clip stems for the sequences (default {' '.join(SEQ_CLIPS)}; --full: all)")
     m.add_argument("--seq-frames", type=int, default=None, help="consecutive frames per clip sequence (default 8)")
     m.add_argument("--grid", type=int, default=None, help="warm-start/budget grid K (default 16)")
-    m.add_argument("--warm-threshold", type=float, default=None, help="warm-start MSE threshold (default 100)")
+    m.add_argument("--warm-threshold", type=float, default=None, help="warm-start MSE threshold (default 1000)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

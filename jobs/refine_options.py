@@ -27,7 +27,7 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the relaxation noise")
     g.add_argument("--warm-start", action="store_true", help="start each frame from the previous frame's refinement when the two are close")
     g.add_argument("--grid", type=int, default=16, help="K: warm-start chains and budget groups restart every K frames (shard cuts follow)")
-    g.add_argument("--warm-threshold", type=float, default=100.0, help="largest MSE (8-bit RGB) of consecutive frames that still warm-starts")
+    g.add_argument("--warm-threshold", type=float, default=1000.0, help="largest MSE (8-bit RGB) of consecutive frames that still warm-starts")
     g.add_argument("--budget-iters-per-frame", type=int, default=0, dest="budget",
                    help="adaptive budget: average iterations per frame over each grid group, given where a probe measured most gain (0: off)")
     g.add_argument("--probe", type=int, default=8, help="probe iterations of every frame under --budget-iters-per-frame")

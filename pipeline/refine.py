@@ -90,7 +90,7 @@ class RefineConfig:
     seed: int = 0
     warm_start: bool = False
     grid: int = 16
-    warm_threshold: float = 100.0
+    warm_threshold: float = 1000.0
     budget: int = 0
     probe: int = 8
     autocast: Literal["none", "bf16"] = "none"
