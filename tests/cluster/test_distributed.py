@@ -345,3 +345,25 @@ def test_corrupt_audio_fails_the_video_or_is_dropped_with_the_flag(
     encode_video(str(src), str(ref), load_model(checkpoint=str(checkpoint), quality=3), REFINE,
                  drop_broken=True, warn=lambda m: None)  # fmt: skip
     assert Path(summary["stream"]).read_bytes() == ref.read_bytes()
+
+
+def test_warm_start_and_budget_on_ray_match_relatent_encode(ray_local, tmp_path, clips, checkpoint) -> None:
+    """Warm starts and an adaptive budget through the Ray path (grid-aligned shards on two
+    actors): the same bytes as `relatent encode`, and the manifest reports the iterations."""
+    from pipeline.refine import RefineConfig
+
+    refine = RefineConfig(iters=6, lr=5e-3, tol=0.0, warm_start=True, grid=3, warm_threshold=1e9, budget=3, probe=2)
+    ref = tmp_path / "ref.rlv"
+    encode_video(str(clips["a"]), str(ref), load_model(checkpoint=str(checkpoint), quality=3), refine)
+    job = TranscodeJob(
+        sources=(str(clips["a"]),), out=str(tmp_path / "out"), model=ModelSpec(checkpoint=str(checkpoint), quality=3),
+        refine=refine, shard_frames=4, batch=2, cluster=ClusterConfig(actors=2, max_inflight=2),
+    )
+    report = run_job(job)
+    (v,) = report.videos
+    assert v.status == "committed" and Path(v.stream).read_bytes() == ref.read_bytes()
+    rows = mf.read_rows(v.manifest).to_pylist()
+    starts = [r["frame_index"] for r in rows if r["frame_index"] == 0 or r["shard"] != rows[r["frame_index"] - 1]["shard"]]
+    assert len(starts) > 1 and all(s % 3 == 0 for s in starts)  # several shards, cut on the grid
+    summ = mf.read_summary(v.manifest)
+    assert summ["totals"]["iters_per_frame"] == 3.0 and summ["refine"]["warm_start"] is True
