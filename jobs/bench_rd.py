@@ -731,6 +731,10 @@ def _plot_methods(ax: Any, mc: dict[str, Any], name: str) -> None:
     ax.step([max(p["iters_per_frame"], 0.5) for p in fr], [p[key] for p in fr], where="post", color="k", ls="--", lw=1, label="Pareto front")
     ax.axvline(40, color="gray", ls=":", lw=1)
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("realised iterations per frame (mean)")
     ax.set_ylabel("BD-rate vs unrefined (RGB PSNR, %)" if key == "bd_rate_psnr" else "mean RD-cost change J (%) [one rate point: no BD-rate]")
     ax.set_title(name)
