@@ -213,7 +213,9 @@ def test_warm_start_streams_are_identical_across_shard_layouts_and_retries(
     ref = tmp_path / "ref.rlv"  # `relatent encode`
     summary_ref = encode_video(str(clips["a"]), str(ref), model, WARM_BUDGET, batch=2)
     assert any(f["warm"] for f in summary_ref.frames)
-    assert len({f["iters"] for f in summary_ref.frames}) > 1  # the budget really moved
+    # every frame was probed and given its share (tol 0: all of it); the frames of this clip
+    # are alike, so the shares are even (uneven shares: tests/pipeline/test_refine.py)
+    assert all(f["iters"] == f["allocated"] >= WARM_BUDGET.probe for f in summary_ref.frames)
     out = tmp_path / "out"
     plan = prepare_video(str(clips["a"]), str(out), ident, refine)
     specs = plan.shards(shard_frames, 0.5, refine, ident.weights_sha256, batch=3)
