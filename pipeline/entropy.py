@@ -61,6 +61,24 @@ def symbols_crc(*symbols: Tensor) -> int:
     return crc & 0xFFFFFFFF
 
 
+def cumulative_logits(eb: Any, v: Tensor) -> Tensor:
+    """``EntropyBottleneck._logits_cumulative`` of ``v`` (``[C, 1, n]``) with the matrix
+    products written out: ``sum_k softplus(H)[c, j, k] * logits[c, k, n]`` accumulated in
+    order ``k = 0, 1, ...``, so no BLAS kernel choice (which varies with ``n`` and the CPU)
+    can change the last bit. Same parameters, same maths as CompressAI."""
+    logits = v
+    n_layers = len(eb.matrices)
+    for i in range(n_layers):
+        m = torch.nn.functional.softplus(eb.matrices[i])  # [C, out, in]
+        acc = m[:, :, 0:1] * logits[:, 0:1, :]
+        for k in range(1, m.shape[2]):
+            acc = acc + m[:, :, k : k + 1] * logits[:, k : k + 1, :]
+        logits = acc + eb.biases[i]
+        if i < n_layers - 1:
+            logits = logits + torch.tanh(eb.factors[i]) * torch.tanh(logits)
+    return logits
+
+
 @dataclass
 class Coded:
     """The coded form of one frame."""
@@ -114,13 +132,26 @@ class LatentCodec:
         return params, None
 
     def _bottleneck_likelihood(self, v: Tensor) -> Tensor:
-        """Likelihood of ``v`` (B,C,H,W) under the factorized entropy bottleneck."""
+        """Likelihood of ``v`` (B,C,H,W) under the factorized entropy bottleneck, frame by
+        frame so that a frame's numbers never depend on the other frames of its batch.
+
+        CompressAI's ``EntropyBottleneck._likelihood`` multiplies its small density matrices
+        with one ``[C, k, B*H*W]`` tensor; the BLAS kernel (and so the last bit) it picks
+        depends on ``B`` (measured: batch 1 and batch 4 differ by 1 ulp on an AVX-512 Xeon).
+        Here each frame is evaluated on its own with the same maths written as element-wise
+        products summed in a fixed order (:func:`cumulative_logits`)."""
         eb = self.net.entropy_bottleneck
         b, c, h, w = v.shape
-        lik, _, _ = eb._likelihood(v.permute(1, 0, 2, 3).reshape(c, 1, -1))
-        if eb.use_likelihood_bound:
-            lik = eb.likelihood_lower_bound(lik)
-        return lik.reshape(c, b, h, w).permute(1, 0, 2, 3)
+        out = []
+        for i in range(b):
+            vi = v[i].reshape(c, 1, h * w)
+            lower = cumulative_logits(eb, vi - 0.5)
+            upper = cumulative_logits(eb, vi + 0.5)
+            lik = torch.sigmoid(upper) - torch.sigmoid(lower)
+            if eb.use_likelihood_bound:
+                lik = eb.likelihood_lower_bound(lik)
+            out.append(lik.reshape(c, h, w))
+        return torch.stack(out)
 
     def relaxed(
         self, latents: dict[str, Tensor], relax: Relax, synth: Callable[[Tensor], Tensor] | None = None

@@ -74,6 +74,30 @@ def encode(model, imgs, batch: int, refine: RefineConfig) -> tuple[list[bytes], 
 REFINE = RefineConfig(iters=6, lr=5e-3, tol=0)
 
 
+def test_bottleneck_likelihood_is_batch_invariant_and_matches_compressai(checkpoints) -> None:
+    """A frame's relaxed likelihood must not depend on its batch (CompressAI's matmul over
+    ``B*H*W`` columns changed the last bit with ``B`` on an AVX-512 CPU), and it is the
+    same function as CompressAI's."""
+    from pipeline.entropy import LatentCodec
+
+    model = load_model(checkpoint=str(checkpoints["bmshj2018-factorized"]), quality=3)
+    codec = LatentCodec(model)
+    eb = model.net.entropy_bottleneck
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in eb.parameters():  # move the densities off their initial values
+            p.add_(0.2 * torch.randn(p.shape, generator=g))
+        v = 4 * torch.randn(5, 24, 7, 9, generator=g)  # 7*9 columns per frame: odd sizes on purpose
+        batched = codec._bottleneck_likelihood(v)
+        for i in range(v.shape[0]):
+            assert torch.equal(codec._bottleneck_likelihood(v[i : i + 1])[0], batched[i])
+        assert torch.equal(codec._bottleneck_likelihood(v[1:4]), batched[1:4])
+        ref, _, _ = eb._likelihood(v.permute(1, 0, 2, 3).reshape(24, 1, -1))
+        ref = eb.likelihood_lower_bound(ref).reshape(24, 5, 7, 9).permute(1, 0, 2, 3)
+        assert torch.allclose(batched, ref, rtol=1e-5, atol=1e-7)
+        assert not torch.allclose(batched[0], batched[1])  # the frames really differ
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_bytes_identical_across_runs_and_batch_sizes(checkpoints, arch: str) -> None:
     model = load_model(checkpoint=str(checkpoints[arch]), quality=3)
