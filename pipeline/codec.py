@@ -7,10 +7,11 @@ latent's). :class:`FrameDecoder` turns packets back into 8-bit RGB frames and pr
 the symbols CRC, that it recovered the encoder's latents bit for bit.
 
 Byte determinism: on the CPU every float computation of the encoder runs with one intra-op
-thread and without oneDNN (parallelism comes from processes/actors, one per core), so the
-bytes depend only on
-the input, the model and the config, never on the host's thread count, the batch
-size or the shard layout. On CUDA, cuDNN runs in deterministic mode; byte identity then holds per
+thread and without oneDNN (parallelism comes from processes/actors, one per core), and
+the pieces whose kernels would see the whole batch as one operand (the entropy bottleneck's
+density, a matrix product over ``B*H*W`` columns) are evaluated frame by frame, so the
+bytes depend only on the input, the model and the config, never on the host's thread
+count, the batch size or the shard layout. On CUDA, cuDNN runs in deterministic mode; byte identity then holds per
 device type.
 """
 
