@@ -61,21 +61,30 @@ def symbols_crc(*symbols: Tensor) -> int:
     return crc & 0xFFFFFFFF
 
 
-def cumulative_logits(eb: Any, v: Tensor) -> Tensor:
-    """``EntropyBottleneck._logits_cumulative`` of ``v`` (``[C, 1, n]``) with the matrix
-    products written out: ``sum_k softplus(H)[c, j, k] * logits[c, k, n]`` accumulated in
-    order ``k = 0, 1, ...``, so no BLAS kernel choice (which varies with ``n`` and the CPU)
-    can change the last bit. Same parameters, same maths as CompressAI."""
+def density_layers(eb: Any) -> list[tuple[Tensor, Tensor, Tensor | None]]:
+    """The entropy bottleneck's layers as ``(softplus(H), b, tanh(a))`` (``None`` for the
+    last layer's factor): the parameter transforms, computed once per call of the density."""
+    n = len(eb.matrices)
+    return [
+        (torch.nn.functional.softplus(eb.matrices[i]), eb.biases[i], torch.tanh(eb.factors[i]) if i < n - 1 else None)
+        for i in range(n)
+    ]
+
+
+def cumulative_logits(layers: list[tuple[Tensor, Tensor, Tensor | None]], v: Tensor) -> Tensor:
+    """``EntropyBottleneck._logits_cumulative`` of ``v`` (``[C, 1, n]``) for the layers of
+    :func:`density_layers`, with the matrix products written out:
+    ``sum_k softplus(H)[c, j, k] * logits[c, k, n]`` accumulated in order ``k = 0, 1, ...``,
+    so no BLAS kernel choice (which varies with ``n`` and the CPU) can change the last bit.
+    Same parameters, same maths as CompressAI."""
     logits = v
-    n_layers = len(eb.matrices)
-    for i in range(n_layers):
-        m = torch.nn.functional.softplus(eb.matrices[i])  # [C, out, in]
+    for m, bias, factor in layers:  # m: [C, out, in]
         acc = m[:, :, 0:1] * logits[:, 0:1, :]
         for k in range(1, m.shape[2]):
             acc = acc + m[:, :, k : k + 1] * logits[:, k : k + 1, :]
-        logits = acc + eb.biases[i]
-        if i < n_layers - 1:
-            logits = logits + torch.tanh(eb.factors[i]) * torch.tanh(logits)
+        logits = acc + bias
+        if factor is not None:
+            logits = logits + factor * torch.tanh(logits)
     return logits
 
 
@@ -142,11 +151,12 @@ class LatentCodec:
         products summed in a fixed order (:func:`cumulative_logits`)."""
         eb = self.net.entropy_bottleneck
         b, c, h, w = v.shape
+        layers = density_layers(eb)
         out = []
         for i in range(b):
             vi = v[i].reshape(c, 1, h * w)
-            lower = cumulative_logits(eb, vi - 0.5)
-            upper = cumulative_logits(eb, vi + 0.5)
+            lower = cumulative_logits(layers, vi - 0.5)
+            upper = cumulative_logits(layers, vi + 0.5)
             lik = torch.sigmoid(upper) - torch.sigmoid(lower)
             if eb.use_likelihood_bound:
                 lik = eb.likelihood_lower_bound(lik)
