@@ -45,6 +45,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many more steps")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quant", default="noise", choices=["noise", "mixed"],
+                   help="decoder input while training: noisy latent (CompressAI) or the rounded one (straight-through)")
     p.add_argument("--init-from", default=None, help="start from these weights (fine-tuning)")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--checkpoint-every", type=int, default=250)
@@ -63,7 +65,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         arch=a.model, N=a.N, M=a.M, lmbda=a.lmbda, data=tuple(a.data), exclude=tuple(a.exclude),
         crop=a.crop, batch=a.batch, lr=a.lr, lr_schedule=a.lr_schedule,
         warmup_steps=a.warmup_steps, total_steps=a.total_steps, seed=a.seed,
-        init_from=a.init_from, log_every=a.log_every, checkpoint_every=a.checkpoint_every,
+        init_from=a.init_from, quant=a.quant, log_every=a.log_every, checkpoint_every=a.checkpoint_every,
         snapshot_every=a.snapshot_every,
     )
     state = train(

@@ -56,6 +56,11 @@ class TrainConfig:
     seed: int = 0
     frames_per_video: int = 32
     init_from: str | None = None
+    #: "noise": CompressAI's recipe, the decoder sees y plus uniform noise. "mixed": the
+    #: rate still uses the noisy likelihoods, but the decoder sees the rounded latent it
+    #: gets at coding time (straight-through gradient), which removes the train/test
+    #: mismatch of the distortion term (Minnen & Singh 2020).
+    quant: str = "noise"
     log_every: int = 100
     checkpoint_every: int = 250
     snapshot_every: int = 2000
@@ -68,6 +73,11 @@ class TrainConfig:
             raise ConfigError("batch and total_steps must be positive")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}", hint="use constant or cosine")
+        if self.quant not in QUANT_MODES:
+            raise ConfigError(f"unknown quantisation {self.quant!r}", hint=f"use one of {', '.join(QUANT_MODES)}")
+
+
+QUANT_MODES = ("noise", "mixed")
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -168,11 +178,44 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     tmp.replace(path)
 
 
-def rd_loss(net: Any, x: Any, lmbda: float) -> dict[str, Any]:
+def _ste_round(v: Any, offset: Any) -> Any:
+    """round(v - offset) + offset in the forward pass, identity in the backward pass."""
+    import torch
+
+    q = torch.round(v - offset) + offset
+    return v + (q - v).detach()
+
+
+def mixed_forward(net: Any, x: Any, kind: str) -> dict[str, Any]:
+    """The model's forward pass with the rate from noisy likelihoods and the distortion from
+    the latent as coding rounds it (medians for the factorized prior, the predicted means for
+    the mean-scale hyperprior, zero for the scale hyperprior)."""
+    y = net.g_a(x)
+    if kind == "factorized":
+        _, y_lik = net.entropy_bottleneck(y)
+        medians = net.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
+        x_hat = net.g_s(_ste_round(y, medians))
+        return {"x_hat": x_hat, "likelihoods": {"y": y_lik}}
+    import torch
+
+    z = net.h_a(torch.abs(y) if kind == "scale-hyperprior" else y)
+    z_hat, z_lik = net.entropy_bottleneck(z)
+    params = net.h_s(z_hat)
+    if kind == "scale-hyperprior":
+        _, y_lik = net.gaussian_conditional(y, params)
+        y_hat = _ste_round(y, torch.zeros_like(y))
+    else:
+        scales, means = params.chunk(2, 1)
+        _, y_lik = net.gaussian_conditional(y, scales, means=means)
+        y_hat = _ste_round(y, means.detach())
+    return {"x_hat": net.g_s(y_hat), "likelihoods": {"y": y_lik, "z": z_lik}}
+
+
+def rd_loss(net: Any, x: Any, lmbda: float, *, quant: str = "noise", kind: str = "factorized") -> dict[str, Any]:
     """CompressAI's RateDistortionLoss for MSE: lambda * 255^2 * MSE + bpp."""
     import torch
 
-    out = net(x)
+    out = net(x) if quant == "noise" else mixed_forward(net, x, kind)
     n, _, h, w = x.shape
     num_pixels = n * h * w
     bpp = sum(torch.log(lk).sum() for lk in out["likelihoods"].values()) / (-math.log(2) * num_pixels)
@@ -216,8 +259,8 @@ def train(
     if last.exists():
         saved_cfg = json.loads(cfg_file.read_text())
         mismatched = {
-            k for k in ("arch", "N", "M", "lmbda", "crop", "batch", "seed")
-            if saved_cfg.get(k) != asdict(cfg)[k]
+            k for k in ("arch", "N", "M", "lmbda", "crop", "batch", "seed", "quant")
+            if saved_cfg.get(k, TrainConfig.quant if k == "quant" else None) != asdict(cfg)[k]
         }
         if mismatched:
             raise ConfigError(
@@ -273,7 +316,7 @@ def train(
             x = torch.from_numpy(next(data)).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
             opt.zero_grad(set_to_none=True)
             aux_opt.zero_grad(set_to_none=True)
-            out = rd_loss(net, x, cfg.lmbda)
+            out = rd_loss(net, x, cfg.lmbda, quant=cfg.quant, kind=arch.kind)
             out["loss"].backward()
             if cfg.clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.clip)
@@ -382,6 +425,7 @@ def ship_run(run_dir: str | Path, quality: int, *, data_description: str, defaul
             "batch": cfg["batch"],
             "lr": cfg["lr"],
             "lr_schedule": cfg["lr_schedule"],
+            "quant": cfg.get("quant", "noise"),
             "seed": cfg["seed"],
             "init_from": history,
         },

@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipeline import models
 from pipeline.errors import ConfigError, WeightsMismatchError
-from pipeline.training import TrainConfig, lr_at, ship_run, train
+from pipeline.training import TrainConfig, lr_at, rd_loss, ship_run, train
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +95,41 @@ def test_ship_then_load_and_tamper(tmp_path: Path, image_dir: Path, monkeypatch)
     path.write_bytes(bytes(data))
     with pytest.raises(WeightsMismatchError, match="model card"):
         models.load_model()
+
+
+@pytest.mark.parametrize("arch", ["bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean"])
+def test_mixed_quantisation_decodes_the_coded_latent(arch: str) -> None:
+    """With --quant mixed the decoder sees the latent exactly as coding rounds it (so the
+    training distortion is the one decode gives), while gradients still reach g_a."""
+    from pipeline.training import mixed_forward
+
+    a = models.get_architecture(arch)
+    torch.manual_seed(0)
+    net = a.model_class()(N=16, M=24)
+    with torch.no_grad():  # move the medians off zero so the offset matters
+        net.entropy_bottleneck.quantiles[:, :, 1] += 0.3
+    net.update(force=True)
+    x = torch.rand(1, 3, 64, 64)
+    net.eval()
+    with torch.no_grad():
+        coded = net.decompress(**net.compress(x))["x_hat"]
+        mixed = mixed_forward(net, x, a.kind)["x_hat"].clamp(0, 1)
+        noise_free = net(x)["x_hat"].clamp(0, 1)
+    assert torch.allclose(mixed, coded, atol=1e-5)
+    if a.kind == "factorized":  # CompressAI's own eval forward rounds the same way
+        assert torch.allclose(noise_free, coded, atol=1e-5)
+    net.train()
+    out = rd_loss(net, x, 0.01, quant="mixed", kind=a.kind)
+    out["loss"].backward()
+    grad = net.g_a[0].weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_mixed_training_runs_and_resume_refuses_another_quant(tmp_path: Path, image_dir: Path) -> None:
+    train(tiny(image_dir, quant="mixed"), tmp_path, max_steps=2, progress=False)
+    log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert log and np.isfinite(log[0]["loss"])
+    with pytest.raises(ConfigError, match=r"different \['quant'\]"):
+        train(tiny(image_dir), tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="unknown quantisation"):
+        tiny(image_dir, quant="round").validate()
