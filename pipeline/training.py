@@ -276,10 +276,12 @@ def train(
     else:
         if cfg.init_from:
             with Path(cfg.init_from).open("rb") as f:
-                sd = load_state_dict_bytes(f.read(), cfg.init_from)
+                raw = f.read()
+            sd = load_state_dict_bytes(raw, cfg.init_from)
             missing = net.load_state_dict(sd, strict=False)
             if missing.missing_keys:
                 raise ConfigError(f"--init-from {cfg.init_from} lacks {missing.missing_keys[:3]}")
+            (run / "init.json").write_text(json.dumps(describe_init(cfg.init_from, raw), indent=2))
         cfg_file.write_text(json.dumps(asdict(cfg), indent=2))
 
     images = load_training_images(cfg)
@@ -392,6 +394,38 @@ def export_weights(run_dir: str | Path, out: str | Path, snapshot: str | Path | 
     return sha256_bytes(data)
 
 
+def describe_init(path: str | Path, data: bytes) -> dict[str, Any]:
+    """Where a warm-started run's weights came from, and how many training steps they
+    already embody: a run's export (the run's step plus its own lineage) or a shipped file
+    (its model card's steps). Written to ``init.json`` when the run starts, so the lineage
+    survives the source being replaced or deleted. ``steps`` is None when unknown."""
+    from pipeline.models import load_cards, sha256_bytes
+
+    src = Path(path)
+    digest = sha256_bytes(data)
+    info: dict[str, Any] = {"path": str(src), "sha256": digest, "steps": None, "lineage": []}
+    parent = src.parent
+    if (parent / "last.pt").exists() and (parent / "config.json").exists():
+        import torch
+
+        step = int(torch.load(parent / "last.pt", map_location="cpu", weights_only=True)["step"])
+        info["lineage"] = [{"run": parent.name, "steps": step}]
+        prior = parent / "init.json"
+        if prior.exists():
+            up = json.loads(prior.read_text())
+            info["lineage"] += up.get("lineage", [])
+            info["steps"] = None if up.get("steps") is None else step + int(up["steps"])
+        else:
+            info["steps"] = step
+        return info
+    for card in load_cards()["models"]:
+        if card.get("sha256") == digest:
+            steps = int(card.get("steps", 0)) + int(card.get("init_steps", 0))
+            info["steps"] = steps
+            info["lineage"] = [{"shipped": f"{card['arch']}-q{card['quality']}", "sha256": digest[:8], "steps": steps}]
+    return info
+
+
 def ship_run(run_dir: str | Path, quality: int, *, data_description: str, default: bool = False) -> dict[str, Any]:
     """Export a run's weights into the package (``pipeline/weights``) with its model card."""
     from pipeline.models import WEIGHTS_DIR, load_cards, save_cards, upsert_card
@@ -401,12 +435,17 @@ def ship_run(run_dir: str | Path, quality: int, *, data_description: str, defaul
     import torch
 
     steps = int(torch.load(run / "last.pt", map_location="cpu", weights_only=True)["step"])
-    history = []
-    init = cfg.get("init_from")
-    if init:  # fine-tuned: count the base run's steps too
-        base_cfg = Path(init).parent / "last.pt"
+    history: list[dict[str, Any]] = []
+    init_steps = 0
+    if (run / "init.json").exists():  # warm-started: count the steps its weights embody
+        lineage = json.loads((run / "init.json").read_text())
+        history = lineage.get("lineage", [])
+        init_steps = int(lineage.get("steps") or 0)
+    elif cfg.get("init_from"):  # runs from before init.json: the base run's current step
+        base_cfg = Path(cfg["init_from"]).parent / "last.pt"
         if base_cfg.exists():
-            history.append({"run": str(Path(init).parent.name), "steps": int(torch.load(base_cfg, map_location="cpu", weights_only=True)["step"])})
+            history.append({"run": str(Path(cfg["init_from"]).parent.name), "steps": int(torch.load(base_cfg, map_location="cpu", weights_only=True)["step"])})
+            init_steps = history[0]["steps"]
     fname = f"{cfg['arch']}-q{quality}.pth"
     digest = export_weights(run, WEIGHTS_DIR / fname)
     card = {
@@ -418,7 +457,7 @@ def ship_run(run_dir: str | Path, quality: int, *, data_description: str, defaul
         "file": fname,
         "sha256": digest,
         "steps": steps,
-        "init_steps": sum(h["steps"] for h in history),
+        "init_steps": init_steps,
         "training": {
             "data": data_description,
             "crop": cfg["crop"],

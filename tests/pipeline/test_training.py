@@ -4,6 +4,7 @@ load_model verifies; a tampered shipped file is refused."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,29 @@ def test_mixed_training_runs_and_resume_refuses_another_quant(tmp_path: Path, im
         train(tiny(image_dir), tmp_path, progress=False)
     with pytest.raises(ConfigError, match="unknown quantisation"):
         tiny(image_dir, quant="round").validate()
+
+
+def test_warm_start_lineage_counts_every_earlier_step(tmp_path: Path, image_dir: Path, monkeypatch) -> None:
+    """init.json records the steps a warm start's weights embody, through chains of runs and
+    shipped files, and the shipped card counts them even after the source is gone."""
+    from pipeline.training import export_weights
+
+    monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr(models, "CARDS_FILE", tmp_path / "weights" / "cards.json")
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    train(tiny(image_dir, total_steps=4), a, progress=False)
+    export_weights(a, a / "export.pth")
+    train(tiny(image_dir, total_steps=3, init_from=str(a / "export.pth")), b, progress=False)
+    assert json.loads((b / "init.json").read_text())["steps"] == 4
+    export_weights(b, b / "export.pth")
+    train(tiny(image_dir, total_steps=2, init_from=str(b / "export.pth")), c, progress=False)
+    lineage = json.loads((c / "init.json").read_text())
+    assert lineage["steps"] == 7 and [x["run"] for x in lineage["lineage"]] == ["b", "a"]
+    card = ship_run(c, 2, data_description="synthetic")
+    assert (card["steps"], card["init_steps"]) == (2, 7)
+    # a run warm-started from that shipped file counts the card's 9 steps
+    shipped = tmp_path / "weights" / card["file"]
+    shutil.rmtree(a)  # the lineage no longer needs the source runs
+    d = tmp_path / "d"
+    train(tiny(image_dir, total_steps=1, init_from=str(shipped)), d, progress=False)
+    assert json.loads((d / "init.json").read_text())["steps"] == 9
