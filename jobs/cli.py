@@ -285,6 +285,22 @@ def _cmd_ship(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a training run's weights (or a snapshot's) as a CompressAI checkpoint")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--out", required=True, help="the .pth file to write (e.g. for --init-from or --checkpoint)")
+    p.add_argument("--snapshot", default=None, help="a snapshots/step-N.pth of the run instead of its last state")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from pipeline.training import export_weights
+
+    digest = export_weights(a.run_dir, a.out, a.snapshot)
+    print(f"wrote {a.out} sha256 {digest[:16]}…")
+    return 0
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks that write JSON, Markdown and plots to docs/benchmarks")
     bsub = p.add_subparsers(dest="bench", required=True)
@@ -321,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_train(sub)
     _add_ship(sub)
+    _add_export(sub)
     _add_bench(sub)
     return parser
 

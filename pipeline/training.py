@@ -367,9 +367,21 @@ def train(
     return state
 
 
-def export_weights(run_dir: str | Path, out: str | Path, snapshot: str | Path | None = None) -> str:
+def _run_lineage(run: Path, step: int) -> dict[str, Any]:
+    """The steps a run's weights at ``step`` embody, with its warm-start chain."""
+    info: dict[str, Any] = {"steps": step, "lineage": [{"run": run.name, "steps": step}]}
+    prior = run / "init.json"
+    if prior.exists():
+        up = json.loads(prior.read_text())
+        info["lineage"] += up.get("lineage", [])
+        info["steps"] = None if up.get("steps") is None else step + int(up["steps"])
+    return info
+
+
+def export_weights(run_dir: str | Path, out: str | Path, snapshot: str | Path | None = None, *, sidecar: bool = True) -> str:
     """Write the run's current (or a snapshot's) weights as a CompressAI state dict with
-    built CDF tables; return its sha256."""
+    built CDF tables; return its sha256. With ``sidecar``, ``<out>.lineage.json`` records
+    the training steps the weights embody, for runs that later start from them."""
     import io
 
     import torch
@@ -377,11 +389,17 @@ def export_weights(run_dir: str | Path, out: str | Path, snapshot: str | Path | 
     from pipeline.models import build_frozen, sha256_bytes
 
     run = Path(run_dir)
+    if not (run / "config.json").exists() or not (run / "last.pt").exists():
+        raise InputError(f"{run} is not a training run (no config.json and last.pt)", hint="pass the --run-dir of relatent train")
+    if snapshot is not None and not Path(snapshot).is_file():
+        raise InputError(f"snapshot {snapshot} does not exist", hint=f"pick one of {run / 'snapshots'}/step-*.pth")
     cfg = json.loads((run / "config.json").read_text())
     if snapshot is None:
-        sd = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["model"]
+        ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+        sd, step = ckpt["model"], int(ckpt["step"])
     else:
         sd = torch.load(snapshot, map_location="cpu", weights_only=True)
+        step = int(Path(snapshot).stem.split("-")[-1])
     net, _, _ = build_frozen(get_architecture(cfg["arch"]), sd, str(run))
     buf = io.BytesIO()
     torch.save(net.state_dict(), buf)
@@ -390,33 +408,38 @@ def export_weights(run_dir: str | Path, out: str | Path, snapshot: str | Path | 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)
+    digest = sha256_bytes(data)
+    if sidecar:
+        side = out.with_name(out.name + ".lineage.json")
+        side.with_name(side.name + ".tmp").write_text(json.dumps({"sha256": digest, **_run_lineage(run, step)}, indent=2))
+        side.with_name(side.name + ".tmp").replace(side)
     tmp.replace(out)
-    return sha256_bytes(data)
+    return digest
 
 
 def describe_init(path: str | Path, data: bytes) -> dict[str, Any]:
     """Where a warm-started run's weights came from, and how many training steps they
-    already embody: a run's export (the run's step plus its own lineage) or a shipped file
-    (its model card's steps). Written to ``init.json`` when the run starts, so the lineage
-    survives the source being replaced or deleted. ``steps`` is None when unknown."""
+    already embody: an export (its ``.lineage.json`` sidecar, or the run folder it sits in)
+    or a shipped file (its model card's steps). Written to ``init.json`` when the run starts,
+    so the lineage survives the source being replaced or deleted. ``steps`` is None when
+    unknown."""
     from pipeline.models import load_cards, sha256_bytes
 
     src = Path(path)
     digest = sha256_bytes(data)
     info: dict[str, Any] = {"path": str(src), "sha256": digest, "steps": None, "lineage": []}
+    side = src.with_name(src.name + ".lineage.json")
+    if side.exists():
+        rec = json.loads(side.read_text())
+        if rec.get("sha256") == digest:
+            info.update(steps=rec["steps"], lineage=rec["lineage"])
+            return info
     parent = src.parent
     if (parent / "last.pt").exists() and (parent / "config.json").exists():
         import torch
 
         step = int(torch.load(parent / "last.pt", map_location="cpu", weights_only=True)["step"])
-        info["lineage"] = [{"run": parent.name, "steps": step}]
-        prior = parent / "init.json"
-        if prior.exists():
-            up = json.loads(prior.read_text())
-            info["lineage"] += up.get("lineage", [])
-            info["steps"] = None if up.get("steps") is None else step + int(up["steps"])
-        else:
-            info["steps"] = step
+        info.update(_run_lineage(parent, step))
         return info
     for card in load_cards()["models"]:
         if card.get("sha256") == digest:
@@ -447,7 +470,7 @@ def ship_run(run_dir: str | Path, quality: int, *, data_description: str, defaul
             history.append({"run": str(Path(cfg["init_from"]).parent.name), "steps": int(torch.load(base_cfg, map_location="cpu", weights_only=True)["step"])})
             init_steps = history[0]["steps"]
     fname = f"{cfg['arch']}-q{quality}.pth"
-    digest = export_weights(run, WEIGHTS_DIR / fname)
+    digest = export_weights(run, WEIGHTS_DIR / fname, sidecar=False)
     card = {
         "arch": cfg["arch"],
         "quality": quality,

@@ -338,3 +338,35 @@ def test_refine_options_are_shared_by_encode_and_transcode(tmp_path: Path, capsy
     assert sum(f["iters"] for f in info["frames"]) == 15
     code, _, err = run_cli(capsys, "encode", clip, tmp_path / "x.rlv", "--budget-iters-per-frame", "80", "--no-progress")
     assert code != 0 and "--budget-iters-per-frame 80" in err and not (tmp_path / "x.rlv").exists()
+
+
+def test_train_export_then_warm_start_from_it(tmp_path: Path, capsys) -> None:
+    """`relatent export` turns a run (or one of its snapshots) into a checkpoint that loads
+    and that `train --init-from` starts from; a folder that is not a run is a clear error."""
+    from PIL import Image
+
+    from pipeline.models import load_model
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    run = tmp_path / "run"
+    common = ["--data", imgs, "--N", "16", "--M", "24", "--crop", "64", "--batch", "2", "--warmup-steps", "1", "--no-progress"]
+    assert run_cli(capsys, "train", "--run-dir", run, "--total-steps", "2", "--snapshot-every", "1", *common)[0] == 0
+    for snap in (None, run / "snapshots" / "step-0000001.pth"):
+        out = tmp_path / f"export-{snap is None}.pth"
+        code, text, err = run_cli(capsys, "export", "--run-dir", run, "--out", out, *(["--snapshot", snap] if snap else []))
+        assert code == 0, err
+        m = load_model(checkpoint=str(out), quality=3)
+        assert text.split("sha256 ")[1][:16] == m.identity.weights_sha256[:16] and m.M == 24
+        side = json.loads(out.with_name(out.name + ".lineage.json").read_text())
+        assert side["steps"] == (2 if snap is None else 1) and side["sha256"] == m.identity.weights_sha256
+    ft = tmp_path / "ft"
+    code, _, err = run_cli(capsys, "train", "--run-dir", ft, "--total-steps", "1", "--init-from", tmp_path / "export-True.pth", *common)
+    assert code == 0, err
+    assert json.loads((ft / "init.json").read_text())["steps"] == 2
+    code, _, err = run_cli(capsys, "export", "--run-dir", imgs, "--out", tmp_path / "x.pth")
+    assert code != 0 and "is not a training run" in err and "--run-dir of relatent train" in err
+    assert not (tmp_path / "x.pth").exists()
