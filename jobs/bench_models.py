@@ -129,12 +129,14 @@ def run(kodak: Path, out: Path, runs: list[Path], limit: int | None, update_card
     for rd in runs:
         snaps = sorted((rd / "snapshots").glob("step-*.pth"))
         cfg = json.loads((rd / "config.json").read_text())
+        init = json.loads((rd / "init.json").read_text()) if (rd / "init.json").exists() else {"steps": 0}
         for snap in snaps:
             model = load_model(cfg["arch"], 0, str(snap), lmbda=cfg["lmbda"], device="cpu")
             p = model_point(model, images)
             step = int(snap.stem.split("-")[1])
             p.update(
                 run=rd.name, step=step, lmbda=cfg["lmbda"],
+                total_steps=None if init.get("steps") is None else step + int(init["steps"]),
                 gain_db=psnr_gain_over(results["jpeg"], p["bpp"], p["psnr"]),
                 rate_vs_jpeg=rate_change_at_quality(results["jpeg"], p),
             )
@@ -176,15 +178,18 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
     if results["training"]:
+        def steps(p: dict[str, Any]) -> int:
+            return p["step"] if p.get("total_steps") is None else p["total_steps"]
+
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4))
         for run in sorted({p["run"] for p in results["training"]}):
             pts = [p for p in results["training"] if p["run"] == run and p["gain_db"] is not None]
-            ax.plot([p["step"] for p in pts], [p["gain_db"] for p in pts], "-o", label=run)
+            ax.plot([steps(p) for p in pts], [p["gain_db"] for p in pts], "-o", label=run)
             pts = [p for p in results["training"] if p["run"] == run and p.get("rate_vs_jpeg") is not None]
-            ax2.plot([p["step"] for p in pts], [p["rate_vs_jpeg"] for p in pts], "-o", label=run)
+            ax2.plot([steps(p) for p in pts], [p["rate_vs_jpeg"] for p in pts], "-o", label=run)
         for a in (ax, ax2):
             a.axhline(0, color="k", lw=0.8)
-            a.set_xlabel("training steps (of the run)")
+            a.set_xlabel("training steps (including the warm start's)")
             a.grid(alpha=0.3)
             a.legend(fontsize=8)
         ax.set_ylabel("PSNR gain over JPEG at equal bpp (dB)")
@@ -233,11 +238,13 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
         lines += ["## Training progress", "",
                   "Each snapshot is one rate point, so instead of a BD-rate it gets the two single-point measures: the PSNR "
                   "gain over JPEG at its bpp, and its rate against JPEG's at its PSNR.", "",
-                  "| run | step | lambda | bpp | RGB PSNR | gain over JPEG (dB) | rate vs JPEG |", "|---|---|---|---|---|---|---|"]
+                  "| run | step | total steps (with its warm start) | lambda | bpp | RGB PSNR | gain over JPEG (dB) | rate vs JPEG |",
+                  "|---|---|---|---|---|---|---|---|"]
         for p in results["training"]:
             g = "n/a" if p["gain_db"] is None else f"{p['gain_db']:+.2f}"
             r = "n/a" if p.get("rate_vs_jpeg") is None else f"{p['rate_vs_jpeg']:+.1f}%"
-            lines.append(f"| {p['run']} | {p['step']} | {p['lmbda']} | {p['bpp']:.4f} | {p['psnr']:.2f} | {g} | {r} |")
+            t = "n/a" if p.get("total_steps") is None else str(p["total_steps"])
+            lines.append(f"| {p['run']} | {p['step']} | {t} | {p['lmbda']} | {p['bpp']:.4f} | {p['psnr']:.2f} | {g} | {r} |")
         lines += ["", "![training](models_training.png)", ""]
     (out / "models.md").write_text("\n".join(lines))
 

@@ -408,5 +408,6 @@ def test_models_result_files_and_training_curve(tmp_path: Path, tiny_kodak: Path
             assert t["rate_vs_jpeg"] == pytest.approx(bl.rate_change_at_quality(data["jpeg"], t))
     assert res["seconds"] > 0
     md = (out / "models.md").read_text()
-    assert "rate vs JPEG" in md and "| run | 4 |" in md
+    assert [t["total_steps"] for t in data["training"]] == [2, 4]  # no warm start
+    assert "rate vs JPEG" in md and "| run | 4 | 4 |" in md
     assert (out / "models_rd.png").stat().st_size > 0 and (out / "models_training.png").stat().st_size > 0
