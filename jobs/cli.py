@@ -9,12 +9,29 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from jobs.refine_options import add_refine_options
 from pipeline.errors import RelatentError
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+# Warnings our dependencies print on every run that a user cannot act on: CompressAI 1.2.8
+# decorates functions with ``torch.jit.script`` (deprecated in recent torch), and the encoder's
+# oneDNN-off block (:mod:`pipeline.codec`, for determinism) makes torch mention Intel GPUs.
+# pyproject.toml filters the same two messages for pytest.
+_DEPENDENCY_NOISE: tuple[tuple[str, type[Warning]], ...] = (
+    (r"`torch\.jit\.script` is deprecated", FutureWarning),
+    (r"TF32 acceleration on top of oneDNN", UserWarning),
+)
+
+
+def _quiet_dependency_noise() -> None:
+    """Hide :data:`_DEPENDENCY_NOISE` in this process (the CLI's own, process-wide setting)."""
+    for message, category in _DEPENDENCY_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category)
 
 
 def _set_threads(n: int | None) -> None:
@@ -343,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_dependency_noise()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

