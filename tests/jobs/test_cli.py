@@ -249,10 +249,14 @@ def test_stream_needing_other_weights(tmp_path: Path, capsys, good_stream: Path)
     assert not (tmp_path / "x.y4m").exists()
 
 
-def test_installed_entry_point_exits_non_zero(tmp_path: Path) -> None:
+def entry_point() -> list[str]:
+    """The installed ``relatent`` script, or the module when the package is not installed."""
     exe = Path(sys.executable).parent / "relatent"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "jobs.cli"]
-    proc = subprocess.run([*cmd, "info", str(tmp_path / "nothing.rlv")], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "jobs.cli"]
+
+
+def test_installed_entry_point_exits_non_zero(tmp_path: Path) -> None:
+    proc = subprocess.run([*entry_point(), "info", str(tmp_path / "nothing.rlv")], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
     assert proc.returncode == 6
     assert "nothing.rlv" in proc.stderr
 
@@ -260,11 +264,9 @@ def test_installed_entry_point_exits_non_zero(tmp_path: Path) -> None:
 def test_encode_prints_no_dependency_warnings(tmp_path: Path) -> None:
     """A real encode in a fresh process: stderr holds relatent's own lines, no library warnings."""
     src = data_file("kodak", "kodim23.png")
-    exe = Path(sys.executable).parent / "relatent"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "jobs.cli"]
     out = tmp_path / "k.rlv"
     proc = subprocess.run(
-        [*cmd, "encode", str(src), str(out), "--iters", "1", "--no-progress"],
+        [*entry_point(), "encode", str(src), str(out), "--iters", "1", "--no-progress"],
         capture_output=True, text=True, cwd=REPO_ROOT, check=False,
     )
     assert proc.returncode == 0, proc.stderr
