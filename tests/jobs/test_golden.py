@@ -1,0 +1,42 @@
+"""Streams made before the layout move (issue 16) are reproduced byte for byte.
+
+``tests/data/golden_src.mkv`` (64x48 mpeg4, 6 frames, an mp2 track, a title) and the two
+streams next to it were written by commit 1f8248d (before any file moved) with the shipped
+q3 weights::
+
+    relatent encode golden_src.mkv golden_none.rlv --refine none
+    relatent encode golden_src.mkv golden_sga.rlv --refine sga --lr 5e-3 --iters 4 --warm-start --grid 3
+
+Any later refactoring that changes one byte of what ``encode`` writes for the same input,
+model and options fails here. A deliberate format change must say so and replace the files
+(with the command above, noting the commit)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.cli import main
+from pipeline.models import load_cards
+from tests.conftest import REPO_ROOT
+
+DATA = REPO_ROOT / "tests" / "data"
+SRC = DATA / "golden_src.mkv"
+
+CASES = {
+    "golden_none.rlv": ["--refine", "none"],
+    "golden_sga.rlv": ["--refine", "sga", "--lr", "5e-3", "--iters", "4", "--warm-start", "--grid", "3"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_encode_reproduces_the_stream_made_before_the_move(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    if not any(c["quality"] == 3 for c in load_cards()["models"]):
+        pytest.skip("no shipped q3 weights in this checkout")
+    out = tmp_path / name
+    code = main(["encode", str(SRC), str(out), "--quality", "3", "--no-progress", *CASES[name]])
+    assert code == 0, capsys.readouterr().err
+    assert out.read_bytes() == (DATA / name).read_bytes()
