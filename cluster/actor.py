@@ -1,8 +1,10 @@
-"""Ray wrappers: the encoder actor and the probe/commit tasks.
+"""Ray wrappers: the encoder actor and the prepare/commit tasks.
 
 The actor loads the model once in ``__init__`` (and warms it up), then encodes shards
-with :class:`cluster.work.ShardEncoder`. It opens the source itself and writes the shard to
-staging; only a :class:`~cluster.work.ShardOutcome` (a few numbers) travels back.
+with :class:`cluster.shard.ShardEncoder`. It opens the source itself and writes the shard
+to staging; only a :class:`~cluster.shard.ShardOutcome` (a few numbers) travels back. The
+tasks wrap :func:`cluster.prepare.prepare_video` and :func:`cluster.commit.commit_video`.
+Every piece of work is a plain function or class of those modules, tested without Ray.
 """
 
 from __future__ import annotations
@@ -14,9 +16,15 @@ from typing import Any
 
 import ray
 
+from cluster.commit import CommitSpec, commit_video
 from cluster.config import ClusterConfig, ModelSpec, actor_device
-from cluster.planning import ModelIdentityLite, ShardSpec, VideoPlan
-from cluster.work import CommitSpec, ShardEncoder, commit_video, prepare_video
+from cluster.planning import ShardSpec, VideoPlan
+from cluster.prepare import prepare_video
+from cluster.shard import ShardEncoder
+from pipeline.config import RefineConfig
+from pipeline.models import ModelIdentity
+
+__all__ = ["EncoderActor", "RemoteEncoderActor", "commit_task", "prepare_task"]
 
 _metrics: dict[str, Any] = {}
 
@@ -43,7 +51,13 @@ def _counters() -> dict[str, Any]:
 
 
 class EncoderActor:
-    """Holds one fixed model; encodes shards on request."""
+    """Holds one fixed model; encodes shards on request.
+
+    Raises:
+        ModelError: the model cannot be loaded, or its weights are not ``model``'s
+            pinned ``weights_sha256`` (raised by ``__init__``).
+        ConfigError: ``cfg`` asks for a CUDA device the actor does not see.
+    """
 
     def __init__(self, model: ModelSpec, cfg: ClusterConfig, job_id: str = "transcode") -> None:
         import torch
@@ -76,12 +90,13 @@ class EncoderActor:
         import numpy as np
 
         from pipeline.codec import FrameEncoder
-        from pipeline.refine import RefineConfig
 
         rgb = np.full((64, 64, 3), 0.5, dtype=np.float32)
         FrameEncoder(self.model, RefineConfig(iters=1, tol=0)).encode([rgb], [0], [0])
 
     def ready(self) -> dict[str, Any]:
+        """Where the actor runs and what it loaded (pid, node, host, device, weights
+        sha256, model load seconds): answered once ``__init__`` finished."""
         return {
             "pid": os.getpid(),
             "node": self.node,
@@ -92,6 +107,8 @@ class EncoderActor:
         }
 
     def encode_shard(self, spec: ShardSpec) -> dict[str, Any]:
+        """Encode one shard (:meth:`cluster.shard.ShardEncoder.encode`, whose errors it
+        raises); returns its :class:`~cluster.shard.ShardOutcome` as a dict."""
         out = self.encoder.encode(spec)
         self.shards += 1
         try:
@@ -114,8 +131,8 @@ RemoteEncoderActor = ray.remote(EncoderActor)
 def _prepare(
     source: str,
     out: str,
-    ident: ModelIdentityLite,
-    refine: Any,
+    ident: ModelIdentity,
+    refine: RefineConfig,
     carry: bool = True,
     drop_broken: bool = False,
 ) -> tuple[VideoPlan, list[str]]:
@@ -127,6 +144,7 @@ def _prepare(
 
 
 def _commit(spec: CommitSpec) -> dict[str, Any]:
+    """The manifest summary of the committed video (:func:`cluster.commit.commit_video`)."""
     return commit_video(spec)
 
 

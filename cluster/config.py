@@ -11,8 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.config import RefineConfig
 from pipeline.errors import ConfigError
-from pipeline.refine import RefineConfig
+
+__all__ = [
+    "ClusterConfig",
+    "ModelSpec",
+    "TranscodeJob",
+    "actor_device",
+    "actor_options",
+    "helper_task_options",
+]
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,11 @@ class ClusterConfig:
     commit_inflight: int = 4
 
     def validate(self) -> ClusterConfig:
+        """``self``, once every field is checked.
+
+        Raises:
+            ConfigError: a field is out of range (the message names the option).
+        """
         if self.actors < 1:
             raise ConfigError(f"--actors {self.actors} must be at least 1", hint="use 1 or more")
         if self.cpus_per_actor < 0 or self.gpus_per_actor < 0 or self.memory_per_actor < 0:
@@ -144,6 +158,12 @@ class TranscodeJob:
     job_id: str = "transcode"
 
     def validate(self) -> TranscodeJob:
+        """``self``, once every field (the refine and cluster configs too) is checked.
+
+        Raises:
+            ConfigError: no sources, a source listed twice, an empty ``out`` or a field
+                out of range.
+        """
         if not self.sources:
             raise ConfigError("no sources given", hint="pass one or more video paths or URIs")
         if len(set(self.sources)) != len(self.sources):
@@ -172,6 +192,9 @@ def actor_options(cfg: ClusterConfig) -> dict[str, Any]:
     on any live node, and in-flight shards are requeued by the driver with bounded
     attempts). ``max_task_retries`` stays 0 for the same reason: retries are the driver's
     decision, not Ray's silent at-least-once. Shard work is idempotent anyway.
+
+    Raises:
+        ConfigError: ``cfg`` is invalid.
     """
     cfg.validate()
     opts: dict[str, Any] = {
@@ -195,7 +218,11 @@ def helper_task_options() -> dict[str, Any]:
 
 
 def actor_device(cfg: ClusterConfig, cuda_available: bool) -> str:
-    """The torch device an actor uses: CUDA only when it reserved a GPU and one is there."""
+    """The torch device an actor uses: CUDA only when it reserved a GPU and one is there.
+
+    Raises:
+        ConfigError: ``cfg.device`` asks for CUDA and the actor sees none.
+    """
     if cfg.device == "cpu":
         return "cpu"
     if cfg.device.startswith("cuda"):

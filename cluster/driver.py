@@ -14,6 +14,11 @@ It assumes Ray is already initialised (``ray.init`` belongs to :mod:`jobs`). The
   video fails - recorded in ``_errors/<id>.json`` and the report - while the others go on.
   Input, model and config errors are deterministic: their video fails at once.
 * Only small things cross the object store: shard specs one way, shard outcomes back.
+
+The work itself lives in :mod:`cluster.prepare`, :mod:`cluster.shard` and
+:mod:`cluster.commit` (wrapped for Ray by :mod:`cluster.actor`); the report types and the
+failure classification in :mod:`cluster.results`; the model is resolved once per job by
+:func:`cluster.identity.resolve_model`.
 """
 
 from __future__ import annotations
@@ -24,122 +29,26 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
 from cluster.actor import RemoteEncoderActor, commit_task, prepare_task
-from cluster.config import ModelSpec, TranscodeJob, actor_options, helper_task_options
-from cluster.planning import ModelIdentityLite, OutputPaths, ShardSpec, VideoPlan, video_id
-from cluster.work import HAS_CARRY, CommitSpec, record_error
-from pipeline.errors import (
-    ClusterError,
-    ConfigError,
-    ModelError,
-    RelatentError,
-    StorageError,
-)
+from cluster.commit import CommitSpec, record_error
+from cluster.config import TranscodeJob, actor_options, helper_task_options
+from cluster.identity import pin_model, resolve_model
+from cluster.planning import OutputPaths, ShardSpec, VideoPlan, video_id
+from cluster.results import JobReport, VideoResult, error_message, is_deterministic
+from pipeline.config import RefineConfig
+from pipeline.errors import ClusterError, ConfigError
+
+__all__ = ["Driver", "EventHook", "JobReport", "VideoResult", "run_job"]
 
 log = logging.getLogger("relatent.cluster")
 
+#: Called with every event the driver logs: its name and its fields.
 EventHook = Callable[[str, dict[str, Any]], None]
-
-
-# --------------------------------------------------------------------------- report
-
-
-@dataclass
-class VideoResult:
-    """The outcome of one source (the rows of the final summary table)."""
-
-    source: str
-    video_id: str
-    status: str = "pending"  # pending, encoding, committing, committed, skipped, failed
-    frames: int = 0
-    shards: int = 0
-    shards_done: int = 0
-    shards_reused: int = 0
-    frames_encoded: int = 0
-    retries: int = 0
-    stream_bytes: int = 0
-    bpp: float = 0.0
-    psnr: float = 0.0
-    refine_seconds: float = 0.0
-    stream: str = ""
-    manifest: str = ""
-    error: str | None = None
-    seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class JobReport:
-    job_id: str
-    videos: list[VideoResult]
-    seconds: float = 0.0
-    frames_encoded: int = 0
-    frames_reused: int = 0
-    shards_encoded: int = 0
-    shards_reused: int = 0
-    shard_retries: int = 0
-    actor_deaths: int = 0
-    actors_started: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return all(v.status in ("committed", "skipped") for v in self.videos)
-
-    @property
-    def failed(self) -> list[VideoResult]:
-        return [v for v in self.videos if v.status == "failed"]
-
-    @property
-    def fps(self) -> float:
-        return self.frames_encoded / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["ok"] = self.ok
-        d["fps"] = self.fps
-        return d
-
-    def table(self) -> str:
-        """The final summary table (plain text)."""
-        head = [
-            "video",
-            "status",
-            "frames",
-            "shards",
-            "reused",
-            "retries",
-            "bytes",
-            "bpp",
-            "PSNR",
-            "s",
-        ]
-        rows = [head]
-        for v in self.videos:
-            rows.append([
-                v.video_id, v.status, str(v.frames), str(v.shards), str(v.shards_reused),
-                str(v.retries), str(v.stream_bytes), f"{v.bpp:.4f}", f"{v.psnr:.2f}",
-                f"{v.seconds:.1f}",
-            ])  # fmt: skip
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        ok = sum(v.status in ("committed", "skipped") for v in self.videos)
-        lines.append(
-            f"{ok}/{len(self.videos)} videos done, {len(self.failed)} failed; "
-            f"{self.frames_encoded} frames encoded ({self.fps:.2f} frames/s), "
-            f"{self.frames_reused} reused from staging; {self.shard_retries} shard retries, "
-            f"{self.actor_deaths} actor deaths; {self.seconds:.1f} s"
-        )
-        for v in self.failed:
-            lines.append(f"FAILED {v.video_id} ({v.source}): {v.error}")
-        for v in self.videos:
-            lines.extend(f"WARNING {v.video_id}: {w}" for w in v.warnings)
-        return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- internals
@@ -147,6 +56,8 @@ class JobReport:
 
 @dataclass(eq=False)
 class _Actor:
+    """One encoder actor of the pool, as the driver tracks it."""
+
     n: int
     handle: Any
     ready: bool = False
@@ -157,6 +68,8 @@ class _Actor:
 
 @dataclass(eq=False)
 class _Video:
+    """One source in flight: its result row, outputs, plan and shard ranges."""
+
     result: VideoResult
     paths: OutputPaths
     plan: VideoPlan | None = None
@@ -170,6 +83,8 @@ class _Video:
 
 @dataclass(eq=False)
 class _ShardTask:
+    """One shard to encode, its attempts so far and the actors to avoid on a retry."""
+
     video: _Video
     spec: ShardSpec
     attempts: int = 0
@@ -177,26 +92,8 @@ class _ShardTask:
     actor: _Actor | None = None
 
 
-def _cause(exc: BaseException) -> BaseException:
-    return getattr(exc, "cause", None) or exc
-
-
-def _is_deterministic(exc: BaseException) -> bool:
-    """Errors that a retry cannot fix: bad input, model, config or bitstream."""
-    cause = _cause(exc)
-    return isinstance(cause, RelatentError) and not isinstance(cause, StorageError)
-
-
-def _message(exc: BaseException) -> str:
-    cause = _cause(exc)
-    if isinstance(cause, RelatentError):
-        return str(cause)
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[-1] if text else ''}"
-
-
 class Driver:
-    """Runs one :class:`TranscodeJob` on the connected Ray cluster."""
+    """Runs one :class:`TranscodeJob` on the connected Ray cluster (:meth:`run`)."""
 
     def __init__(
         self,
@@ -229,22 +126,6 @@ class Driver:
         log.log(level, json.dumps({"event": event, **fields}, default=str, sort_keys=True))
         if self.on_event is not None:
             self.on_event(event, fields)
-
-    def _resolve_model(self) -> tuple[ModelSpec, ModelIdentityLite]:
-        from cluster.work import identity_of
-        from pipeline.models import load_model
-
-        spec = self.job.model
-        model = load_model(
-            spec.arch, spec.quality, spec.checkpoint, expected_sha256=spec.weights_sha256,
-            lmbda=spec.lmbda, device="cpu",
-        )  # fmt: skip
-        ident = identity_of(model)
-        pinned = replace(
-            spec, arch=ident.arch, quality=ident.quality, weights_sha256=ident.weights_sha256,
-            lmbda=ident.lmbda,
-        )  # fmt: skip
-        return pinned, ident
 
     def _spawn(self) -> None:
         n = self.report.actors_started
@@ -280,7 +161,7 @@ class Driver:
             return
         res = video.result
         res.status = "failed"
-        res.error = _message(error) if isinstance(error, BaseException) else error
+        res.error = error_message(error) if isinstance(error, BaseException) else error
         res.seconds = time.monotonic() - video.t0
         record_error(
             video.paths,
@@ -395,10 +276,10 @@ class Driver:
         video = task.video
         actor = task.actor
         if isinstance(exc, ray.exceptions.RayActorError) and actor is not None:
-            self._actor_lost(actor, _message(exc))
+            self._actor_lost(actor, error_message(exc))
         if video.closed:
             return
-        if _is_deterministic(exc):
+        if is_deterministic(exc):
             self._fail_video(video, exc)
             return
         task.attempts += 1
@@ -408,7 +289,7 @@ class Driver:
             self._fail_video(
                 video,
                 f"shard {task.spec.start}..{task.spec.end} failed {task.attempts} times, "
-                f"last: {_message(exc)}",
+                f"last: {error_message(exc)}",
             )
             return
         if actor is not None:
@@ -417,7 +298,7 @@ class Driver:
         self.queue.appendleft(task)
         self._emit(
             "shard_retry", video=video.result.video_id, shard=task.spec.index,
-            attempt=task.attempts + 1, error=_message(exc),
+            attempt=task.attempts + 1, error=error_message(exc),
         )  # fmt: skip
 
     def _submit_commits(self) -> None:
@@ -451,10 +332,10 @@ class Driver:
             value = ray.get(ref)
         except Exception as exc:
             if kind == "ready":
-                if isinstance(exc, ray.exceptions.RayActorError) or not _is_deterministic(exc):
-                    self._actor_lost(obj, _message(exc))
+                if isinstance(exc, ray.exceptions.RayActorError) or not is_deterministic(exc):
+                    self._actor_lost(obj, error_message(exc))
                 else:  # the model cannot load: every actor would fail the same way
-                    self._fatal = f"encoder actors cannot start: {_message(exc)}"
+                    self._fatal = f"encoder actors cannot start: {error_message(exc)}"
                     obj.dead = True
                 return
             if kind == "shard":
@@ -537,12 +418,17 @@ class Driver:
     # -------------------------------------------------------------- run
 
     def run(self) -> JobReport:
-        t0 = time.monotonic()
-        self.model_spec, self.ident = self._resolve_model()
-        from pipeline.refine import RefineConfig
+        """Run the job to the end: every video committed, skipped or failed.
 
+        Raises:
+            ModelError, StorageError, ConfigError: the model cannot be resolved.
+            ClusterError: no encoder actor ever started within ``actor_start_timeout``.
+        """
+        t0 = time.monotonic()
+        self.ident = resolve_model(self.job.model)
+        self.model_spec = pin_model(self.job.model, self.ident)
         self.refine: RefineConfig = self.job.refine.resolved(self.ident.lmbda)
-        self.carry = self.job.carry and HAS_CARRY
+        self.carry = self.job.carry
         if self.cfg.gpus_per_actor > 0 and ray.cluster_resources().get("GPU", 0) <= 0:
             # Scale from zero: an autoscaler adds GPU nodes once the actors are pending.
             # _check_stuck gives up (ClusterError) if none starts in actor_start_timeout.
@@ -595,12 +481,16 @@ class Driver:
 def run_job(
     job: TranscodeJob, *, on_event: EventHook | None = None, progress: bool = False
 ) -> JobReport:
-    """Run ``job`` on the Ray cluster this process is connected to."""
+    """Run ``job`` on the Ray cluster this process is connected to; returns its report
+    (failed videos are in it, not raised).
+
+    Raises:
+        ConfigError: Ray is not initialised, or the job is invalid.
+        ModelError, StorageError: the model cannot be resolved.
+        ClusterError: no encoder actor ever started.
+    """
     if not ray.is_initialized():
         raise ConfigError(
             "Ray is not initialised", hint="call ray.init() first (jobs.transcode does it)"
         )
     return Driver(job, on_event=on_event, progress=progress).run()
-
-
-__all__ = ["Driver", "JobReport", "ModelError", "VideoResult", "run_job"]

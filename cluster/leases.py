@@ -25,14 +25,19 @@ Format (``relatent-lease/1``)::
 
 ``sha256`` is the digest of the canonical JSON of the other fields; a lease that does not
 parse or whose digest does not match is treated like an expired one.
+
+:class:`LeaseKeeper` holds the leases of one run: a background thread renews them every
+``ttl / 3`` seconds, and each is released as its video is closed (the rest at the end).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -40,18 +45,40 @@ from typing import Any
 from pipeline import storage
 from pipeline.errors import ConfigError, ObjectNotFoundError, PreconditionFailedError
 
+__all__ = [
+    "LEASES_DIR",
+    "LEASE_FORMAT",
+    "Claim",
+    "Lease",
+    "LeaseInfo",
+    "LeaseKeeper",
+    "acquire",
+    "decode_lease",
+    "encode_lease",
+    "lease_uri",
+    "read",
+    "release",
+    "renew",
+]
+
+#: The ``format`` field of every lease object.
 LEASE_FORMAT = "relatent-lease/1"
+#: The folder of the lease objects, under the output prefix.
 LEASES_DIR = "_leases"
 _ATTEMPTS = 4  # create / take over rounds before giving up on one video (always a race)
 
+log = logging.getLogger("relatent.cluster")
+
 
 def lease_uri(out: str, vid: str) -> str:
+    """The URI of video ``vid``'s lease under the output prefix ``out``
+    (``<out>/_leases/<vid>.json``)."""
     return storage.join(out, LEASES_DIR, f"{vid}.json")
 
 
 @dataclass(frozen=True)
 class LeaseInfo:
-    """The content of one lease object."""
+    """The content of one lease object (times in seconds since the epoch, wall clock)."""
 
     video_id: str
     source: str
@@ -63,9 +90,11 @@ class LeaseInfo:
     expires_at: float
 
     def expired(self, now: float | None = None) -> bool:
+        """Whether the lease has run out at ``now`` (default: the current time)."""
         return (time.time() if now is None else now) >= self.expires_at
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
         return asdict(self)
 
 
@@ -74,6 +103,7 @@ def _digest(body: dict[str, Any]) -> str:
 
 
 def encode_lease(info: LeaseInfo) -> bytes:
+    """``info`` as a lease object: canonical JSON with the format and its sha256."""
     body = {"format": LEASE_FORMAT, **info.to_dict()}
     return json.dumps({**body, "sha256": _digest(body)}, sort_keys=True).encode()
 
@@ -134,6 +164,11 @@ def acquire(
     Returns a :class:`Claim` holding the lease, or naming the live holder. A lease of
     ``run_id`` itself (a retry within the same run) counts as ours and is taken over.
     Storage errors other than lost races propagate.
+
+    Raises:
+        ConfigError: ``ttl`` is not positive.
+        PreconditionFailedError: the lease kept changing during every attempt.
+        StorageError: the lease cannot be read or written.
     """
     if ttl <= 0:
         raise ConfigError(f"--lease-ttl {ttl:g} must be positive", hint="e.g. 900 (seconds)")
@@ -177,7 +212,11 @@ def acquire(
 
 def renew(lease: Lease, ttl: float, *, now: float | None = None) -> bool:
     """Push the expiry of a lease we hold ``ttl`` seconds ahead. ``False`` when it is no
-    longer ours (it expired and another run took it over, or it was deleted)."""
+    longer ours (it expired and another run took it over, or it was deleted).
+
+    Raises:
+        StorageError: the lease cannot be written (other than a lost condition).
+    """
     t = time.time() if now is None else now
     info = replace(lease.info, renewed_at=t, expires_at=t + ttl)
     try:
@@ -189,7 +228,11 @@ def renew(lease: Lease, ttl: float, *, now: float | None = None) -> bool:
 
 
 def release(lease: Lease) -> bool:
-    """Delete a lease we hold. ``False`` when it is no longer ours (then it is left alone)."""
+    """Delete a lease we hold. ``False`` when it is no longer ours (then it is left alone).
+
+    Raises:
+        StorageError: the lease cannot be deleted (other than a lost condition).
+    """
     try:
         storage.delete_if_match(lease.uri, lease.etag)
     except PreconditionFailedError:
@@ -198,8 +241,100 @@ def release(lease: Lease) -> bool:
 
 
 def read(out: str, vid: str) -> LeaseInfo | None:
-    """The current lease of ``vid`` (``None``: none, or a damaged one)."""
+    """The current lease of ``vid`` (``None``: none, or a damaged one).
+
+    Raises:
+        StorageError: the lease cannot be read (other than a missing object).
+    """
     try:
         return decode_lease(storage.read_bytes(lease_uri(out, vid)))
     except ObjectNotFoundError:
         return None
+
+
+class LeaseKeeper:
+    """The leases one run holds: renewed by a background thread every ``ttl / 3`` seconds
+    while the keeper is entered (``with keeper:``), released one by one as the driver
+    closes each video (:meth:`release`), the rest when the ``with`` block ends.
+
+    A lease found to belong to another run at renewal or release is dropped and its video
+    id appended to :attr:`lost` (with a ``lease_lost`` warning); storage errors while
+    renewing or releasing are logged and never raised (the lease then simply expires).
+    """
+
+    def __init__(self, ttl: float) -> None:
+        """``ttl``: seconds each renewal pushes the expiry ahead (> 0)."""
+        self.ttl = ttl
+        #: video id -> the lease we hold for it.
+        self.held: dict[str, Lease] = {}
+        #: video ids whose lease another run took over while we held it.
+        self.lost: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, vid: str, lease: Lease) -> None:
+        """Keep (renew, then release) ``lease``, the lease of video ``vid``."""
+        with self._lock:
+            self.held[vid] = lease
+
+    def release(self, vid: str) -> None:
+        """Release the lease of ``vid`` now (nothing when it is not held)."""
+        with self._lock:
+            lease = self.held.pop(vid, None)
+            if lease is None:
+                return
+            try:
+                if not release(lease):
+                    self._lose(vid, "at release")
+            except Exception as exc:
+                log.warning(
+                    json.dumps({"event": "lease_release_failed", "video": vid, "error": str(exc)})
+                )
+
+    def release_all(self) -> None:
+        """Release every lease still held."""
+        for vid in list(self.held):
+            self.release(vid)
+
+    def _lose(self, vid: str, when: str) -> None:
+        self.lost.append(vid)
+        log.warning(
+            json.dumps({"event": "lease_lost", "video": vid, "when": when,
+                        "message": "another run took the lease over; it may encode the video too"})
+        )  # fmt: skip
+
+    def renew_all(self) -> None:
+        """Renew every held lease once (what the background thread does every ttl/3)."""
+        for vid in list(self.held):
+            with self._lock:
+                lease = self.held.get(vid)
+                if lease is None:
+                    continue
+                try:
+                    ok = renew(lease, self.ttl)
+                except Exception as exc:
+                    log.warning(
+                        json.dumps({"event": "lease_renew_failed", "video": vid, "error": str(exc)})
+                    )
+                    continue
+                if not ok:
+                    self.held.pop(vid)
+                    self._lose(vid, "at renewal")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            self.renew_all()
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread = threading.Thread(
+            target=self._loop, name="relatent-lease-renewal", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.release_all()

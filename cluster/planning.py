@@ -12,8 +12,12 @@ Layout under the job's ``out`` prefix (``<id>`` = ``<source stem>-<12 hex key>``
     <out>/_staging/<id>/<fp>/footer.bin         index + stats + trailer, made at commit
 
 The key is a digest of (source URI, model weights and tables, resolved refine config,
-container version), so the same job always writes the same names. ``fp`` adds the source's
-ETag/version, so staged shards of an older version of a source are never reused.
+carry setting, container version), so the same job always writes the same names. ``fp``
+adds the source's ETag/version, so staged shards of an older version of a source are never
+reused.
+
+Torch-free and Ray-free: the model enters only as its
+:class:`~pipeline.models.ModelIdentity` (:func:`cluster.identity.resolve_model`).
 """
 
 from __future__ import annotations
@@ -26,19 +30,48 @@ import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
-from cluster.config import ModelSpec
 from pipeline import storage
 from pipeline.bitstream import VERSION as STREAM_VERSION
+from pipeline.config import RefineConfig
 from pipeline.errors import ConfigError, EmptySourceError
-from pipeline.refine import RefineConfig
+from pipeline.models import ModelIdentity
+
+__all__ = [
+    "ERRORS_DIR",
+    "MANIFEST_FORMAT",
+    "SHARD_SUFFIX",
+    "SIDECAR_FORMAT",
+    "STAGING_DIR",
+    "OutputPaths",
+    "ShardSpec",
+    "VideoPlan",
+    "carry_uri",
+    "footer_uri",
+    "output_key",
+    "plan_ranges",
+    "probe_uri",
+    "shard_uri",
+    "sidecar_uri",
+    "source_stem",
+    "staging_fingerprint",
+    "utc_now",
+    "video_id",
+]
 
 STAGING_DIR = "_staging"
 ERRORS_DIR = "_errors"
 SHARD_SUFFIX = ".rlvs"
 SIDECAR_FORMAT = "relatent-shard/1"
 MANIFEST_FORMAT = "relatent-manifest/1"
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second: the timestamp of every record a job
+    writes (sidecars, manifest summaries, error records)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _digest(obj: Any, n: int = 12) -> str:
@@ -54,20 +87,7 @@ def source_stem(uri: str) -> str:
     return stem[:80]
 
 
-@dataclass(frozen=True)
-class ModelIdentityLite:
-    """The parts of :class:`pipeline.models.ModelIdentity` that name an output."""
-
-    arch: str
-    quality: int
-    lmbda: float
-    weights_sha256: str
-    tables_sha256: str
-
-
-def output_key(
-    source: str, model: ModelIdentityLite, refine: RefineConfig, carry: bool = True
-) -> str:
+def output_key(source: str, model: ModelIdentity, refine: RefineConfig, carry: bool = True) -> str:
     """12 hex digits from (source, model, resolved config, carry, container version)."""
     return _digest(
         {
@@ -84,9 +104,8 @@ def output_key(
     )
 
 
-def video_id(
-    source: str, model: ModelIdentityLite, refine: RefineConfig, carry: bool = True
-) -> str:
+def video_id(source: str, model: ModelIdentity, refine: RefineConfig, carry: bool = True) -> str:
+    """The output name of ``source``: ``<source stem>-<output key>``."""
     return f"{source_stem(source)}-{output_key(source, model, refine, carry)}"
 
 
@@ -102,6 +121,7 @@ class OutputPaths:
 
     @classmethod
     def for_video(cls, out: str, vid: str) -> OutputPaths:
+        """The paths of video ``vid`` under the output prefix ``out``."""
         return cls(
             video_id=vid,
             stream=storage.join(out, f"{vid}.rlv"),
@@ -111,30 +131,37 @@ class OutputPaths:
         )
 
     def staging(self, fingerprint: str) -> str:
+        """The staging prefix of one source version (``fingerprint``)."""
         return storage.join(self.staging_root, fingerprint) + "/"
 
 
 def staging_fingerprint(key: str, etag: str, version: str | None) -> str:
+    """12 hex digits from the output key and the source's ETag and version id."""
     return _digest({"key": key, "etag": etag, "version": version})
 
 
 def shard_uri(staging: str, start: int, end: int) -> str:
+    """The staged packets of frames ``[start, end)``."""
     return storage.join(staging, f"shard-{start:09d}-{end:09d}{SHARD_SUFFIX}")
 
 
 def sidecar_uri(staging: str, start: int, end: int) -> str:
+    """The sidecar (completion marker) of the shard of frames ``[start, end)``."""
     return storage.join(staging, f"shard-{start:09d}-{end:09d}.json")
 
 
 def probe_uri(staging: str) -> str:
+    """The staged probe result (``VideoInfo``, source ETag, carry section size)."""
     return storage.join(staging, "probe.json")
 
 
 def carry_uri(staging: str) -> str:
+    """The staged carry section (:func:`pipeline.bitstream.carry_bytes`)."""
     return storage.join(staging, "carry.bin")
 
 
 def footer_uri(staging: str) -> str:
+    """The stream's tail (:func:`pipeline.bitstream.stream_tail`), made at commit."""
     return storage.join(staging, "footer.bin")
 
 
@@ -163,6 +190,12 @@ def plan_ranges(
     win, then the multiple nearest the target (ties: the earlier); with none in reach, the
     multiple of K nearest the target that lies past the previous cut. Choosing K equal to
     (or a divisor of) the source's GOP length makes every cut a keyframe too.
+
+    Returns ``(start, end)`` frame ranges covering ``[0, frame_count)`` in order.
+
+    Raises:
+        EmptySourceError: ``frame_count`` < 1.
+        ConfigError: ``shard_frames`` or ``grid`` < 1.
     """
     if frame_count < 1:
         raise EmptySourceError(
@@ -223,18 +256,22 @@ class ShardSpec:
 
     @property
     def frames(self) -> int:
+        """Frames in the shard."""
         return self.end - self.start
 
     @property
     def shard_uri(self) -> str:
+        """Where the shard's packets are staged."""
         return shard_uri(self.staging, self.start, self.end)
 
     @property
     def sidecar_uri(self) -> str:
+        """Where the shard's sidecar is staged."""
         return sidecar_uri(self.staging, self.start, self.end)
 
     @property
     def name(self) -> str:
+        """``<video id>[start:end]``, for messages."""
         return f"{self.video_id}[{self.start}:{self.end}]"
 
 
@@ -266,6 +303,13 @@ class VideoPlan:
         model_sha256: str,
         batch: int,
     ) -> list[ShardSpec]:
+        """The video's shards: :func:`plan_ranges` on the refine grid (``refine`` resolved;
+        ``model_sha256``: the weights the actors must hold; ``batch``: frames refined
+        together).
+
+        Raises:
+            ConfigError: ``shard_frames`` < 1.
+        """
         return [
             ShardSpec(
                 video_id=self.video_id,
@@ -293,7 +337,3 @@ class VideoPlan:
                 )
             )
         ]
-
-
-def model_spec_key(spec: ModelSpec) -> str:
-    return _digest(spec.__dict__)

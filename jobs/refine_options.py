@@ -1,8 +1,8 @@
 """The refinement options of ``relatent encode`` and ``relatent transcode`` (and every
 command that encodes): one definition, so both paths accept the same settings and build the
-same :class:`~pipeline.refine.RefineConfig` (whose hash goes into the stream header).
+same :class:`~pipeline.config.RefineConfig` (whose hash goes into the stream header).
 
-Light: imports neither torch nor the pipeline until :func:`refine_from_args` runs.
+Light: imports only the torch-free :mod:`pipeline.config`.
 """
 
 from __future__ import annotations
@@ -10,28 +10,76 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-#: = ``pipeline.refine.METHODS`` (checked by a test; kept here so parsers need no torch).
-METHODS = ("none", "campos", "sga")
+from pipeline.config import AUTOCAST, METHODS, RefineConfig
+
+__all__ = ["add_refine_options", "refine_from_args", "refine_kwargs"]
 
 
 def add_refine_options(p: argparse.ArgumentParser) -> None:
     """Add ``--refine --iters --lr --lambda --tol --window --seed --warm-start --grid
     --warm-threshold --budget-iters-per-frame --probe --autocast`` to ``p``."""
     g = p.add_argument_group("refinement (docs/refinement.md)")
-    g.add_argument("--refine", default="campos", choices=list(METHODS), help="method (default campos)")
-    g.add_argument("--iters", type=int, default=50, help="iterations per frame (with a budget: the cap of one frame)")
+    g.add_argument(
+        "--refine", default="campos", choices=list(METHODS), help="method (default campos)"
+    )
+    g.add_argument(
+        "--iters",
+        type=int,
+        default=50,
+        help="iterations per frame (with a budget: the cap of one frame)",
+    )
     g.add_argument("--lr", type=float, default=1e-3, help="refinement step size (Adam; sga: 5e-3)")
-    g.add_argument("--lambda", type=float, default=None, dest="lmbda", help="RD trade-off (default: the model's)")
-    g.add_argument("--tol", type=float, default=1e-3, help="per-frame early stop: relative loss improvement over --window (0: run all iterations)")
+    g.add_argument(
+        "--lambda",
+        type=float,
+        default=None,
+        dest="lmbda",
+        help="RD trade-off (default: the model's)",
+    )
+    g.add_argument(
+        "--tol",
+        type=float,
+        default=1e-3,
+        help="per-frame early stop: relative loss improvement over --window (0: run all iterations)",
+    )
     g.add_argument("--window", type=int, default=20, help="iterations over which --tol is judged")
     g.add_argument("--seed", type=int, default=0, help="seed of the relaxation noise")
-    g.add_argument("--warm-start", action="store_true", help="start each frame from the previous frame's refinement when the two are close")
-    g.add_argument("--grid", type=int, default=16, help="K: warm-start chains and budget groups restart every K frames (shard cuts follow)")
-    g.add_argument("--warm-threshold", type=float, default=1000.0, help="largest MSE (8-bit RGB) of consecutive frames that still warm-starts")
-    g.add_argument("--budget-iters-per-frame", type=int, default=0, dest="budget",
-                   help="adaptive budget: average iterations per frame over each grid group, given where a probe measured most gain (0: off)")
-    g.add_argument("--probe", type=int, default=8, help="probe iterations of every frame under --budget-iters-per-frame")
-    g.add_argument("--autocast", default="none", choices=["none", "bf16"], help="run g_s in bfloat16 during refinement (latents and coding stay fp32)")
+    g.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="start each frame from the previous frame's refinement when the two are close",
+    )
+    g.add_argument(
+        "--grid",
+        type=int,
+        default=16,
+        help="K: warm-start chains and budget groups restart every K frames (shard cuts follow)",
+    )
+    g.add_argument(
+        "--warm-threshold",
+        type=float,
+        default=1000.0,
+        help="largest MSE (8-bit RGB) of consecutive frames that still warm-starts",
+    )
+    g.add_argument(
+        "--budget-iters-per-frame",
+        type=int,
+        default=0,
+        dest="budget",
+        help="adaptive budget: average iterations per frame over each grid group, given where a probe measured most gain (0: off)",
+    )
+    g.add_argument(
+        "--probe",
+        type=int,
+        default=8,
+        help="probe iterations of every frame under --budget-iters-per-frame",
+    )
+    g.add_argument(
+        "--autocast",
+        default="none",
+        choices=list(AUTOCAST),
+        help="run g_s in bfloat16 during refinement (latents and coding stay fp32)",
+    )
 
 
 def refine_kwargs(a: argparse.Namespace) -> dict[str, Any]:
@@ -43,8 +91,10 @@ def refine_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def refine_from_args(a: argparse.Namespace) -> Any:
-    """The validated :class:`~pipeline.refine.RefineConfig` of parsed options."""
-    from pipeline.refine import RefineConfig
+def refine_from_args(a: argparse.Namespace) -> RefineConfig:
+    """The validated :class:`~pipeline.config.RefineConfig` of parsed options.
 
+    Raises:
+        ConfigError: an option is out of range (:meth:`RefineConfig.validate`).
+    """
     return RefineConfig(**refine_kwargs(a)).validate()

@@ -12,18 +12,33 @@ Exit codes: 0 when every video committed or was already done; 1 when some videos
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from cluster.config import ClusterConfig, ModelSpec, TranscodeJob
 from jobs.refine_options import add_refine_options, refine_kwargs
-from pipeline.refine import RefineConfig
+from pipeline.config import RefineConfig
+
+__all__ = [
+    "add_encode_options",
+    "add_parser",
+    "add_runtime_options",
+    "cmd_transcode",
+    "init_ray",
+    "job_from_args",
+    "main",
+    "ray_session",
+    "setup_logging",
+]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``relatent transcode`` to ``subparsers``; returns its parser."""
     p = subparsers.add_parser(
         "transcode",
         help="encode many videos on a Ray cluster: frame shards on actors, ordered reassembly",
@@ -82,7 +97,11 @@ def job_from_args(
     a: argparse.Namespace, sources: tuple[str, ...] | None = None, job_id: str | None = None
 ) -> TranscodeJob:
     """The job the options of :func:`add_encode_options` describe (``sources`` and
-    ``job_id`` default to ``a.src`` and ``a.job_id``)."""
+    ``job_id`` default to ``a.src`` and ``a.job_id``).
+
+    Raises:
+        ConfigError: an option is out of range or the options contradict each other.
+    """
     actors = a.actors or max(
         1, int((a.num_cpus or os.cpu_count() or 1) // max(a.cpus_per_actor, 1e-9))
     )
@@ -109,7 +128,11 @@ def job_from_args(
 
 def init_ray(address: str | None, num_cpus: int | None) -> bool:
     """Connect to (``address``) or start (embedded) Ray. Returns whether this call did it
-    (an already-connected process keeps its connection)."""
+    (an already-connected process keeps its connection).
+
+    Raises:
+        ConnectionError: Ray's own error when the cluster at ``address`` cannot be joined.
+    """
     import ray
 
     if ray.is_initialized():
@@ -126,7 +149,27 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
     return True
 
 
-def _setup_logging(level: str) -> None:
+@contextlib.contextmanager
+def ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
+    """Ray for the ``with`` block (:func:`init_ray`), shut down at its end when this call
+    started it.
+
+    Raises:
+        ConnectionError: Ray's own error when the cluster at ``address`` cannot be joined.
+    """
+    started = init_ray(address, num_cpus)
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def setup_logging(level: str) -> None:
+    """Send the ``relatent.cluster`` structured (JSON) event log to stderr at ``level``
+    (a :mod:`logging` level name, any case); idempotent."""
     logger = logging.getLogger("relatent.cluster")
     if not any(getattr(h, "_relatent", False) for h in logger.handlers):
         h = logging.StreamHandler(sys.stderr)
@@ -138,19 +181,22 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_transcode(a: argparse.Namespace, on_event: Any = None) -> int:
+    """Run ``relatent transcode`` (see the module doc); the exit code (0, or 1 when some
+    videos failed).
+
+    Raises:
+        ConfigError: bad options.
+        ModelError: the model cannot be loaded.
+        ClusterError: no encoder actor could start.
+        StorageError: the ``--report`` file cannot be written.
+    """
     from cluster.driver import run_job
     from pipeline import storage
 
-    _setup_logging(a.log_level)
+    setup_logging(a.log_level)
     job = job_from_args(a)
-    started = init_ray(a.address, a.num_cpus)
-    try:
+    with ray_session(a.address, a.num_cpus):
         report = run_job(job, on_event=on_event, progress=not a.no_progress and sys.stderr.isatty())
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
     print(report.table())
     if a.report:
         storage.write_bytes(a.report, json.dumps(report.to_dict(), indent=1).encode())
@@ -158,18 +204,11 @@ def cmd_transcode(a: argparse.Namespace, on_event: Any = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the subcommand on its own (``python -m jobs.transcode SRC... --out DST``)."""
-    from pipeline.errors import RelatentError
+    """``python -m jobs.transcode SRC... --out DST`` (the entrypoint of a ``relatent
+    submit --working-dir`` job): ``relatent transcode`` through :func:`jobs.cli.main`."""
+    from jobs.cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="relatent")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    a = parser.parse_args(["transcode", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return a.func(a)
-    except RelatentError as exc:
-        print(f"relatent transcode: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return cli_main(["transcode", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

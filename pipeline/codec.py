@@ -17,7 +17,6 @@ device type.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from torch import Tensor
 
 from pipeline import metrics
 from pipeline.bitstream import FLAG_REFINED, Packet, StreamHeader, StreamReader, StreamWriter
+from pipeline.config import RefineConfig
 from pipeline.entropy import LatentCodec, fixed_threads
 from pipeline.errors import (
     BitstreamError,
@@ -40,25 +40,47 @@ from pipeline.errors import (
 from pipeline.models import PAD_MULTIPLE, LoadedModel, load_cards, load_model
 from pipeline.refine import (
     FrameState,
-    RefineConfig,
     RefineResult,
     allocate,
-    frames_close,
+    grid_groups,
     probe_gains,
     run_states,
     stack_states,
+    warm_flags,
 )
+from pipeline.stats import FrameStats, StatsSummary, summarize
 
-#: Stats written into the stream (deterministic); ``refine_seconds`` is returned but not stored.
-STREAM_STATS = ("index", "pts", "bytes", "bpp", "psnr", "psnr_y", "ms_ssim", "rd_before", "rd_after", "iters", "refined")
+__all__ = [
+    "DecodeSummary",
+    "DecodedFrame",
+    "EncodeSummary",
+    "EncodedFrame",
+    "FrameDecoder",
+    "FrameEncoder",
+    "FrameInit",
+    "batched",
+    "check_model_matches",
+    "check_stream_output",
+    "decode_stream",
+    "decode_video",
+    "deterministic",
+    "encode_frames",
+    "encode_video",
+    "make_header",
+    "model_for_stream",
+    "padded_size",
+    "to_batch",
+    "to_uint8_frames",
+]
 
 
 def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
+    """``(height, width)`` in pixels, each rounded up to a multiple of ``multiple``."""
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
 
 def to_batch(rgbs: Sequence[np.ndarray], device: torch.device) -> Tensor:
-    """Stack HxWx3 float RGB frames into a padded [B,3,Hp,Wp] tensor (edge replication)."""
+    """[H, W, 3] RGB frames in [0, 1] -> a padded [B, 3, Hp, Wp] tensor (edge replication)."""
     h, w = rgbs[0].shape[:2]
     hp, wp = padded_size(h, w)
     arr = np.stack([np.asarray(r, dtype=np.float32) for r in rgbs])
@@ -93,14 +115,13 @@ def deterministic(device: torch.device) -> Iterator[None]:
 
 @dataclass
 class EncodedFrame:
+    """One coded frame: its packet, the packet's bytes and its stats (bytes, bpp, dB)."""
+
     packet: Packet
     packet_bytes: bytes
-    stats: dict[str, Any]
+    stats: FrameStats
     #: What refinement added to g_a(x) (kept only with warm starts: the next frame's start).
     offset: dict[str, Tensor] | None = None
-
-    def stream_stats(self) -> dict[str, Any]:
-        return {k: self.stats[k] for k in STREAM_STATS}
 
 
 @dataclass
@@ -110,14 +131,17 @@ class FrameInit:
     ``state``: continue this (probed) state; else a fresh state from ``g_a(x)`` plus
     ``offset`` (a warm start) for ``stop`` iterations (default ``iters``). ``spent``
     iterations (and ``spent_seconds``) were already spent on the frame elsewhere (a probe
-    whose state was not continued) and count in its stats."""
+    whose state was not continued) and count in its stats. ``warm``, ``probe_gain`` and
+    ``allocated`` go into its :class:`~pipeline.stats.FrameStats`."""
 
     offset: dict[str, Tensor] | None = None
     state: FrameState | None = None
     stop: int | None = None
     spent: int = 0
     spent_seconds: float = 0.0
-    stats: dict[str, Any] = field(default_factory=dict)
+    warm: bool = False
+    probe_gain: float | None = None
+    allocated: int | None = None
 
 
 @dataclass
@@ -130,7 +154,8 @@ class _Candidate:
 
 
 class FrameEncoder:
-    """Encodes batches of frames of one video with a fixed model (loads nothing itself)."""
+    """Encodes batches of frames of one video with a fixed model (loads nothing itself).
+    Raises ConfigError when ``refine`` (resolved with the model's lambda) is invalid."""
 
     def __init__(self, model: LoadedModel, refine: RefineConfig | None = None) -> None:
         self.model = model
@@ -143,10 +168,18 @@ class FrameEncoder:
 
     @property
     def lmbda(self) -> float:
+        """The resolved lambda of ``bpp + lambda * 255^2 * MSE`` (MSE on [0, 1])."""
         assert self.refine.lmbda is not None
         return self.refine.lmbda
 
-    def _candidate(self, latents: dict[str, Tensor], refs: np.ndarray, idx: Sequence[int], pts: Sequence[int], flag: int) -> _Candidate:
+    def _candidate(
+        self,
+        latents: dict[str, Tensor],
+        refs: np.ndarray,
+        idx: Sequence[int],
+        pts: Sequence[int],
+        flag: int,
+    ) -> _Candidate:
         h, w = refs.shape[1:3]
         coded = self.codec.compress(latents)
         y_hat = self.codec.quantize(latents)["y_hat"]
@@ -175,7 +208,9 @@ class FrameEncoder:
                 torch.cuda.empty_cache()
             self.oom_splits += 1
             half = n // 2
-            return self._halving(fn, *(s[:half] for s in seqs)) + self._halving(fn, *(s[half:] for s in seqs))
+            return self._halving(fn, *(s[:half] for s in seqs)) + self._halving(
+                fn, *(s[half:] for s in seqs)
+            )
 
     def encode(
         self,
@@ -184,7 +219,7 @@ class FrameEncoder:
         pts: Sequence[int],
         inits: Sequence[FrameInit] | None = None,
     ) -> list[EncodedFrame]:
-        """Encode one batch (frames of equal size: float RGB in [0, 1], or uint8).
+        """Encode one batch of equal-size [H, W, 3] frames (float RGB in [0, 1], or uint8).
         ``frame_indices`` are the frames' indices in the video: they seed the refinement
         noise and go into the packets. ``inits`` (grid-coded frames, see
         :meth:`encode_groups`) say how each frame's refinement starts; default: from cold.
@@ -212,7 +247,13 @@ class FrameEncoder:
             with torch.no_grad():
                 lat0 = self.codec.analyze(x)
             states = [
-                FrameState.start({k: v[i : i + 1] for k, v in lat0.items()}, int(fi), cfg.seed, cfg.probe, cfg.iters)
+                FrameState.start(
+                    {k: v[i : i + 1] for k, v in lat0.items()},
+                    int(fi),
+                    cfg.seed,
+                    cfg.probe,
+                    cfg.iters,
+                )
                 for i, fi in enumerate(frame_indices)
             ]
             with torch.enable_grad():
@@ -222,7 +263,12 @@ class FrameEncoder:
             s.extra.update(seconds=secs / len(states), gain=g)
         return states
 
-    def _start_states(self, lat0: dict[str, Tensor], frame_indices: Sequence[int], inits: Sequence[FrameInit] | None) -> list[FrameState]:
+    def _start_states(
+        self,
+        lat0: dict[str, Tensor],
+        frame_indices: Sequence[int],
+        inits: Sequence[FrameInit] | None,
+    ) -> list[FrameState]:
         cfg = self.refine
         states = []
         for i, fi in enumerate(frame_indices):
@@ -263,11 +309,20 @@ class FrameEncoder:
                     seconds = run_states(self.codec, x, states, (h, w), self.refine)
                 latents = stack_states(states)
                 iters = [s.t for s in states]
-                self.last_refine = RefineResult(latents, iters, seconds, [s.loss_start for s in states], [s.loss_end for s in states])
+                self.last_refine = RefineResult(
+                    latents,
+                    iters,
+                    seconds,
+                    [s.loss_start for s in states],
+                    [s.loss_end for s in states],
+                )
                 best = self._candidate(latents, refs, frame_indices, pts, FLAG_REFINED)
                 choose = [best.cost[i] < base.cost[i] for i in range(n)]
                 if self.refine.warm_start:
-                    offsets = [s.offset({k: v[i : i + 1] for k, v in lat0.items()}) for i, s in enumerate(states)]
+                    offsets = [
+                        s.offset({k: v[i : i + 1] for k, v in lat0.items()})
+                        for i, s in enumerate(states)
+                    ]
             # stats go into the stream, so they are computed in the same fixed context
             out = []
             per_frame_s = seconds / n
@@ -275,27 +330,39 @@ class FrameEncoder:
                 init = inits[i] if inits is not None else FrameInit()
                 c = best if choose[i] else base
                 pb = c.packets[i]
-                pkt = Packet(frame_indices[i], pts[i], c.coded[i].strings, c.coded[i].symbols_crc, FLAG_REFINED if choose[i] else 0)
-                stats = {
-                    "index": int(frame_indices[i]),
-                    "pts": int(pts[i]),
-                    "bytes": len(pb),
-                    "bpp": round(metrics.bpp(len(pb), h, w), 6),
-                    "psnr": round(metrics.psnr_from_mse(c.mse[i]), 4),
-                    "psnr_y": round(metrics.psnr_y(refs[i], c.rec[i]), 4),
-                    "ms_ssim": round(metrics.ms_ssim(refs[i], c.rec[i]), 6),
-                    "rd_before": round(base.cost[i], 6),
-                    "rd_after": round(c.cost[i], 6),
-                    "iters": int(iters[i]) + init.spent,
-                    "refined": bool(choose[i]),
-                    "refine_seconds": per_frame_s + init.spent_seconds,
-                    **init.stats,
-                }
+                pkt = Packet(
+                    frame_indices[i],
+                    pts[i],
+                    c.coded[i].strings,
+                    c.coded[i].symbols_crc,
+                    FLAG_REFINED if choose[i] else 0,
+                )
+                stats = FrameStats(
+                    index=int(frame_indices[i]),
+                    pts=int(pts[i]),
+                    bytes=len(pb),
+                    bpp=round(metrics.bpp(len(pb), h, w), 6),
+                    psnr=round(metrics.psnr_from_mse(c.mse[i]), 4),
+                    psnr_y=round(metrics.psnr_y(refs[i], c.rec[i]), 4),
+                    ms_ssim=round(metrics.ms_ssim(refs[i], c.rec[i]), 6),
+                    rd_before=round(base.cost[i], 6),
+                    rd_after=round(c.cost[i], 6),
+                    iters=int(iters[i]) + init.spent,
+                    refined=bool(choose[i]),
+                    refine_seconds=per_frame_s + init.spent_seconds,
+                    warm=init.warm,
+                    probe_gain=init.probe_gain,
+                    allocated=init.allocated,
+                )
                 out.append(EncodedFrame(pkt, pb, stats, offsets[i]))
         return out
 
     def encode_groups(
-        self, rgbs: Sequence[np.ndarray], frame_indices: Sequence[int], pts: Sequence[int], batch: int
+        self,
+        rgbs: Sequence[np.ndarray],
+        frame_indices: Sequence[int],
+        pts: Sequence[int],
+        batch: int,
     ) -> list[EncodedFrame]:
         """Encode whole grid groups (frames ``i`` with equal ``i // grid``; consecutive,
         in order): warm-start chains and/or the adaptive budget of ``self.refine``.
@@ -309,16 +376,11 @@ class FrameEncoder:
         n = len(rgbs)
         if n == 0:
             return []
-        k = cfg.grid
         refs = [r if r.dtype == np.uint8 else metrics.to_uint8(r) for r in rgbs]
         fidx = [int(i) for i in frame_indices]
-        groups = [list(g) for _, g in itertools.groupby(range(n), key=lambda i: fidx[i] // k)]
-        warm = [False] * n
-        if cfg.warm_start:
-            for grp in groups:
-                for a, b in itertools.pairwise(grp):
-                    warm[b] = fidx[b] == fidx[a] + 1 and frames_close(refs[a], refs[b], cfg.warm_threshold)
-        inits = [FrameInit(stats={"warm": warm[i]}) for i in range(n)]
+        groups = grid_groups(fidx, cfg.grid)
+        warm = warm_flags(refs, fidx, groups, cfg.warm_threshold) if cfg.warm_start else [False] * n
+        inits = [FrameInit(warm=warm[i]) for i in range(n)]
         if cfg.budget > 0:
             probed: list[FrameState] = []
             for chunk in batched(range(n), batch):
@@ -327,10 +389,13 @@ class FrameEncoder:
                 ps = [probed[i] for i in grp]
                 gains = [max(0.0, float(s.extra["gain"])) for s in ps]
                 alloc = allocate(
-                    cfg.budget * len(grp), gains, [s.t for s in ps], [s.t if s.converged else cfg.iters for s in ps]
+                    cfg.budget * len(grp),
+                    gains,
+                    [s.t for s in ps],
+                    [s.t if s.converged else cfg.iters for s in ps],
                 )
                 for i, s, n_i, gain in zip(grp, ps, alloc, gains, strict=True):
-                    inits[i].stats.update(probe_gain=gain, allocated=int(n_i))
+                    inits[i].probe_gain, inits[i].allocated = gain, int(n_i)
                     inits[i].spent_seconds = float(s.extra.get("seconds", 0.0))
                     if warm[i]:  # the probe only measured; the frame restarts warm
                         inits[i].stop, inits[i].spent = n_i - s.t, s.t
@@ -346,7 +411,12 @@ class FrameEncoder:
                     assert prev is not None and prev.offset is not None
                     inits[i].offset = prev.offset
             for chunk in batched(sel, batch):
-                out = self.encode([refs[i] for i in chunk], [fidx[i] for i in chunk], [pts[i] for i in chunk], [inits[i] for i in chunk])
+                out = self.encode(
+                    [refs[i] for i in chunk],
+                    [fidx[i] for i in chunk],
+                    [pts[i] for i in chunk],
+                    [inits[i] for i in chunk],
+                )
                 for i, e in zip(chunk, out, strict=True):
                     results[i] = e
             for i in sel:  # free what the next position no longer needs
@@ -364,6 +434,8 @@ class FrameEncoder:
 
 @dataclass
 class DecodedFrame:
+    """One decoded frame: ``rgb`` [h, w, 3] uint8, ``y_hat`` [1, M, Hp/16, Wp/16] float32."""
+
     index: int
     pts: int
     rgb: np.ndarray  # h x w x 3 uint8
@@ -372,7 +444,8 @@ class DecodedFrame:
 
 
 class FrameDecoder:
-    """Decodes packets of one stream; checks every frame's symbols CRC."""
+    """Decodes packets of one stream; checks every frame's symbols CRC. Raises
+    WeightsMismatchError at construction when ``model`` is not the stream's."""
 
     def __init__(self, model: LoadedModel, header: StreamHeader) -> None:
         check_model_matches(model, header)
@@ -381,6 +454,7 @@ class FrameDecoder:
         self.codec = LatentCodec(model)
 
     def decode(self, packet: Packet) -> DecodedFrame:
+        """Decode one packet; raises BitstreamError on a wrong string count or symbols CRC."""
         hd = self.header
         with torch.no_grad():
             out = self.codec.decompress(packet.strings, hd.padded_height, hd.padded_width)
@@ -394,6 +468,7 @@ class FrameDecoder:
 
 
 def check_model_matches(model: LoadedModel, header: StreamHeader) -> None:
+    """Raise WeightsMismatchError unless ``model`` is the arch, weights and tables in ``header``."""
     ident = model.identity
     if ident.arch != header.arch or ident.weights_sha256 != header.weights_sha256:
         raise WeightsMismatchError(
@@ -408,8 +483,14 @@ def check_model_matches(model: LoadedModel, header: StreamHeader) -> None:
         )
 
 
-def model_for_stream(header: StreamHeader, checkpoint: str | None = None, device: str | None = None) -> LoadedModel:
-    """Load the weights a stream needs: ``checkpoint`` if given, else the shipped ones."""
+def model_for_stream(
+    header: StreamHeader, checkpoint: str | None = None, device: str | None = None
+) -> LoadedModel:
+    """Load the weights a stream needs: ``checkpoint`` if given, else the shipped ones.
+
+    Raises:
+        WeightsMismatchError: not the stream's weights, or none shipped match.
+        ModelError, ConfigError, StorageError: as :func:`~pipeline.models.load_model`."""
     if checkpoint is None:
         match = [c for c in load_cards()["models"] if c["sha256"] == header.weights_sha256]
         if not match:
@@ -420,7 +501,9 @@ def model_for_stream(header: StreamHeader, checkpoint: str | None = None, device
             )
         model = load_model(match[0]["arch"], int(match[0]["quality"]), device=device)
     else:
-        model = load_model(header.arch, header.quality, checkpoint, lmbda=header.lmbda, device=device)
+        model = load_model(
+            header.arch, header.quality, checkpoint, lmbda=header.lmbda, device=device
+        )
     check_model_matches(model, header)
     return model
 
@@ -428,7 +511,10 @@ def model_for_stream(header: StreamHeader, checkpoint: str | None = None, device
 # --------------------------------------------------------------------------- whole videos
 
 
-def make_header(model: LoadedModel, info: Any, refine: RefineConfig, frame_count: int | None = None) -> StreamHeader:
+def make_header(
+    model: LoadedModel, info: Any, refine: RefineConfig, frame_count: int | None = None
+) -> StreamHeader:
+    """The stream header of ``model`` coding the video ``info`` (a VideoInfo) with ``refine``."""
     hp, wp = padded_size(info.height, info.width)
     ident = model.identity
     return StreamHeader(
@@ -453,6 +539,7 @@ def make_header(model: LoadedModel, info: Any, refine: RefineConfig, frame_count
 
 
 def batched(frames: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    """``frames`` in lists of ``n`` (the last one may be shorter)."""
     buf: list[Any] = []
     for f in frames:
         buf.append(f)
@@ -463,8 +550,10 @@ def batched(frames: Iterable[Any], n: int) -> Iterator[list[Any]]:
         yield buf
 
 
-def encode_frames(enc: FrameEncoder, frames: Iterable[tuple[np.ndarray, int, int]], batch: int) -> Iterator[EncodedFrame]:
-    """Encode a stream of ``(rgb, frame index, pts)`` in order: the one path of
+def encode_frames(
+    enc: FrameEncoder, frames: Iterable[tuple[np.ndarray, int, int]], batch: int
+) -> Iterator[EncodedFrame]:
+    """Encode a stream of ``([H, W, 3] rgb, frame index, pts)`` in order: the one path of
     ``relatent encode`` and of the distributed encoder's shards.
 
     Plain configs go ``batch`` frames at a time. Grid configs (warm starts, adaptive
@@ -473,7 +562,9 @@ def encode_frames(enc: FrameEncoder, frames: Iterable[tuple[np.ndarray, int, int
     starts on the grid), and the last group of the video may be short."""
     if not enc.refine.uses_grid:
         for group in batched(frames, batch):
-            yield from enc.encode([g[0] for g in group], [g[1] for g in group], [g[2] for g in group])
+            yield from enc.encode(
+                [g[0] for g in group], [g[1] for g in group], [g[2] for g in group]
+            )
         return
     k = enc.refine.grid
     buf: list[tuple[np.ndarray, int, int]] = []
@@ -482,25 +573,52 @@ def encode_frames(enc: FrameEncoder, frames: Iterable[tuple[np.ndarray, int, int
         g = int(idx) // k
         if not seen or g != seen[-1]:
             if len(seen) == batch:
-                yield from enc.encode_groups([b[0] for b in buf], [b[1] for b in buf], [b[2] for b in buf], batch)
+                yield from enc.encode_groups(
+                    [b[0] for b in buf], [b[1] for b in buf], [b[2] for b in buf], batch
+                )
                 buf, seen = [], []
             seen.append(g)
         buf.append((rgb if rgb.dtype == np.uint8 else metrics.to_uint8(rgb), int(idx), int(pts)))
     if buf:
-        yield from enc.encode_groups([b[0] for b in buf], [b[1] for b in buf], [b[2] for b in buf], batch)
+        yield from enc.encode_groups(
+            [b[0] for b in buf], [b[1] for b in buf], [b[2] for b in buf], batch
+        )
 
 
 @dataclass
 class EncodeSummary:
+    """What :func:`encode_video` wrote: the header, every frame's stats, the wall time (s)
+    and what was carried (None with ``carry=False``)."""
+
     header: StreamHeader
-    frames: list[dict[str, Any]]
+    frames: list[FrameStats]
     seconds: float
-    #: What was carried (:class:`pipeline.carry.CarryInfo`), None with ``carry=False``.
     carry: Any = None
 
     @property
-    def total_bytes(self) -> int:
-        return sum(f["bytes"] for f in self.frames)
+    def totals(self) -> StatsSummary:
+        """Totals and per-frame means of :attr:`frames` (packet bytes, not the file size)."""
+        return summarize(self.frames)
+
+
+def check_stream_output(dst: str, src: str) -> None:
+    """Refuse, before anything is read or written, a stream output that would destroy the
+    source or hide what it holds: ``dst`` must end in ``.rlv`` and must not be ``src``
+    (by any spelling: relative, absolute, ``file://``, a symlink or hard link, the same S3 key).
+
+    Raises:
+        ConfigError: ``dst`` is the source, or is named like another kind of file."""
+    from pipeline import storage
+    from pipeline.bitstream import STREAM_SUFFIX
+
+    storage.check_distinct(dst, [src])
+    name = str(dst).rstrip("/").rsplit("/", 1)[-1]
+    if not name.lower().endswith(STREAM_SUFFIX) or name.lower() == STREAM_SUFFIX:
+        raise ConfigError(
+            f"{dst}: encode writes {STREAM_SUFFIX} streams, and this name says otherwise",
+            hint=f"name the output <name>{STREAM_SUFFIX}; to get a playable video, decode a "
+            f"stream (relatent decode in{STREAM_SUFFIX} out.mp4), or re-encode a catalog with relatent transcode",
+        )
 
 
 def encode_video(
@@ -513,7 +631,7 @@ def encode_video(
     start: int = 0,
     end: int | None = None,
     max_pixels: int | None = None,
-    on_frame: Callable[[dict[str, Any]], None] | None = None,
+    on_frame: Callable[[FrameStats], None] | None = None,
     carry: bool = True,
     drop_broken: bool = False,
     warn: Callable[[str], None] | None = None,
@@ -522,35 +640,47 @@ def encode_video(
 
     With ``carry`` (the default) the source's other streams (audio, subtitles, ...) are
     copied into the stream's carry section, trimmed to the coded frames' time span
-    (:func:`pipeline.carry.extract_carry`; ``drop_broken`` leaves corrupt ones out with a
-    ``warn``-ing instead of failing). They are extracted before any frame is coded."""
-    from pipeline import frames as fio
+    (:func:`pipeline.media.carry.extract_carry`; ``drop_broken`` leaves corrupt ones out with a
+    ``warn``-ing instead of failing). They are extracted before any frame is coded.
+
+    Raises:
+        ConfigError: ``dst`` is the source or not a ``.rlv`` name (:func:`check_stream_output`),
+            or an option is invalid.
+        InputError: the source is missing, not video, corrupt or too large.
+        StorageError: reading or writing storage failed."""
+    from pipeline import media as fio
     from pipeline import storage
     from pipeline.bitstream import carry_bytes
 
+    check_stream_output(dst, src)
     if batch < 1:
         raise ConfigError(f"--batch {batch} must be at least 1")
     t0 = time.perf_counter()
     enc = FrameEncoder(model, refine)
     info = fio.probe(src)
     end = info.frame_count if end is None else end
-    fio._check_range(info, start, end)
+    fio.check_range(info, start, end)
     carried = None
     section = None
     if carry:
-        from pipeline.carry import extract_carry
+        from pipeline.media import extract_carry
 
         span_start = info.pts[start] * info.time_base if start > 0 else None
         span_end = info.pts[end] * info.time_base if end < info.frame_count else None
-        blob, carried = extract_carry(src, start=span_start, end=span_end, drop_broken=drop_broken, warn=warn)
+        blob, carried = extract_carry(
+            src, start=span_start, end=span_end, drop_broken=drop_broken, warn=warn
+        )
         section = carry_bytes(carried.to_dict(), blob)
     header = make_header(model, info, enc.refine, frame_count=end - start)
-    all_stats: list[dict[str, Any]] = []
+    all_stats: list[FrameStats] = []
     with storage.open_write(dst) as f:
         writer = StreamWriter(f, header)
-        frames = ((g.rgb, g.index - start, g.pts) for g in fio.read_frames(src, start, end, info=info, max_pixels=max_pixels))
+        frames = (
+            (g.rgb, g.index - start, g.pts)
+            for g in fio.read_frames(src, start, end, info=info, max_pixels=max_pixels)
+        )
         for e in encode_frames(enc, frames, batch):
-            writer.write(e.packet, e.stream_stats())
+            writer.write(e.packet, e.stats)
             all_stats.append(e.stats)
             if on_frame:
                 on_frame(e.stats)
@@ -563,7 +693,10 @@ def decode_stream(
     checkpoint: str | None = None,
     device: str | None = None,
 ) -> Iterator[DecodedFrame]:
-    """Decode every frame of a stream, in order."""
+    """Decode every frame of a stream, in order.
+
+    Raises:
+        BitstreamError, ModelError, ConfigError, StorageError: unusable stream or weights."""
     with StreamReader(src) as reader:
         dec = FrameDecoder(model_for_stream(reader.header, checkpoint, device), reader.header)
         for pkt in reader:
@@ -572,6 +705,8 @@ def decode_stream(
 
 @dataclass
 class DecodeSummary:
+    """What :func:`decode_video` wrote: the stream's header and the number of frames."""
+
     header: StreamHeader
     frames: int
     #: Carried streams written next to the video, and those skipped (with the reason).
@@ -592,26 +727,33 @@ def decode_video(
     warn: Callable[[str], None] | None = None,
     on_frame: Callable[[DecodedFrame], None] | None = None,
 ) -> DecodeSummary:
-    """Decode the stream ``src`` to ``dst`` (:func:`pipeline.frames.write_frames` decides the
+    """Decode the stream ``src`` to ``dst`` (:func:`pipeline.media.write_frames` decides the
     kind of output from ``dst``; written atomically).
 
     ``.mp4``/``.mkv`` outputs also get the carried streams (audio, subtitles, chapters,
-    metadata; :class:`pipeline.carry.CarryMuxer`) unless ``video_only``: a stream the format
+    metadata; :class:`pipeline.media.CarryMuxer`) unless ``video_only``: a stream the format
     cannot hold is skipped with a ``warn``-ing, or with ``strict`` raises
     :class:`~pipeline.errors.UnsupportedStreamError` before anything is written. ``.y4m``
-    and PNG outputs are video-only (a warning; with ``strict`` the same error)."""
+    and PNG outputs are video-only (a warning; with ``strict`` the same error).
+
+    Raises:
+        UnsupportedStreamError: with ``strict``, as above. ConfigError: ``dst`` is ``src``.
+        BitstreamError, ModelError, ConfigError, StorageError: as :func:`decode_stream`."""
     from pathlib import PurePath
 
-    from pipeline.carry import CarryInfo, CarryMuxer
-    from pipeline.frames import ColorInfo, write_frames
+    from pipeline import storage
+    from pipeline.media import CarryInfo, CarryMuxer, ColorInfo, write_frames
 
+    storage.check_distinct(dst, [src])
     suffix = PurePath(dst).suffix.lower()
     fmt = {".mp4": "mp4", ".mkv": "matroska"}.get(suffix)
     with StreamReader(src) as r:
         header = r.header
         all_pts = [e.pts for e in r]
         info_dict = r.carry_info()
-        has_carry = info_dict is not None and bool(info_dict.get("streams") or info_dict.get("chapters"))
+        has_carry = info_dict is not None and bool(
+            info_dict.get("streams") or info_dict.get("chapters")
+        )
         blob = r.carry_blob() if has_carry and not video_only and fmt is not None else b""
     summary = DecodeSummary(header, 0)
     muxer = None

@@ -21,7 +21,6 @@ every process derives the same indexes; the CRC of the decoded symbols then prov
 from __future__ import annotations
 
 import copy
-import math
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +32,15 @@ from torch import Tensor
 
 from pipeline.errors import BitstreamError
 from pipeline.models import LoadedModel
+
+__all__ = [
+    "Coded",
+    "LatentCodec",
+    "cumulative_logits",
+    "density_layers",
+    "fixed_threads",
+    "symbols_crc",
+]
 
 #: ``relax(name, v, offset) -> v~``: a relaxation of quantizing ``v`` to ``offset + Z``.
 Relax = Callable[[str, Tensor, "Tensor | None"], Tensor]
@@ -55,6 +63,8 @@ def fixed_threads(n: int = 1) -> Iterator[None]:
 
 
 def symbols_crc(*symbols: Tensor) -> int:
+    """CRC32 (zlib) of the integer symbols, each tensor as int32 bytes in C order, chained
+    in argument order; an unsigned 32-bit value (what a packet's ``latent_crc`` holds)."""
     crc = 0
     for s in symbols:
         crc = zlib.crc32(s.detach().to("cpu", torch.int32).contiguous().numpy().tobytes(), crc)
@@ -66,7 +76,11 @@ def density_layers(eb: Any) -> list[tuple[Tensor, Tensor, Tensor | None]]:
     last layer's factor): the parameter transforms, computed once per call of the density."""
     n = len(eb.matrices)
     return [
-        (torch.nn.functional.softplus(eb.matrices[i]), eb.biases[i], torch.tanh(eb.factors[i]) if i < n - 1 else None)
+        (
+            torch.nn.functional.softplus(eb.matrices[i]),
+            eb.biases[i],
+            torch.tanh(eb.factors[i]) if i < n - 1 else None,
+        )
         for i in range(n)
     ]
 
@@ -90,7 +104,9 @@ def cumulative_logits(layers: list[tuple[Tensor, Tensor, Tensor | None]], v: Ten
 
 @dataclass
 class Coded:
-    """The coded form of one frame."""
+    """The coded form of one frame: ``strings`` are ``(y,)`` for the factorized kind,
+    ``(z, y)`` for the hyperprior kinds; ``symbols_crc`` is :func:`symbols_crc` of the
+    integer symbols coded."""
 
     strings: tuple[bytes, ...]
     symbols_crc: int
@@ -110,9 +126,12 @@ class LatentCodec:
     # ------------------------------------------------------------------ shapes
     @property
     def device(self) -> torch.device:
+        """The model's device (where ``y_hat`` and reconstructions live)."""
         return self.model.device
 
     def latent_shapes(self, padded_h: int, padded_w: int) -> dict[str, tuple[int, int]]:
+        """Spatial sizes of the latents of a padded ``padded_h`` x ``padded_w`` frame:
+        ``y`` is 1/16 of it, ``z`` (hyperprior kinds only) 1/64."""
         shapes = {"y": (padded_h // 16, padded_w // 16)}
         if self.kind != "factorized":
             shapes["z"] = (padded_h // 64, padded_w // 64)
@@ -120,6 +139,9 @@ class LatentCodec:
 
     # ------------------------------------------------------------------ forward pieces
     def analyze(self, x: Tensor) -> dict[str, Tensor]:
+        """The encoder's latents of ``x`` (``[B, 3, Hp, Wp]`` float32 in [0, 1]): ``y`` =
+        g_a(x), ``[B, M, Hp/16, Wp/16]``, and for hyperprior kinds ``z`` = h_a(|y|) (scale)
+        or h_a(y) (mean-scale), ``[B, N, Hp/64, Wp/64]``. Gradients follow the caller's mode."""
         y = self.net.g_a(x)
         out = {"y": y}
         if self.kind == "scale-hyperprior":
@@ -130,7 +152,8 @@ class LatentCodec:
 
     @torch.no_grad()
     def synthesize(self, y_hat: Tensor) -> Tensor:
-        """The decoder: x_hat = g_s(y_hat), clamped to [0, 1]."""
+        """The decoder: x_hat = g_s(y_hat), ``[B, M, Hp/16, Wp/16]`` -> ``[B, 3, Hp, Wp]``
+        float32, clamped to [0, 1]."""
         return self.net.g_s(y_hat).clamp_(0.0, 1.0)
 
     def _gaussian_params(self, z_hat: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -164,9 +187,13 @@ class LatentCodec:
         return torch.stack(out)
 
     def relaxed(
-        self, latents: dict[str, Tensor], relax: Relax, synth: Callable[[Tensor], Tensor] | None = None
+        self,
+        latents: dict[str, Tensor],
+        relax: Relax,
+        synth: Callable[[Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Per-frame bits (shape [B]) and x_tilde for relaxed latents y~ (and z~).
+        """Per-frame bits (shape [B]; -log2 of the likelihoods of y~ and z~) and x_tilde
+        (``[B, 3, Hp, Wp]``, not clamped) for relaxed latents y~ (and z~).
         ``synth`` replaces ``g_s`` for x_tilde (e.g. g_s under bf16 autocast)."""
         medians = self.net.entropy_bottleneck._get_medians()
         if self.kind == "factorized":
@@ -208,11 +235,17 @@ class LatentCodec:
         idx, means = self._index_path(z_hat)
         y = latents["y"].detach().to("cpu", torch.float64)
         y_hat = torch.round(y) if means is None else torch.round(y - means) + means
-        return {"y_hat": y_hat.to(self.device, torch.float32), "z_hat": z_hat, "indexes": idx, "means": means}
+        return {
+            "y_hat": y_hat.to(self.device, torch.float32),
+            "z_hat": z_hat,
+            "indexes": idx,
+            "means": means,
+        }
 
     @torch.no_grad()
     def compress(self, latents: dict[str, Tensor]) -> list[Coded]:
-        """Entropy-code a batch of latents; one :class:`Coded` per frame."""
+        """Entropy-code a batch of latents (``y`` ``[B, M, h, w]``, and ``z`` ``[B, N, h/4,
+        w/4]`` for hyperprior kinds); one :class:`Coded` per frame."""
         eb = self.net.entropy_bottleneck
         gc = getattr(self.net, "gaussian_conditional", None)
         out: list[Coded] = []
@@ -238,17 +271,28 @@ class LatentCodec:
 
     @torch.no_grad()
     def decompress(self, strings: Sequence[bytes], padded_h: int, padded_w: int) -> dict[str, Any]:
-        """Decode one frame's strings to ``y_hat`` (on the model's device) and the CRC of its symbols."""
+        """Decode one frame's strings to ``y_hat`` (``[1, M, padded_h/16, padded_w/16]``
+        float32 on the model's device) and the CRC of its symbols (``symbols_crc``).
+
+        Raises:
+            BitstreamError: the packet holds the wrong number of strings for the kind.
+        """
         eb = self.net.entropy_bottleneck
         shapes = self.latent_shapes(padded_h, padded_w)
         if self.kind == "factorized":
             if len(strings) != 1:
-                raise BitstreamError(f"factorized packet has {len(strings)} strings, expected 1", hint="the stream is corrupt")
+                raise BitstreamError(
+                    f"factorized packet has {len(strings)} strings, expected 1",
+                    hint="the stream is corrupt",
+                )
             y_hat = eb.decompress([strings[0]], shapes["y"])
             sym = torch.round(y_hat - eb._get_medians())
             return {"y_hat": y_hat, "symbols_crc": symbols_crc(sym[0])}
         if len(strings) != 2:
-            raise BitstreamError(f"hyperprior packet has {len(strings)} strings, expected 2", hint="the stream is corrupt")
+            raise BitstreamError(
+                f"hyperprior packet has {len(strings)} strings, expected 2",
+                hint="the stream is corrupt",
+            )
         z_hat = eb.decompress([strings[0]], shapes["z"])
         z_sym = torch.round(z_hat - eb._get_medians())
         idx, means = self._index_path(z_hat)
@@ -259,11 +303,3 @@ class LatentCodec:
             "y_hat": y_hat.to(self.device, torch.float32),
             "symbols_crc": symbols_crc(z_sym[0], y_sym[0]),
         }
-
-
-def bits_to_bpp(bits: Tensor, num_pixels: int) -> Tensor:
-    return bits / num_pixels
-
-
-def psnr_from_mse(mse: float) -> float:
-    return 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")

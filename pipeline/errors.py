@@ -36,6 +36,33 @@ own so the CLI can print it separately. The CLI maps the branches to exit codes.
 
 from __future__ import annotations
 
+__all__ = [
+    "AccessDeniedError",
+    "BadMagicError",
+    "BitstreamError",
+    "ChecksumError",
+    "ClusterError",
+    "ConfigError",
+    "CorruptSourceError",
+    "CorruptWeightsError",
+    "EmptySourceError",
+    "FrameTooLargeError",
+    "InputError",
+    "ModelError",
+    "NotVideoError",
+    "ObjectNotFoundError",
+    "PreconditionFailedError",
+    "RelatentError",
+    "SourceNotFoundError",
+    "StorageError",
+    "TruncatedStreamError",
+    "UnknownModelError",
+    "UnsupportedPixelFormatError",
+    "UnsupportedStreamError",
+    "UnsupportedVersionError",
+    "WeightsMismatchError",
+]
+
 
 class RelatentError(Exception):
     """Base class of every error relatent raises on purpose."""
@@ -48,6 +75,7 @@ class RelatentError(Exception):
 
     @property
     def message(self) -> str:
+        """The full message (with the hint appended, as ``str(error)`` gives it)."""
         return self.args[0]
 
 
@@ -69,27 +97,27 @@ class InputError(RelatentError):
 
 
 class SourceNotFoundError(InputError):
-    pass
+    """The source file or object does not exist."""
 
 
 class EmptySourceError(InputError):
-    pass
+    """The source is empty (0 bytes), or its video stream has no frames."""
 
 
 class NotVideoError(InputError):
-    pass
+    """The source is not media at all, or has no video stream."""
 
 
 class CorruptSourceError(InputError):
-    pass
+    """The source is truncated or damaged: it cannot be opened, demuxed or decoded."""
 
 
 class UnsupportedPixelFormatError(InputError):
-    pass
+    """The source's pixel format or colour matrix is not supported."""
 
 
 class FrameTooLargeError(InputError):
-    pass
+    """The source's frames have more pixels (width * height) than the limit (``--max-pixels``)."""
 
 
 class BitstreamError(RelatentError):
@@ -99,19 +127,19 @@ class BitstreamError(RelatentError):
 
 
 class BadMagicError(BitstreamError):
-    pass
+    """The file does not start with the .rlv magic bytes: it is not a stream."""
 
 
 class UnsupportedVersionError(BitstreamError):
-    pass
+    """The stream's format version is not one this relatent reads."""
 
 
 class ChecksumError(BitstreamError):
-    pass
+    """A CRC32 of the stream (header, packet, footer or carry section) does not match."""
 
 
 class TruncatedStreamError(BitstreamError):
-    pass
+    """The stream is cut short (a header, packet, footer or carry section is missing)."""
 
 
 class ModelError(RelatentError):
@@ -121,15 +149,17 @@ class ModelError(RelatentError):
 
 
 class UnknownModelError(ModelError):
-    pass
+    """The architecture id is not registered, the checkpoint is autoregressive, or no
+    shipped weights exist for the requested architecture and quality."""
 
 
 class CorruptWeightsError(ModelError):
-    pass
+    """The weights are not a readable CompressAI state dict, or do not fit the architecture."""
 
 
 class WeightsMismatchError(ModelError):
-    pass
+    """The weights (sha256) or entropy tables are not the ones expected (by a stream or a
+    model card)."""
 
 
 class StorageError(RelatentError):
@@ -139,15 +169,16 @@ class StorageError(RelatentError):
 
 
 class ObjectNotFoundError(StorageError):
-    pass
+    """The file, object or bucket does not exist."""
 
 
 class AccessDeniedError(StorageError):
-    pass
+    """Permissions or credentials forbid the operation."""
 
 
 class PreconditionFailedError(StorageError):
-    pass
+    """A conditional write (create-only, or compare-and-swap on an ETag) lost the race: the
+    object already exists or changed since it was read."""
 
 
 class ClusterError(RelatentError):

@@ -29,6 +29,32 @@ from pipeline.errors import (
     WeightsMismatchError,
 )
 
+__all__ = [
+    "ARCHITECTURES",
+    "CARDS_FILE",
+    "PAD_MULTIPLE",
+    "WEIGHTS_DIR",
+    "ZOO_LAMBDAS",
+    "Architecture",
+    "LoadedModel",
+    "ModelIdentity",
+    "build_frozen",
+    "entropy_tables_sha256",
+    "find_card",
+    "get_architecture",
+    "infer_architecture",
+    "load_cards",
+    "load_model",
+    "load_state_dict_bytes",
+    "random_model",
+    "resolve_device",
+    "save_cards",
+    "sha256_bytes",
+    "shipped_qualities",
+    "upsert_card",
+    "zoo_lambda",
+]
+
 if TYPE_CHECKING:
     import torch
     from compressai.models import CompressionModel
@@ -61,6 +87,7 @@ class Architecture:
     description: str = ""
 
     def model_class(self) -> type[CompressionModel]:
+        """The CompressAI model class (``compressai.models.<class_name>``; imports compressai)."""
         from compressai import models as zoo
 
         return getattr(zoo, self.class_name)
@@ -92,6 +119,11 @@ ARCHITECTURES: Mapping[str, Architecture] = {
 
 
 def get_architecture(arch_id: str) -> Architecture:
+    """The registered architecture ``arch_id`` (a key of :data:`ARCHITECTURES`).
+
+    Raises:
+        UnknownModelError: ``arch_id`` is not registered.
+    """
     try:
         return ARCHITECTURES[arch_id]
     except KeyError:
@@ -102,10 +134,14 @@ def get_architecture(arch_id: str) -> Architecture:
 
 
 def zoo_lambda(quality: int) -> float:
+    """CompressAI's MSE training lambda of ``quality`` 1..8 (:data:`ZOO_LAMBDAS`; loss =
+    lambda * 255^2 * MSE + bpp).
+
+    Raises:
+        ConfigError: ``quality`` is outside 1..8.
+    """
     if not 1 <= quality <= len(ZOO_LAMBDAS):
-        raise ConfigError(
-            f"quality {quality} is out of range", hint=f"use 1..{len(ZOO_LAMBDAS)}"
-        )
+        raise ConfigError(f"quality {quality} is out of range", hint=f"use 1..{len(ZOO_LAMBDAS)}")
     return ZOO_LAMBDAS[quality - 1]
 
 
@@ -120,6 +156,7 @@ class ModelIdentity:
     tables_sha256: str = ""
 
     def describe(self) -> str:
+        """``<arch> q<quality> sha256 <first 12 hex digits>``, for messages."""
         return f"{self.arch} q{self.quality} sha256 {self.weights_sha256[:12]}"
 
 
@@ -137,9 +174,11 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
+        """The device of the network's parameters."""
         return next(self.net.parameters()).device
 
     def to(self, device: str | torch.device) -> LoadedModel:
+        """Move the network to ``device`` in place; returns ``self``."""
         self.net.to(device)
         return self
 
@@ -156,6 +195,8 @@ def load_cards() -> dict[str, Any]:
 
 
 def save_cards(cards: dict[str, Any]) -> None:
+    """Write ``cards`` to ``pipeline/weights/cards.json`` (sorted keys, via a temporary file
+    renamed over it)."""
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
     tmp = CARDS_FILE.with_name(CARDS_FILE.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
@@ -167,13 +208,18 @@ def save_cards(cards: dict[str, Any]) -> None:
 def upsert_card(card: dict[str, Any]) -> None:
     """Add or replace the card of ``(card["arch"], card["quality"])`` in cards.json."""
     cards = load_cards()
-    models = [c for c in cards["models"] if not (c["arch"] == card["arch"] and int(c["quality"]) == int(card["quality"]))]
+    models = [
+        c
+        for c in cards["models"]
+        if not (c["arch"] == card["arch"] and int(c["quality"]) == int(card["quality"]))
+    ]
     models.append(card)
     cards["models"] = sorted(models, key=lambda c: (c["arch"], int(c["quality"])))
     save_cards(cards)
 
 
 def find_card(arch_id: str, quality: int) -> dict[str, Any] | None:
+    """The model card of the shipped weights for ``(arch_id, quality)``, or None."""
     for card in load_cards()["models"]:
         if card["arch"] == arch_id and int(card["quality"]) == int(quality):
             return card
@@ -181,6 +227,7 @@ def find_card(arch_id: str, quality: int) -> dict[str, Any] | None:
 
 
 def shipped_qualities(arch_id: str) -> list[int]:
+    """The qualities with shipped weights for ``arch_id``, ascending."""
     return sorted(int(c["quality"]) for c in load_cards()["models"] if c["arch"] == arch_id)
 
 
@@ -188,6 +235,7 @@ def shipped_qualities(arch_id: str) -> list[int]:
 
 
 def sha256_bytes(data: bytes) -> str:
+    """The sha256 of ``data`` as 64 lowercase hex digits (weights are identified by it)."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -203,8 +251,10 @@ def _unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
 
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not obj or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    if (
+        not isinstance(obj, dict)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     ):
         raise CorruptWeightsError(
             f"{source} does not hold a CompressAI state dict",
@@ -216,11 +266,17 @@ def _unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
 
 
 def infer_architecture(state_dict: Mapping[str, Any]) -> str:
-    """Guess the architecture id of a CompressAI state dict from its keys and shapes."""
+    """Guess the architecture id of a CompressAI state dict from its keys and shapes.
+
+    Raises:
+        UnknownModelError: an autoregressive checkpoint (mbt2018, cheng2020).
+    """
     keys = set(state_dict)
     if not any(k.startswith("h_a.") for k in keys):
         return "bmshj2018-factorized"
-    if any(k.startswith("context_prediction.") or k.startswith("entropy_parameters.") for k in keys):
+    if any(
+        k.startswith("context_prediction.") or k.startswith("entropy_parameters.") for k in keys
+    ):
         raise UnknownModelError(
             "autoregressive checkpoints (mbt2018, cheng2020) are not supported",
             hint="use bmshj2018-factorized, bmshj2018-hyperprior or mbt2018-mean weights",
@@ -250,8 +306,15 @@ def entropy_tables_sha256(net: CompressionModel) -> str:
     return h.hexdigest()
 
 
-def build_frozen(arch: Architecture, state_dict: dict[str, torch.Tensor], source: str) -> tuple[CompressionModel, int, int]:
-    """Build the model from weights, freeze it and build its CDF tables once."""
+def build_frozen(
+    arch: Architecture, state_dict: dict[str, torch.Tensor], source: str
+) -> tuple[CompressionModel, int, int]:
+    """Build the model from weights, freeze it and build its CDF tables once; returns the
+    network with its N and M (channel counts read from the weights).
+
+    Raises:
+        CorruptWeightsError: the weights do not fit ``arch``.
+    """
     import torch
 
     cls = arch.model_class()
@@ -284,6 +347,13 @@ def build_frozen(arch: Architecture, state_dict: dict[str, torch.Tensor], source
 
 
 def load_state_dict_bytes(data: bytes, source: str) -> dict[str, torch.Tensor]:
+    """The state dict in the checkpoint bytes ``data`` (``torch.load(weights_only=True)`` on
+    the CPU; a ``{"state_dict": ...}`` wrapper and ``module.`` prefixes are removed).
+    ``source`` names the file in errors.
+
+    Raises:
+        CorruptWeightsError: ``data`` is not a readable checkpoint, or holds no state dict.
+    """
     import pickle
 
     import torch
@@ -312,13 +382,26 @@ def load_model(
     With no ``checkpoint`` the shipped weights for ``(arch_id, quality)`` are used (defaults
     from ``cards.json``). With a ``checkpoint`` (a path, ``file://`` or ``s3://`` URI) the
     file must be a CompressAI-format state dict; ``arch_id`` is inferred when omitted.
+    ``lmbda`` defaults to the card's, else :func:`zoo_lambda` of ``quality`` (0.0130 when
+    the quality is unknown); ``device`` goes through :func:`resolve_device`.
+
+    Raises:
+        UnknownModelError: no model given and no shipped default, an unknown ``arch_id``,
+            no shipped weights for ``(arch_id, quality)``, or an autoregressive checkpoint.
+        WeightsMismatchError: the file's sha256 is not ``expected_sha256`` (or the card's).
+        CorruptWeightsError: the file is not a readable state dict, or does not fit the
+            architecture.
+        ConfigError: ``quality`` outside 1..8 (with a ``checkpoint`` and no ``lmbda``), CUDA
+            requested but absent, or a malformed checkpoint URI.
+        StorageError: the checkpoint cannot be read (e.g. ObjectNotFoundError,
+            AccessDeniedError).
     """
     cards = load_cards()
     card: dict[str, Any] | None = None
     if checkpoint is None:
         arch_id = arch_id or cards.get("default_arch")
         if arch_id is None:
-            raise ModelErrorNoWeights()
+            raise _no_weights_error()
         get_architecture(arch_id)
         available = shipped_qualities(arch_id)
         if quality is None:
@@ -367,7 +450,7 @@ def load_model(
     return loaded
 
 
-def ModelErrorNoWeights() -> UnknownModelError:
+def _no_weights_error() -> UnknownModelError:
     return UnknownModelError(
         "no model given and no shipped default weights are installed",
         hint="pass --model and --checkpoint, or reinstall relatent with its weights",
@@ -375,18 +458,29 @@ def ModelErrorNoWeights() -> UnknownModelError:
 
 
 def resolve_device(device: str | None = None) -> torch.device:
-    """``auto`` (or None) picks CUDA when present, else the CPU."""
+    """``auto`` (or None) picks CUDA when present, else the CPU.
+
+    Raises:
+        ConfigError: a ``cuda`` device is requested but CUDA is not available.
+    """
     import torch
 
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available", hint="use --device cpu or auto")
+        raise ConfigError(
+            f"device {device!r} requested but CUDA is not available",
+            hint="use --device cpu or auto",
+        )
     return torch.device(device)
 
 
 def random_model(arch_id: str, N: int = 16, M: int = 24, seed: int = 0) -> LoadedModel:
-    """A small randomly initialised model for tests of the mechanics (never for quality)."""
+    """A small randomly initialised model for tests of the mechanics (never for quality).
+
+    Raises:
+        UnknownModelError: ``arch_id`` is not registered.
+    """
     import torch
 
     arch = get_architecture(arch_id)
@@ -397,5 +491,7 @@ def random_model(arch_id: str, N: int = 16, M: int = 24, seed: int = 0) -> Loade
     data = buf.getvalue()
     state = load_state_dict_bytes(data, f"<random {arch_id}>")
     net, n, m = build_frozen(arch, state, f"<random {arch_id}>")
-    identity = ModelIdentity(arch_id, 1, ZOO_LAMBDAS[0], sha256_bytes(data), entropy_tables_sha256(net))
+    identity = ModelIdentity(
+        arch_id, 1, ZOO_LAMBDAS[0], sha256_bytes(data), entropy_tables_sha256(net)
+    )
     return LoadedModel(arch, net, identity, n, m, f"<random {arch_id}>")

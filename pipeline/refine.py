@@ -35,139 +35,42 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
+import itertools
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from pipeline.config import RefineConfig
 from pipeline.entropy import LatentCodec, Relax
-from pipeline.errors import ConfigError
 
-METHODS = ("none", "campos", "sga")
-AUTOCAST = ("none", "bf16")
-
-
-@dataclass(frozen=True)
-class RefineConfig:
-    """How latents are refined. Frozen; its :meth:`hash` goes into every stream header.
-
-    Attributes:
-        method: ``none`` (plain CompressAI coding), ``campos`` (gradient descent on the
-            latents under uniform noise, the seed's method) or ``sga`` (stochastic Gumbel
-            annealing; the paper uses lr 5e-3).
-        iters: iteration budget per frame (with ``budget``: the cap of one frame).
-        lr: Adam step size (the seed uses 1e-3).
-        lmbda: rate-distortion trade-off; ``None`` means the checkpoint's training lambda.
-        tol: convergence tolerance: a frame stops once its relaxed loss has not improved
-            by a relative ``tol`` over ``window`` iterations. 0 disables early stopping.
-        window: iterations over which ``tol`` is judged.
-        seed: seed of the relaxation noise.
-        warm_start: start frame t from frame t-1's refinement offset when the two frames
-            are close (MSE of their 8-bit RGB <= ``warm_threshold``).
-        grid: K: warm-start chains and budget groups restart at frame indices that are
-            multiples of K (shard cuts of the distributed encoder fall on this grid).
-        warm_threshold: largest MSE (8-bit RGB, 0-255 scale) of two consecutive frames
-            for which the later one is warm-started.
-        budget: average iterations per frame over each grid group; 0 = off (every frame
-            gets ``iters``). Needs ``probe <= budget <= iters``.
-        probe: iterations every frame runs before the group's budget is shared out.
-        autocast: ``bf16`` runs g_s (forward and backward) under bfloat16 autocast; the
-            latents, the bits and the final coding stay fp32.
-    """
-
-    method: Literal["none", "campos", "sga"] = "campos"
-    iters: int = 50
-    lr: float = 1e-3
-    lmbda: float | None = None
-    tol: float = 1e-3
-    window: int = 20
-    seed: int = 0
-    warm_start: bool = False
-    grid: int = 16
-    warm_threshold: float = 1000.0
-    budget: int = 0
-    probe: int = 8
-    autocast: Literal["none", "bf16"] = "none"
-
-    def validate(self) -> RefineConfig:
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown refinement method {self.method!r}", hint=f"use one of {', '.join(METHODS)}")
-        if self.iters < 0:
-            raise ConfigError(f"--iters {self.iters} is negative", hint="use 0 or more iterations")
-        if not self.lr > 0:
-            raise ConfigError(f"--lr {self.lr} must be positive", hint="the seed uses 1e-3")
-        if self.lmbda is not None and not self.lmbda > 0:
-            raise ConfigError(f"--lambda {self.lmbda} must be positive", hint="omit it to use the model's training lambda")
-        if self.tol < 0 or self.window < 1:
-            raise ConfigError("--tol must be >= 0 and --window >= 1")
-        if self.grid < 1:
-            raise ConfigError(f"--grid {self.grid} must be at least 1", hint="e.g. the source's GOP length")
-        if not self.warm_threshold >= 0:
-            raise ConfigError(f"--warm-threshold {self.warm_threshold} must be >= 0")
-        if self.budget < 0:
-            raise ConfigError(f"--budget-iters-per-frame {self.budget} is negative", hint="0 turns the adaptive budget off")
-        if self.budget > 0 and self.method != "none":
-            if self.probe < 2:
-                raise ConfigError(f"--probe {self.probe} must be at least 2 (the gain is measured between probe iterations)")
-            if not self.probe <= self.budget <= self.iters:
-                raise ConfigError(
-                    f"--budget-iters-per-frame {self.budget} must lie between the probe ({self.probe}) and --iters ({self.iters})",
-                    hint="--iters is the cap of one frame under an adaptive budget, e.g. 4x the average",
-                )
-        if self.autocast not in AUTOCAST:
-            raise ConfigError(f"unknown --autocast {self.autocast!r}", hint=f"use one of {', '.join(AUTOCAST)}")
-        return self
-
-    @property
-    def active(self) -> bool:
-        """Whether any refinement runs."""
-        return self.method != "none" and self.iters > 0
-
-    @property
-    def uses_grid(self) -> bool:
-        """Whether frames are coded in grid groups (warm-start chains or budget groups):
-        then the bytes of a frame depend on the other frames of its group, and shard cuts
-        must fall on the grid."""
-        return self.active and (self.warm_start or self.budget > 0)
-
-    def resolved(self, model_lmbda: float) -> RefineConfig:
-        """The config with ``lmbda`` filled in (what actually runs and is hashed)."""
-        cfg = self if self.lmbda is not None else replace(self, lmbda=model_lmbda)
-        if cfg.method == "none":
-            cfg = replace(cfg, iters=0)
-        if not cfg.active:
-            cfg = replace(cfg, warm_start=False, budget=0, autocast="none")
-        return cfg.validate()
-
-    def to_json(self) -> dict[str, Any]:
-        """Canonical form: float fields are floats whether given as 0 or 0.0. Settings that
-        are off are left out (so configs from before they existed keep their hash)."""
-        d = asdict(self)
-        for k in ("lr", "lmbda", "tol", "warm_threshold"):
-            if d[k] is not None:
-                d[k] = float(d[k])
-        if not self.warm_start:
-            del d["warm_start"], d["warm_threshold"]
-        if self.budget <= 0:
-            del d["budget"], d["probe"]
-        if not (self.warm_start or self.budget > 0):
-            del d["grid"]
-        if self.autocast == "none":
-            del d["autocast"]
-        return d
-
-    def hash(self) -> str:
-        blob = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+__all__ = [
+    "FrameState",
+    "RefineResult",
+    "Relaxation",
+    "allocate",
+    "frame_generator",
+    "frame_mse",
+    "frames_close",
+    "grid_groups",
+    "probe_gains",
+    "relaxed_loss",
+    "run_states",
+    "sga_tau",
+    "stack_states",
+    "warm_flags",
+]
 
 
 def frame_generator(seed: int, frame_index: int) -> torch.Generator:
+    """The CPU noise generator of frame ``frame_index``: seeded with the first 8 bytes
+    (little-endian, 63 bits) of sha256(``relatent-noise:<seed>:<frame_index>``), so a
+    frame's noise depends on neither its batch nor the process."""
     digest = hashlib.sha256(f"relatent-noise:{seed}:{frame_index}".encode()).digest()
     g = torch.Generator(device="cpu")
     g.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
@@ -197,6 +100,33 @@ def frames_close(prev: np.ndarray, cur: np.ndarray, threshold: float) -> bool:
 
 
 # --------------------------------------------------------------------------- budgets
+
+
+def grid_groups(frame_indices: Sequence[int], grid: int) -> list[list[int]]:
+    """Positions of ``frame_indices`` (in coding order) grouped by ``index // grid``:
+    warm-start chains and budget groups never cross a multiple of ``grid``."""
+    positions = range(len(frame_indices))
+    return [
+        list(g) for _, g in itertools.groupby(positions, key=lambda i: frame_indices[i] // grid)
+    ]
+
+
+def warm_flags(
+    refs: Sequence[np.ndarray],
+    frame_indices: Sequence[int],
+    groups: Sequence[Sequence[int]],
+    threshold: float,
+) -> list[bool]:
+    """Which frames start warm from the previous one: a frame that follows its group's
+    previous frame directly (consecutive indices) and is close to it (:func:`frames_close`
+    on 8-bit RGB, ``threshold`` on the 0..255 MSE scale). A group's first frame is cold."""
+    warm = [False] * len(refs)
+    for grp in groups:
+        for a, b in itertools.pairwise(grp):
+            warm[b] = frame_indices[b] == frame_indices[a] + 1 and frames_close(
+                refs[a], refs[b], threshold
+            )
+    return warm
 
 
 def allocate(total: int, gains: Sequence[float], lo: Sequence[int], hi: Sequence[int]) -> list[int]:
@@ -271,7 +201,14 @@ class FrameState:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, latents: dict[str, Tensor], index: int, seed: int, stop: int, schedule: int | None = None) -> FrameState:
+    def start(
+        cls,
+        latents: dict[str, Tensor],
+        index: int,
+        seed: int,
+        stop: int,
+        schedule: int | None = None,
+    ) -> FrameState:
         """A fresh state (zero moments) from ``[1, ...]`` latents."""
         p = {k: v.detach().clone() for k, v in latents.items()}
         return cls(
@@ -281,6 +218,7 @@ class FrameState:
 
     @property
     def done(self) -> bool:
+        """Whether the frame stopped: converged early, or reached ``stop`` iterations."""
         return self.converged or self.t >= self.stop
 
     def offset(self, latents0: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -323,7 +261,11 @@ class Relaxation:
         for j, tau in enumerate(self.taus):  # each frame at its own temperature
             rj = r[j : j + 1]
             logits = torch.stack(
-                [-torch.atanh(rj.clamp(-1 + eps, 1 - eps)) / tau, -torch.atanh((1 - rj).clamp(-1 + eps, 1 - eps)) / tau], -1
+                [
+                    -torch.atanh(rj.clamp(-1 + eps, 1 - eps)) / tau,
+                    -torch.atanh((1 - rj).clamp(-1 + eps, 1 - eps)) / tau,
+                ],
+                -1,
             )
             outs.append(torch.softmax((logits + gumbel[j : j + 1]) / tau, dim=-1)[..., 1])
         d_t = fl + (outs[0] if len(outs) == 1 else torch.cat(outs))
@@ -340,15 +282,25 @@ def _synth_autocast(mode: str, device: torch.device) -> Iterator[None]:
 
 
 def relaxed_loss(
-    codec: LatentCodec, latents: dict[str, Tensor], relax: Relax, x: Tensor, h: int, w: int, lmbda: float,
+    codec: LatentCodec,
+    latents: dict[str, Tensor],
+    relax: Relax,
+    x: Tensor,
+    h: int,
+    w: int,
+    lmbda: float,
     autocast: str = "none",
 ) -> Tensor:
-    """Per-frame relaxed RD loss (shape [B]); distortion only over the valid h x w area.
+    """Per-frame relaxed RD loss (shape [B]): bits / (h * w) + lambda * 255^2 * MSE, i.e.
+    bpp over the valid ``h`` x ``w`` source pixels plus CompressAI's distortion term, the
+    MSE taken on [0, 1] over the valid area of ``x`` (``[B, 3, Hp, Wp]`` float32 in [0, 1]).
     With ``autocast="bf16"`` only g_s runs in bfloat16 (bits and latents stay fp32)."""
     if autocast == "none":
         bits, x_t = codec.relaxed(latents, relax)
     else:
-        bits, x_t = codec.relaxed(latents, relax, synth=lambda y: _autocast_synth(codec, y, autocast))
+        bits, x_t = codec.relaxed(
+            latents, relax, synth=lambda y: _autocast_synth(codec, y, autocast)
+        )
     d = (x_t[..., :h, :w] - x[..., :h, :w]) ** 2
     mse = d.flatten(1).mean(1)
     return bits / (h * w) + lmbda * 255.0**2 * mse
@@ -361,7 +313,11 @@ def _autocast_synth(codec: LatentCodec, y: Tensor, mode: str) -> Tensor:
 
 
 def run_states(
-    codec: LatentCodec, x: Tensor, states: Sequence[FrameState], valid_hw: tuple[int, int], cfg: RefineConfig
+    codec: LatentCodec,
+    x: Tensor,
+    states: Sequence[FrameState],
+    valid_hw: tuple[int, int],
+    cfg: RefineConfig,
 ) -> float:
     """Advance every state (``states[i]`` is the frame ``x[i]``) until it stops or converges;
     returns the seconds spent. The states change only when the whole run succeeds (a CUDA
@@ -371,7 +327,15 @@ def run_states(
     h, w = valid_hw
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     work = [
-        replace(s, params=dict(s.params), m=dict(s.m), v=dict(s.v), gen=_copy_gen(s.gen), extra=dict(s.extra)) for s in states
+        replace(
+            s,
+            params=dict(s.params),
+            m=dict(s.m),
+            v=dict(s.v),
+            gen=_copy_gen(s.gen),
+            extra=dict(s.extra),
+        )
+        for s in states
     ]
     active = [i for i, s in enumerate(work) if not s.done]
     while active:
@@ -379,7 +343,11 @@ def run_states(
         keys = list(work[active[0]].params)
         cur = {k: torch.cat([work[i].params[k] for i in active]).requires_grad_(True) for k in keys}
         ts = [work[i].t + 1 for i in active]
-        taus = [sga_tau(t, work[i].schedule) for t, i in zip(ts, active, strict=True)] if cfg.method == "sga" else []
+        taus = (
+            [sga_tau(t, work[i].schedule) for t, i in zip(ts, active, strict=True)]
+            if cfg.method == "sga"
+            else []
+        )
         relax = Relaxation(cfg.method, [work[i].gen for i in active], taus)
         xb = x if len(active) == x.shape[0] else x.index_select(0, idx)
         loss = relaxed_loss(codec, cur, relax, xb, h, w, cfg.lmbda, cfg.autocast)
@@ -417,7 +385,11 @@ def run_states(
 
 
 def probe_gains(
-    codec: LatentCodec, x: Tensor, latents0: dict[str, Tensor], states: Sequence[FrameState], valid_hw: tuple[int, int],
+    codec: LatentCodec,
+    x: Tensor,
+    latents0: dict[str, Tensor],
+    states: Sequence[FrameState],
+    valid_hw: tuple[int, int],
     cfg: RefineConfig,
 ) -> list[float]:
     """What each probed frame gained: its relaxed loss at the start minus at the end of the
@@ -432,9 +404,23 @@ def probe_gains(
         return [frame_generator(cfg.seed ^ 0x5EED, s.index) for s in states]
 
     with torch.no_grad():
-        before = relaxed_loss(codec, latents0, Relaxation("campos", gens(), []), x, h, w, cfg.lmbda, cfg.autocast)
-        after = relaxed_loss(codec, stack_states(states), Relaxation("campos", gens(), []), x, h, w, cfg.lmbda, cfg.autocast)
-    return [float(b) - float(a) for b, a in zip(before.cpu().tolist(), after.cpu().tolist(), strict=True)]
+        before = relaxed_loss(
+            codec, latents0, Relaxation("campos", gens(), []), x, h, w, cfg.lmbda, cfg.autocast
+        )
+        after = relaxed_loss(
+            codec,
+            stack_states(states),
+            Relaxation("campos", gens(), []),
+            x,
+            h,
+            w,
+            cfg.lmbda,
+            cfg.autocast,
+        )
+    return [
+        float(b) - float(a)
+        for b, a in zip(before.cpu().tolist(), after.cpu().tolist(), strict=True)
+    ]
 
 
 # --------------------------------------------------------------------------- batch API
@@ -442,6 +428,10 @@ def probe_gains(
 
 @dataclass
 class RefineResult:
+    """The refinement of one batch: the refined latents stacked per name (``[B, ...]``),
+    each frame's iterations, the batch's wall seconds, and each frame's relaxed loss
+    (bpp + lambda * 255^2 * MSE) at its first and last iteration."""
+
     latents: dict[str, Tensor]
     iters: list[int]
     seconds: float
@@ -450,23 +440,5 @@ class RefineResult:
 
 
 def stack_states(states: Sequence[FrameState]) -> dict[str, Tensor]:
+    """The states' ``[1, ...]`` latents concatenated per name into ``[B, ...]`` tensors."""
     return {k: torch.cat([s.params[k] for s in states]) for k in states[0].params}
-
-
-def refine_latents(
-    codec: LatentCodec,
-    x: Tensor,
-    latents0: dict[str, Tensor],
-    valid_hw: tuple[int, int],
-    frame_indices: list[int],
-    cfg: RefineConfig,
-) -> RefineResult:
-    """Refine a batch of latents from cold (``cfg`` must be :meth:`RefineConfig.resolved`)."""
-    states = [
-        FrameState.start({k: v[i : i + 1] for k, v in latents0.items()}, fi, cfg.seed, cfg.iters)
-        for i, fi in enumerate(frame_indices)
-    ]
-    secs = run_states(codec, x, states, valid_hw, cfg)
-    return RefineResult(
-        stack_states(states), [s.t for s in states], secs, [s.loss_start for s in states], [s.loss_end for s in states]
-    )

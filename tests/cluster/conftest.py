@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-#: Refinement used by every cluster test: a few real iterations, no early stop.
-from jobs.bench_pipeline import synthetic_clip
+from jobs.bench.pipeline import synthetic_clip
 from pipeline.codec import encode_video
+from pipeline.config import RefineConfig
 from pipeline.models import get_architecture, load_model
-from pipeline.refine import RefineConfig
 
-REFINE = RefineConfig(
-    iters=2, lr=5e-3, tol=0.0
-)  # floats as the CLI parses them (the hash is type-sensitive)
+#: Refinement used by every cluster test: a few real iterations, no early stop (floats as
+#: the CLI parses them: the hash is type-sensitive).
+REFINE = RefineConfig(iters=2, lr=5e-3, tol=0.0)
 
 
 def write_clip(

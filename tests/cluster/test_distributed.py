@@ -311,7 +311,8 @@ def test_corrupt_audio_fails_the_video_or_is_dropped_with_the_flag(
     ray_local, tmp_path, checkpoint, capsys
 ) -> None:
     src = make_source(
-        tmp_path / "bad.mkv", audio=[{"codec": "aac", "lang": "eng"}, {"codec": "aac", "lang": "spa"}]
+        tmp_path / "bad.mkv",
+        audio=[{"codec": "aac", "lang": "eng"}, {"codec": "aac", "lang": "spa"}],
     )
     corrupt_track(src, ("audio", "eng"))
     out = tmp_path / "out"
@@ -333,7 +334,9 @@ def test_corrupt_audio_fails_the_video_or_is_dropped_with_the_flag(
     assert "WARNING" in table and "audio stream #1 (aac, eng) is corrupt" in table
     (manifest,) = out.glob("*.manifest.parquet")
     summary = mf.read_summary(str(manifest))
-    assert [(r["language"], r["status"]) for r in summary["carried_streams"]] == [("spa", "carried")]
+    assert [(r["language"], r["status"]) for r in summary["carried_streams"]] == [
+        ("spa", "carried")
+    ]
     (drop,) = summary["dropped_streams"]
     assert (drop["index"], drop["type"], drop["codec"], drop["language"], drop["status"]) == (
         1, "audio", "aac", "eng", "broken",
@@ -347,23 +350,38 @@ def test_corrupt_audio_fails_the_video_or_is_dropped_with_the_flag(
     assert Path(summary["stream"]).read_bytes() == ref.read_bytes()
 
 
-def test_warm_start_and_budget_on_ray_match_relatent_encode(ray_local, tmp_path, clips, checkpoint) -> None:
+def test_warm_start_and_budget_on_ray_match_relatent_encode(
+    ray_local, tmp_path, clips, checkpoint
+) -> None:
     """Warm starts and an adaptive budget through the Ray path (grid-aligned shards on two
     actors): the same bytes as `relatent encode`, and the manifest reports the iterations."""
-    from pipeline.refine import RefineConfig
+    from pipeline.config import RefineConfig
 
-    refine = RefineConfig(iters=6, lr=5e-3, tol=0.0, warm_start=True, grid=3, warm_threshold=1e9, budget=3, probe=2)
+    refine = RefineConfig(
+        iters=6, lr=5e-3, tol=0.0, warm_start=True, grid=3, warm_threshold=1e9, budget=3, probe=2
+    )
     ref = tmp_path / "ref.rlv"
-    encode_video(str(clips["a"]), str(ref), load_model(checkpoint=str(checkpoint), quality=3), refine)
+    encode_video(
+        str(clips["a"]), str(ref), load_model(checkpoint=str(checkpoint), quality=3), refine
+    )
     job = TranscodeJob(
-        sources=(str(clips["a"]),), out=str(tmp_path / "out"), model=ModelSpec(checkpoint=str(checkpoint), quality=3),
-        refine=refine, shard_frames=4, batch=2, cluster=ClusterConfig(actors=2, max_inflight=2),
+        sources=(str(clips["a"]),),
+        out=str(tmp_path / "out"),
+        model=ModelSpec(checkpoint=str(checkpoint), quality=3),
+        refine=refine,
+        shard_frames=4,
+        batch=2,
+        cluster=ClusterConfig(actors=2, max_inflight=2),
     )
     report = run_job(job)
     (v,) = report.videos
     assert v.status == "committed" and Path(v.stream).read_bytes() == ref.read_bytes()
     rows = mf.read_rows(v.manifest).to_pylist()
-    starts = [r["frame_index"] for r in rows if r["frame_index"] == 0 or r["shard"] != rows[r["frame_index"] - 1]["shard"]]
+    starts = [
+        r["frame_index"]
+        for r in rows
+        if r["frame_index"] == 0 or r["shard"] != rows[r["frame_index"] - 1]["shard"]
+    ]
     assert len(starts) > 1 and all(s % 3 == 0 for s in starts)  # several shards, cut on the grid
     summ = mf.read_summary(v.manifest)
     assert summ["totals"]["iters_per_frame"] == 3.0 and summ["refine"]["warm_start"] is True

@@ -1,6 +1,7 @@
 """Per-video leases (cluster.leases) on the local filesystem and on S3 (moto over HTTP):
 absent -> taken, live -> refused with the holder named, expired or damaged -> taken over,
-renew/release only by the holder, and racing runs never both hold one lease."""
+renew/release only by the holder, racing runs never both hold one lease, and the lease
+keeper renews in the background and releases what is still ours."""
 
 from __future__ import annotations
 
@@ -108,3 +109,24 @@ def test_non_positive_ttl_is_a_config_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="lease-ttl"):
         leases.acquire(str(tmp_path), "v", "src", "run", ttl=0)
+
+
+def test_held_leases_are_renewed_in_the_background_and_released(tmp_path: Path) -> None:
+    out = str(tmp_path / "rlv")
+    mine = leases.acquire(out, "v1", "src1", "run-a", ttl=0.9).lease
+    stolen = leases.acquire(out, "v2", "src2", "run-a", ttl=0.9).lease
+    held = leases.LeaseKeeper(ttl=0.9)
+    held.add("v1", mine)
+    held.add("v2", stolen)
+    with held:
+        # Another run takes v2 over (as it would after an expiry); v1 stays ours.
+        _, etag = storage.read_versioned(stolen.uri)
+        other = leases.LeaseInfo("v2", "src2", "run-b", "h", 1, 0.0, 0.0, time.time() + 600)
+        storage.replace_if_match(stolen.uri, leases.encode_lease(other), etag)
+        time.sleep(2.0)  # several renewal rounds (every ttl/3)
+        current = leases.read(out, "v1")
+        assert current.run_id == "run-a" and not current.expired()
+        assert current.renewed_at > mine.info.acquired_at
+    assert held.lost == ["v2"]
+    assert leases.read(out, "v1") is None  # released at the end
+    assert leases.read(out, "v2").run_id == "run-b"  # never touched: not ours any more

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cluster import manifest as mf
+from cluster.commit import CommitSpec, commit_video
 from cluster.config import (
     ClusterConfig,
     TranscodeJob,
@@ -17,17 +18,11 @@ from cluster.config import (
     helper_task_options,
 )
 from cluster.planning import output_key, plan_ranges, source_stem, video_id
-from cluster.work import (
-    CommitSpec,
-    ShardEncoder,
-    commit_video,
-    identity_of,
-    prepare_video,
-    validate_staged,
-)
+from cluster.prepare import prepare_video
+from cluster.shard import ShardEncoder, validate_staged
+from pipeline.config import RefineConfig
 from pipeline.errors import ConfigError, EmptySourceError
 from pipeline.models import load_model
-from pipeline.refine import RefineConfig
 from tests.cluster.conftest import REFINE
 
 # --------------------------------------------------------------------------- cuts
@@ -76,7 +71,13 @@ def test_plan_ranges_on_a_grid_prefers_keyframes_then_the_target() -> None:
     # grid 5 and keyframes every 10: the keyframes nearest the target
     assert plan_ranges(100, range(0, 100, 10), 32, grid=5) == [(0, 30), (30, 60), (60, 100)]
     # no keyframe on the grid: the multiple nearest the target (ties: the earlier)
-    assert plan_ranges(40, (0, 7, 21), 10, grid=4) == [(0, 8), (8, 16), (16, 24), (24, 32), (32, 40)]
+    assert plan_ranges(40, (0, 7, 21), 10, grid=4) == [
+        (0, 8),
+        (8, 16),
+        (16, 24),
+        (24, 32),
+        (32, 40),
+    ]
     assert plan_ranges(40, (0, 7, 21), 11, grid=4) == [(0, 12), (12, 24), (24, 40)]
     # shards shorter than the grid: one grid group each
     assert plan_ranges(20, (), 3, grid=8) == [(0, 8), (8, 16), (16, 20)]
@@ -144,7 +145,7 @@ def test_job_validation() -> None:
 
 def test_output_keys_are_deterministic(checkpoint: Path) -> None:
     model = load_model(checkpoint=str(checkpoint), quality=3)
-    ident = identity_of(model)
+    ident = model.identity
     r = REFINE.resolved(ident.lmbda)
     assert video_id("s3://b/x/clip.mp4", ident, r) == video_id("s3://b/x/clip.mp4", ident, r)
     assert video_id("s3://b/x/clip.mp4", ident, r).startswith("clip-")
@@ -165,7 +166,7 @@ def model(checkpoint: Path):
 def _run_local(
     src: Path, out: Path, model, shard_frames: int, order=lambda x: x
 ) -> tuple[dict, list]:
-    ident = identity_of(model)
+    ident = model.identity
     refine = REFINE.resolved(ident.lmbda)
     plan = prepare_video(str(src), str(out), ident, refine)
     specs = plan.shards(shard_frames, 0.5, refine, ident.weights_sha256, batch=3)
@@ -208,14 +209,14 @@ def test_warm_start_streams_are_identical_across_shard_layouts_and_retries(
 ) -> None:
     from pipeline.codec import encode_video
 
-    ident = identity_of(model)
+    ident = model.identity
     refine = WARM_BUDGET.resolved(ident.lmbda)
     ref = tmp_path / "ref.rlv"  # `relatent encode`
     summary_ref = encode_video(str(clips["a"]), str(ref), model, WARM_BUDGET, batch=2)
-    assert any(f["warm"] for f in summary_ref.frames)
+    assert any(f.warm for f in summary_ref.frames)
     # every frame was probed and given its share (tol 0: all of it); the frames of this clip
     # are alike, so the shares are even (uneven shares: tests/pipeline/test_refine.py)
-    assert all(f["iters"] == f["allocated"] >= WARM_BUDGET.probe for f in summary_ref.frames)
+    assert all(f.iters == f.allocated >= WARM_BUDGET.probe for f in summary_ref.frames)
     out = tmp_path / "out"
     plan = prepare_video(str(clips["a"]), str(out), ident, refine)
     specs = plan.shards(shard_frames, 0.5, refine, ident.weights_sha256, batch=3)
@@ -232,12 +233,12 @@ def test_warm_start_streams_are_identical_across_shard_layouts_and_retries(
     assert Path(victim.shard_uri).read_bytes() == staged
     summary = commit_video(CommitSpec(plan, tuple((s.start, s.end) for s in specs), ident, refine))
     assert Path(summary["stream"]).read_bytes() == ref.read_bytes()
-    assert summary["totals"]["iters"] == sum(f["iters"] for f in summary_ref.frames)
+    assert summary["totals"]["iters"] == sum(f.iters for f in summary_ref.frames)
     assert summary["totals"]["iters_per_frame"] == summary["totals"]["iters"] / 16
 
 
 def test_shards_off_the_grid_are_refused(tmp_path: Path, clips, model) -> None:
-    ident = identity_of(model)
+    ident = model.identity
     refine = WARM_BUDGET.resolved(ident.lmbda)
     plan = prepare_video(str(clips["a"]), str(tmp_path), ident, refine)
     spec = plan.shards(16, 0.5, refine, ident.weights_sha256, batch=3)[0]
@@ -248,7 +249,7 @@ def test_shards_off_the_grid_are_refused(tmp_path: Path, clips, model) -> None:
 
 
 def test_staged_shards_are_validated_and_reused(tmp_path: Path, clips, references, model) -> None:
-    ident = identity_of(model)
+    ident = model.identity
     refine = REFINE.resolved(ident.lmbda)
     plan = prepare_video(str(clips["a"]), str(tmp_path), ident, refine)
     specs = plan.shards(5, 0.5, refine, ident.weights_sha256, batch=4)
@@ -285,7 +286,6 @@ def test_manifest_summary(tmp_path: Path, clips, model) -> None:
 
 
 def test_audio_is_carried_like_relatent_encode(tmp_path: Path, model) -> None:
-    from cluster.work import HAS_CARRY
     from pipeline.codec import encode_video
     from tests.cluster.conftest import write_clip_with_audio
 
@@ -293,18 +293,17 @@ def test_audio_is_carried_like_relatent_encode(tmp_path: Path, model) -> None:
     encode_video(str(src), str(tmp_path / "ref.rlv"), model, REFINE)
     summary, _ = _run_local(src, tmp_path / "out", model, 4)
     assert Path(summary["stream"]).read_bytes() == (tmp_path / "ref.rlv").read_bytes()
-    if HAS_CARRY:
-        assert summary["carry_bytes"] > 3000  # the AAC track is in the stream
+    assert summary["carry_bytes"] > 3000  # the AAC track is in the stream
 
 
 def test_failure_classification_and_summary_table() -> None:
-    from cluster.driver import JobReport, VideoResult, _is_deterministic
+    from cluster.results import JobReport, VideoResult, is_deterministic
     from pipeline.errors import CorruptSourceError, ModelError, StorageError
 
-    assert _is_deterministic(CorruptSourceError("x"))
-    assert _is_deterministic(ModelError("x"))
-    assert not _is_deterministic(StorageError("x"))  # transient: retried
-    assert not _is_deterministic(RuntimeError("x"))
+    assert is_deterministic(CorruptSourceError("x"))
+    assert is_deterministic(ModelError("x"))
+    assert not is_deterministic(StorageError("x"))  # transient: retried
+    assert not is_deterministic(RuntimeError("x"))
     ok = VideoResult("a.mp4", "a-1", status="committed", frames=16, shards=4, stream_bytes=100)
     bad = VideoResult("b.mp4", "b-2", status="failed", error="b.mp4: truncated")
     report = JobReport("j", [ok, bad], seconds=2.0, frames_encoded=16)

@@ -34,6 +34,7 @@ from tests.jobs.test_submit import free_ports, stop_cluster, write_clip
 
 pytestmark = pytest.mark.timeout(600)
 
+
 class Cluster:
     def __init__(self, gcs: str, leader: int) -> None:
         self.gcs, self.leader = gcs, leader
@@ -96,15 +97,40 @@ def cluster() -> Iterator[Cluster]:
     env.pop("RAY_ADDRESS", None)
     bindir = Path(sys.executable).parent
     cmd = [
-        str(bindir / "ray"), "start", "--head", f"--autoscaling-config={temp_dir / 'autoscaler.json'}",
-        "--node-ip-address", "127.0.0.1", "--port", str(gcs), "--num-cpus", "0", "--num-gpus", "0",
-        "--include-dashboard", "false", "--dashboard-agent-listen-port", str(agent),
-        "--ray-client-server-port", str(client_srv), "--runtime-env-agent-port", str(rt_env),
-        "--metrics-export-port", str(metrics), "--node-manager-port", str(node_mgr),
-        "--object-manager-port", str(obj_mgr), "--temp-dir", str(temp_dir), "--disable-usage-stats",
+        str(bindir / "ray"),
+        "start",
+        "--head",
+        f"--autoscaling-config={temp_dir / 'autoscaler.json'}",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        str(gcs),
+        "--num-cpus",
+        "0",
+        "--num-gpus",
+        "0",
+        "--include-dashboard",
+        "false",
+        "--dashboard-agent-listen-port",
+        str(agent),
+        "--ray-client-server-port",
+        str(client_srv),
+        "--runtime-env-agent-port",
+        str(rt_env),
+        "--metrics-export-port",
+        str(metrics),
+        "--node-manager-port",
+        str(node_mgr),
+        "--object-manager-port",
+        str(obj_mgr),
+        "--temp-dir",
+        str(temp_dir),
+        "--disable-usage-stats",
     ]
     log = (temp_dir / "start.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         if proc.wait(timeout=180) != 0:
             pytest.fail("ray start failed:\n" + (temp_dir / "start.log").read_text()[-3000:])
@@ -160,7 +186,9 @@ class Sampler:
             if len(self.counts) > n and self.counts[-1] == count:
                 return
             time.sleep(0.5)
-        pytest.fail(f"still {self.counts[-1:]} GPU workers after {timeout} s (want {count}): {self.counts}")
+        pytest.fail(
+            f"still {self.counts[-1:]} GPU workers after {timeout} s (want {count}): {self.counts}"
+        )
 
 
 def transcode(cluster: Cluster, inputs: dict[str, Path], out: Path, *args: str) -> tuple[int, str]:

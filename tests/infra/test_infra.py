@@ -135,7 +135,9 @@ def _gpu_worker_groups(spec: dict[str, Any]) -> list[dict[str, Any]]:
     for g in spec["workerGroupSpecs"]:
         for c in g["template"]["spec"]["containers"]:
             res = c.get("resources", {})
-            if "nvidia.com/gpu" in res.get("limits", {}) or "nvidia.com/gpu" in res.get("requests", {}):
+            if "nvidia.com/gpu" in res.get("limits", {}) or "nvidia.com/gpu" in res.get(
+                "requests", {}
+            ):
                 groups.append(g)
     return groups
 
@@ -154,7 +156,8 @@ def check_cluster_spec(spec: dict[str, Any]) -> None:
             assert req["nvidia.com/gpu"] == lim["nvidia.com/gpu"], "GPU requests must equal limits"
     images = [
         c["image"]
-        for tmpl in [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+        for tmpl in [spec["headGroupSpec"]["template"]]
+        + [g["template"] for g in spec["workerGroupSpecs"]]
         for c in tmpl["spec"]["containers"]
     ]
     for image in images:
@@ -178,8 +181,12 @@ def test_rayjob_runs_transcode_and_shuts_down() -> None:
     assert a.address == "auto", "a job's driver must join its cluster"
     assert a.actors and a.gpus_per_actor > 0 and a.shard_frames and a.max_inflight
     workers = _gpu_worker_groups(spec["rayClusterSpec"])[0]
-    gpus = int(workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
-    assert a.actors * a.gpus_per_actor <= workers["maxReplicas"] * gpus, "more GPUs than the cluster can grow to"
+    gpus = int(
+        workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+    )
+    assert a.actors * a.gpus_per_actor <= workers["maxReplicas"] * gpus, (
+        "more GPUs than the cluster can grow to"
+    )
 
 
 def test_scheduled_catalog_manifests() -> None:
@@ -187,7 +194,9 @@ def test_scheduled_catalog_manifests() -> None:
     assert cron["apiVersion"] == "ray.io/v1"
     assert len(cron["spec"]["schedule"].split()) == 5
     tmpl = cron["spec"]["jobTemplate"]
-    catalog_jobs = [tmpl] + [j["spec"] for j in by_kind("RayJob") if "catalog" in j["spec"]["entrypoint"]]
+    catalog_jobs = [tmpl] + [
+        j["spec"] for j in by_kind("RayJob") if "catalog" in j["spec"]["entrypoint"]
+    ]
     assert len(catalog_jobs) == 2  # the RayCronJob's and the CronJob fallback's
     for spec in catalog_jobs:
         a = catalog_args(spec["entrypoint"])
@@ -212,18 +221,37 @@ def test_core_kubernetes_objects_validate_offline() -> None:
     for docs in k8s_docs().values():
         for d in docs:
             if d["apiVersion"].startswith("ray.io/"):
-                specs = [d["spec"].get("rayClusterSpec") or d["spec"].get("jobTemplate", {}).get("rayClusterSpec") or d["spec"]]
+                specs = [
+                    d["spec"].get("rayClusterSpec")
+                    or d["spec"].get("jobTemplate", {}).get("rayClusterSpec")
+                    or d["spec"]
+                ]
                 for spec in specs:
                     for i, tmpl in enumerate(
-                        [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+                        [spec["headGroupSpec"]["template"]]
+                        + [g["template"] for g in spec["workerGroupSpecs"]]
                     ):
-                        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"t{i}"}, "spec": tmpl["spec"]}
+                        pod = {
+                            "apiVersion": "v1",
+                            "kind": "Pod",
+                            "metadata": {"name": f"t{i}"},
+                            "spec": tmpl["spec"],
+                        }
                         kv.validate(pod, version, strict=True)
                 checked.add(d["kind"])
             else:
                 kv.validate(d, version, strict=True)
                 checked.add(d["kind"])
-    assert {"CronJob", "ConfigMap", "Role", "RoleBinding", "ServiceAccount", "RayCluster", "RayJob", "RayCronJob"} <= checked
+    assert {
+        "CronJob",
+        "ConfigMap",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+        "RayCluster",
+        "RayJob",
+        "RayCronJob",
+    } <= checked
 
 
 # --------------------------------------------------------------------------- cron
@@ -231,7 +259,8 @@ def test_core_kubernetes_objects_validate_offline() -> None:
 
 def test_crontab_example() -> None:
     lines = [
-        ln for ln in (INFRA / "cron" / "relatent-catalog.cron").read_text().splitlines()
+        ln
+        for ln in (INFRA / "cron" / "relatent-catalog.cron").read_text().splitlines()
         if ln.strip() and not ln.lstrip().startswith("#") and not re.match(r"^\w+=", ln)
     ]
     assert lines
@@ -274,7 +303,9 @@ def test_operations_doc_commands_parse() -> None:
         for line in text.splitlines():
             line = line.lstrip("#").strip()
             # (catalog only when a prefix or an option follows: comments use the word in prose)
-            m = re.match(r"relatent (?:(?:transcode|submit|jobs) |catalog (?=s3://|[./~$-])).*", line)
+            m = re.match(
+                r"relatent (?:(?:transcode|submit|jobs) |catalog (?=s3://|[./~$-])).*", line
+            )
             if m:
                 commands.append((path.name, m.group(0).split("  #")[0].split(" # ")[0]))
     assert len(commands) >= 8

@@ -21,8 +21,8 @@ import torch
 
 from cluster import leases
 from cluster import manifest as mf
-from jobs.bench_pipeline import synthetic_clip
-from jobs.catalog import verify_report
+from cluster.report import verify_report
+from jobs.bench.pipeline import synthetic_clip
 from jobs.cli import main
 from pipeline import storage
 from pipeline.bitstream import StreamReader
@@ -314,29 +314,6 @@ def test_local_catalog_lists_videos_only_and_not_its_own_output(tmp_path, clips,
     code, plan = catalog(str(src), str(out), models[0], "--dry-run", "--ext", "mkv")
     assert [v["source"] for v in plan["videos"]] == [str(src / "y.mkv")]
     assert sorted(p.name for p in out.rglob("*")) == ["_staging", "z.mp4"]  # nothing written
-
-
-def test_held_leases_are_renewed_in_the_background_and_released(tmp_path) -> None:
-    from jobs.catalog import _Leases
-
-    out = str(tmp_path / "rlv")
-    mine = leases.acquire(out, "v1", "src1", "run-a", ttl=0.9).lease
-    stolen = leases.acquire(out, "v2", "src2", "run-a", ttl=0.9).lease
-    held = _Leases(ttl=0.9)
-    held.add("v1", mine)
-    held.add("v2", stolen)
-    with held:
-        # Another run takes v2 over (as it would after an expiry); v1 stays ours.
-        _, etag = storage.read_versioned(stolen.uri)
-        other = leases.LeaseInfo("v2", "src2", "run-b", "h", 1, 0.0, 0.0, time.time() + 600)
-        storage.replace_if_match(stolen.uri, leases.encode_lease(other), etag)
-        time.sleep(2.0)  # several renewal rounds (every ttl/3)
-        current = leases.read(out, "v1")
-        assert current.run_id == "run-a" and not current.expired()
-        assert current.renewed_at > mine.info.acquired_at
-    assert held.lost == ["v2"]
-    assert leases.read(out, "v1") is None  # released at the end
-    assert leases.read(out, "v2").run_id == "run-b"  # never touched: not ours any more
 
 
 def test_run_level_error_writes_the_report_and_releases_leases(encoded, clips, models, capsys):

@@ -16,7 +16,7 @@ import torch
 
 from jobs.cli import main
 from pipeline import metrics
-from pipeline.frames import read_frames
+from pipeline.media import read_frames
 from pipeline.models import load_cards
 from tests.conftest import REPO_ROOT, data_file
 
@@ -41,7 +41,9 @@ def info_json(capsys, path: Path) -> dict:
     return json.loads(out)
 
 
-def assert_roundtrip_psnr(capsys, src: Path, rlv: Path, out_dir: Path, end: int | None = None) -> dict:
+def assert_roundtrip_psnr(
+    capsys, src: Path, rlv: Path, out_dir: Path, end: int | None = None
+) -> dict:
     """Decode ``rlv`` to PNGs and compare the PSNR against the source with what the
     encoder recorded (and what ``info`` shows)."""
     code, _, err = run_cli(capsys, "decode", rlv, out_dir)
@@ -65,7 +67,9 @@ def test_encode_decode_clip_and_kodak_reproduce_psnr(tmp_path: Path, capsys) -> 
     shipped()
     clip = data_file(*CLIP)
     rlv = tmp_path / "clip.rlv"
-    code, out, err = run_cli(capsys, "encode", clip, rlv, "--end", "8", "--iters", "3", "--batch", "4", "--no-progress")
+    code, out, err = run_cli(
+        capsys, "encode", clip, rlv, "--end", "8", "--iters", "3", "--batch", "4", "--no-progress"
+    )
     assert code == 0, err
     assert "8 frames" in out
     info = assert_roundtrip_psnr(capsys, clip, rlv, tmp_path / "clip_png", end=8)
@@ -84,7 +88,10 @@ def test_info_table_and_y4m_mp4_outputs(tmp_path: Path, capsys) -> None:
     shipped()
     clip = data_file(*CLIP)
     rlv = tmp_path / "c.rlv"
-    assert run_cli(capsys, "encode", clip, rlv, "--end", "3", "--refine", "none", "--no-progress")[0] == 0
+    assert (
+        run_cli(capsys, "encode", clip, rlv, "--end", "3", "--refine", "none", "--no-progress")[0]
+        == 0
+    )
     code, out, _ = run_cli(capsys, "info", rlv, "--frames")
     assert code == 0
     assert "bmshj2018-factorized" in out and "frames      3" in out
@@ -108,8 +115,8 @@ def test_refinement_lowers_actual_rd_cost_on_kodak() -> None:
     from PIL import Image
 
     from pipeline.codec import FrameEncoder
+    from pipeline.config import RefineConfig
     from pipeline.models import load_model
-    from pipeline.refine import RefineConfig
 
     model = load_model()
     for name in ("kodim07.png", "kodim23.png"):
@@ -118,9 +125,13 @@ def test_refinement_lowers_actual_rd_cost_on_kodak() -> None:
         h, w = a.shape[:2]
         crop = a[h // 2 - 128 : h // 2 + 128, w // 2 - 128 : w // 2 + 128].astype(np.float32) / 255
         plain = FrameEncoder(model, RefineConfig(method="none")).encode([crop], [0], [0])[0].stats
-        refined = FrameEncoder(model, RefineConfig(iters=20, lr=5e-3, tol=0)).encode([crop], [0], [0])[0].stats
-        assert refined["refined"], name
-        assert refined["rd_after"] < plain["rd_after"], (name, refined, plain)
+        refined = (
+            FrameEncoder(model, RefineConfig(iters=20, lr=5e-3, tol=0))
+            .encode([crop], [0], [0])[0]
+            .stats
+        )
+        assert refined.refined, name
+        assert refined.rd_after < plain.rd_after, (name, refined, plain)
 
 
 # ----------------------------------------------------------------- bad input
@@ -141,7 +152,9 @@ def make_bad_inputs(tmp: Path) -> dict[str, Path]:
     wav = tmp / "tone.wav"
     with av.open(str(wav), "w", format="wav") as out:
         st = out.add_stream("pcm_s16le", rate=8000, layout="mono")
-        fr = av.AudioFrame.from_ndarray((np.sin(np.arange(2048) / 4)[None] * 9000).astype(np.int16), format="s16", layout="mono")
+        fr = av.AudioFrame.from_ndarray(
+            (np.sin(np.arange(2048) / 4)[None] * 9000).astype(np.int16), format="s16", layout="mono"
+        )
         fr.sample_rate, fr.pts = 8000, 0
         for pk in [*st.encode(fr), *st.encode(None)]:
             out.mux(pk)
@@ -187,7 +200,15 @@ def test_bad_sources_fail_cleanly(tmp_path: Path, capsys, case: str) -> None:
 
 def test_frame_larger_than_the_limit(tmp_path: Path, capsys) -> None:
     shipped()
-    code, _, err = run_cli(capsys, "encode", data_file(*CLIP), tmp_path / "x.rlv", "--max-pixels", "10000", "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        "encode",
+        data_file(*CLIP),
+        tmp_path / "x.rlv",
+        "--max-pixels",
+        "10000",
+        "--no-progress",
+    )
     assert code == 3
     assert "176x144" in err and "--max-pixels" in err
     no_leftovers(tmp_path, set())
@@ -198,7 +219,21 @@ def good_stream(tmp_path_factory) -> Path:
     shipped()
     d = tmp_path_factory.mktemp("good")
     rlv = d / "good.rlv"
-    assert main(["encode", str(data_file(*CLIP)), str(rlv), "--end", "3", "--refine", "none", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                str(data_file(*CLIP)),
+                str(rlv),
+                "--end",
+                "3",
+                "--refine",
+                "none",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return rlv
 
 
@@ -211,7 +246,9 @@ def good_stream(tmp_path_factory) -> Path:
         ("truncate", 4, "truncated"),
     ],
 )
-def test_bad_streams_fail_cleanly(tmp_path: Path, capsys, good_stream: Path, damage: str, code: int, words: str) -> None:
+def test_bad_streams_fail_cleanly(
+    tmp_path: Path, capsys, good_stream: Path, damage: str, code: int, words: str
+) -> None:
     data = bytearray(good_stream.read_bytes())
     if damage == "magic":
         data[:4] = b"JUNK"
@@ -242,7 +279,9 @@ def test_stream_needing_other_weights(tmp_path: Path, capsys, good_stream: Path)
 
     torch.manual_seed(3)
     other = tmp_path / "other.pth"
-    torch.save(get_architecture("bmshj2018-factorized").model_class()(N=64, M=96).state_dict(), other)
+    torch.save(
+        get_architecture("bmshj2018-factorized").model_class()(N=64, M=96).state_dict(), other
+    )
     code, _, err = run_cli(capsys, "decode", good_stream, tmp_path / "x.y4m", "--checkpoint", other)
     assert code == 5
     assert "stream needs bmshj2018-factorized q" in err and ", found bmshj2018-factorized" in err
@@ -256,7 +295,13 @@ def entry_point() -> list[str]:
 
 
 def test_installed_entry_point_exits_non_zero(tmp_path: Path) -> None:
-    proc = subprocess.run([*entry_point(), "info", str(tmp_path / "nothing.rlv")], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+    proc = subprocess.run(
+        [*entry_point(), "info", str(tmp_path / "nothing.rlv")],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=False,
+    )
     assert proc.returncode == 6
     assert "nothing.rlv" in proc.stderr
 
@@ -267,7 +312,10 @@ def test_encode_prints_no_dependency_warnings(tmp_path: Path) -> None:
     out = tmp_path / "k.rlv"
     proc = subprocess.run(
         [*entry_point(), "encode", str(src), str(out), "--iters", "1", "--no-progress"],
-        capture_output=True, text=True, cwd=REPO_ROOT, check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert out.stat().st_size > 0
@@ -286,19 +334,39 @@ def test_bigbuckbunny_audio_is_carried_for_the_encoded_frame_range(tmp_path: Pat
     this fast at 1280x720 (carrying does not depend on the model)."""
     src = data_file(*BBB)
     rlv = tmp_path / "bbb.rlv"
-    code, out, err = run_cli(capsys, "encode", src, rlv, "--end", "4", "--refine", "none", "--no-progress", "--checkpoint", TINY, "--quality", "3")
+    code, out, err = run_cli(
+        capsys,
+        "encode",
+        src,
+        rlv,
+        "--end",
+        "4",
+        "--refine",
+        "none",
+        "--no-progress",
+        "--checkpoint",
+        TINY,
+        "--quality",
+        "3",
+    )
     assert code == 0, err
     assert "4 frames" in out and "carried     1 stream(s)" in out
     with av.open(str(src)) as c:
         a = c.streams.audio[0]
         frame = 1 / float(c.streams.video[0].average_rate)
-        src_pk = [(float(p.pts * p.time_base), float(p.duration * p.time_base), bytes(p)) for p in c.demux(a) if p.size]
+        src_pk = [
+            (float(p.pts * p.time_base), float(p.duration * p.time_base), bytes(p))
+            for p in c.demux(a)
+            if p.size
+        ]
     span_end = 4 * frame
     expect = [(t, b) for t, d, b in src_pk if t < span_end]
     assert 0 < len(expect) < len(src_pk)
     code, out, _ = run_cli(capsys, "info", rlv, "--json")
     rows = json.loads(out)["carried_streams"]
-    assert [(r["type"], r["codec"], r["packets"], r["status"]) for r in rows] == [("audio", "aac", len(expect), "carried")]
+    assert [(r["type"], r["codec"], r["packets"], r["status"]) for r in rows] == [
+        ("audio", "aac", len(expect), "carried")
+    ]
     assert rows[0]["bytes"] == sum(len(b) for _, b in expect)
     assert span_end <= rows[0]["duration"] < span_end + 0.03  # up to one AAC packet past the video
     code, out, _ = run_cli(capsys, "info", rlv)
@@ -307,12 +375,17 @@ def test_bigbuckbunny_audio_is_carried_for_the_encoded_frame_range(tmp_path: Pat
     code, _, err = run_cli(capsys, "decode", rlv, dst, "--checkpoint", TINY, "--no-progress")
     assert code == 0, err
     with av.open(str(dst)) as c:
-        assert [(s.type, s.codec_context.name) for s in c.streams] == [("video", "h264"), ("audio", "aac")]
+        assert [(s.type, s.codec_context.name) for s in c.streams] == [
+            ("video", "h264"),
+            ("audio", "aac"),
+        ]
         assert len(list(c.decode(video=0))) == 4
     with av.open(str(dst)) as c:
         got = [(float(p.pts * p.time_base), bytes(p)) for p in c.demux(audio=0) if p.size]
     assert [b for _, b in got] == [b for _, b in expect]  # byte-identical packets, in order
-    assert max(abs(t - u) for (t, _), (u, _) in zip(got, expect, strict=True)) < frame  # A/V sync bound
+    assert (
+        max(abs(t - u) for (t, _), (u, _) in zip(got, expect, strict=True)) < frame
+    )  # A/V sync bound
     assert got[0][0] == expect[0][0] == 0.0
 
 
@@ -320,16 +393,36 @@ def test_refine_options_are_shared_by_encode_and_transcode(tmp_path: Path, capsy
     """`encode` and `transcode` take the same refinement options and build the same config;
     an encode with warm starts and an adaptive budget decodes and reports its realised
     iterations per frame."""
-    from jobs.bench_pipeline import synthetic_clip
+    from jobs.bench.pipeline import synthetic_clip
     from jobs.cli import build_parser
-    from jobs.refine_options import METHODS, refine_from_args
+    from jobs.refine_options import refine_from_args
     from jobs.transcode import job_from_args
-    from pipeline import refine
+    from pipeline import config
     from pipeline.models import get_architecture
 
-    assert METHODS == refine.METHODS
-    opts = ["--refine", "sga", "--iters", "5", "--lr", "5e-3", "--tol", "0", "--warm-start", "--grid", "2",
-            "--warm-threshold", "1e9", "--budget-iters-per-frame", "3", "--probe", "2"]
+    for m in config.METHODS:  # the parser offers exactly the config's methods
+        assert build_parser().parse_args(["encode", "a", "b", "--refine", m]).refine == m
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["encode", "a", "b", "--refine", "bogus"])
+    opts = [
+        "--refine",
+        "sga",
+        "--iters",
+        "5",
+        "--lr",
+        "5e-3",
+        "--tol",
+        "0",
+        "--warm-start",
+        "--grid",
+        "2",
+        "--warm-threshold",
+        "1e9",
+        "--budget-iters-per-frame",
+        "3",
+        "--probe",
+        "2",
+    ]
     p = build_parser()
     enc_args = p.parse_args(["encode", "in.mp4", "out.rlv", *opts])
     tr_args = p.parse_args(["transcode", "in.mp4", "--out", str(tmp_path / "o"), *opts])
@@ -337,23 +430,49 @@ def test_refine_options_are_shared_by_encode_and_transcode(tmp_path: Path, capsy
     assert cfg == job_from_args(tr_args).refine
     assert (cfg.method, cfg.warm_start, cfg.grid, cfg.budget, cfg.probe) == ("sga", True, 2, 3, 2)
     # the defaults are the library's (so streams of the old options keep their config hash)
-    assert refine_from_args(p.parse_args(["encode", "a", "b"])) == refine.RefineConfig()
+    assert refine_from_args(p.parse_args(["encode", "a", "b"])) == config.RefineConfig()
 
     torch.manual_seed(3)
     ckpt = tmp_path / "f.pth"
-    torch.save(get_architecture("bmshj2018-factorized").model_class()(N=16, M=24).state_dict(), ckpt)
+    torch.save(
+        get_architecture("bmshj2018-factorized").model_class()(N=16, M=24).state_dict(), ckpt
+    )
     clip = synthetic_clip(tmp_path / "c.mp4", 5, 64, 48, gop=2, seed=4)
     rlv = tmp_path / "c.rlv"
-    code, out, err = run_cli(capsys, "encode", clip, rlv, "--model", "bmshj2018-factorized", "--quality", "3",
-                             "--checkpoint", ckpt, "--batch", "2", "--no-progress", *opts)
+    code, out, err = run_cli(
+        capsys,
+        "encode",
+        clip,
+        rlv,
+        "--model",
+        "bmshj2018-factorized",
+        "--quality",
+        "3",
+        "--checkpoint",
+        ckpt,
+        "--batch",
+        "2",
+        "--no-progress",
+        *opts,
+    )
     assert code == 0, err
     assert "3.0 iterations/frame" in out  # tol 0: the budget exactly (groups [0,1] [2,3] [4])
     code, _, err = run_cli(capsys, "decode", rlv, tmp_path / "png", "--checkpoint", ckpt)
     assert code == 0, err
     info = info_json(capsys, rlv)
-    assert info["header"]["refine"]["warm_start"] is True and info["header"]["refine"]["budget"] == 3
+    assert (
+        info["header"]["refine"]["warm_start"] is True and info["header"]["refine"]["budget"] == 3
+    )
     assert sum(f["iters"] for f in info["frames"]) == 15
-    code, _, err = run_cli(capsys, "encode", clip, tmp_path / "x.rlv", "--budget-iters-per-frame", "80", "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        "encode",
+        clip,
+        tmp_path / "x.rlv",
+        "--budget-iters-per-frame",
+        "80",
+        "--no-progress",
+    )
     assert code != 0 and "--budget-iters-per-frame 80" in err and not (tmp_path / "x.rlv").exists()
 
 
@@ -370,18 +489,66 @@ def test_train_export_then_warm_start_from_it(tmp_path: Path, capsys) -> None:
     for i in range(2):
         Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
     run = tmp_path / "run"
-    common = ["--data", imgs, "--N", "16", "--M", "24", "--crop", "64", "--batch", "2", "--warmup-steps", "1", "--no-progress"]
-    assert run_cli(capsys, "train", "--run-dir", run, "--total-steps", "2", "--snapshot-every", "1", *common)[0] == 0
+    common = [
+        "--data",
+        imgs,
+        "--N",
+        "16",
+        "--M",
+        "24",
+        "--crop",
+        "64",
+        "--batch",
+        "2",
+        "--warmup-steps",
+        "1",
+        "--no-progress",
+    ]
+    assert (
+        run_cli(
+            capsys,
+            "train",
+            "--run-dir",
+            run,
+            "--total-steps",
+            "2",
+            "--snapshot-every",
+            "1",
+            *common,
+        )[0]
+        == 0
+    )
     for snap in (None, run / "snapshots" / "step-0000001.pth"):
         out = tmp_path / f"export-{snap is None}.pth"
-        code, text, err = run_cli(capsys, "export", "--run-dir", run, "--out", out, *(["--snapshot", snap] if snap else []))
+        code, text, err = run_cli(
+            capsys,
+            "export",
+            "--run-dir",
+            run,
+            "--out",
+            out,
+            *(["--snapshot", snap] if snap else []),
+        )
         assert code == 0, err
         m = load_model(checkpoint=str(out), quality=3)
         assert text.split("sha256 ")[1][:16] == m.identity.weights_sha256[:16] and m.M == 24
         side = json.loads(out.with_name(out.name + ".lineage.json").read_text())
-        assert side["steps"] == (2 if snap is None else 1) and side["sha256"] == m.identity.weights_sha256
+        assert (
+            side["steps"] == (2 if snap is None else 1)
+            and side["sha256"] == m.identity.weights_sha256
+        )
     ft = tmp_path / "ft"
-    code, _, err = run_cli(capsys, "train", "--run-dir", ft, "--total-steps", "1", "--init-from", tmp_path / "export-True.pth", *common)
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--run-dir",
+        ft,
+        "--total-steps",
+        "1",
+        "--init-from",
+        tmp_path / "export-True.pth",
+        *common,
+    )
     assert code == 0, err
     assert json.loads((ft / "init.json").read_text())["steps"] == 2
     code, _, err = run_cli(capsys, "export", "--run-dir", imgs, "--out", tmp_path / "x.pth")

@@ -26,7 +26,17 @@ SRC = DATA / "golden_src.mkv"
 
 CASES = {
     "golden_none.rlv": ["--refine", "none"],
-    "golden_sga.rlv": ["--refine", "sga", "--lr", "5e-3", "--iters", "4", "--warm-start", "--grid", "3"],
+    "golden_sga.rlv": [
+        "--refine",
+        "sga",
+        "--lr",
+        "5e-3",
+        "--iters",
+        "4",
+        "--warm-start",
+        "--grid",
+        "3",
+    ],
 }
 
 

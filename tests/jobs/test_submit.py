@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs import submit as sj
+from cluster import submission as sj
+from jobs.cli import main
 
 # --------------------------------------------------------------------------- helpers
 
@@ -44,13 +45,13 @@ def free_ports(n: int) -> list[int]:
 
 
 def write_clip(path: Path, n: int = 8, w: int = 64, h: int = 48, gop: int = 4) -> Path:
-    from jobs.bench_pipeline import synthetic_clip
+    from jobs.bench.pipeline import synthetic_clip
 
     return synthetic_clip(path, n, w, h, gop=gop)
 
 
 def run(capsys, *args: object) -> tuple[int, str, str]:
-    code = sj.main([str(a) for a in args])
+    code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -97,7 +98,9 @@ def head() -> Iterator[Head]:
     ``RAY_AUTH_TOKEN``: the user's ~/.ray/auth_token is neither read nor written)."""
     temp_dir = Path(tempfile.mkdtemp(prefix="rlt-submit-"))
     token = secrets.token_hex(16)
-    (gcs, dash, agent_http, agent_grpc, rt_env, metrics, client_srv, node_mgr, obj_mgr) = free_ports(9)
+    (gcs, dash, agent_http, agent_grpc, rt_env, metrics, client_srv, node_mgr, obj_mgr) = (
+        free_ports(9)
+    )
     bindir = Path(sys.executable).parent
     env = {
         **os.environ,
@@ -108,19 +111,50 @@ def head() -> Iterator[Head]:
     }
     env.pop("RAY_ADDRESS", None)
     cmd = [
-        str(bindir / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1",
-        "--dashboard-host", "127.0.0.1", "--port", str(gcs), "--dashboard-port", str(dash),
-        "--dashboard-agent-listen-port", str(agent_http), "--dashboard-agent-grpc-port", str(agent_grpc),
-        "--runtime-env-agent-port", str(rt_env), "--metrics-export-port", str(metrics),
-        "--ray-client-server-port", str(client_srv), "--node-manager-port", str(node_mgr),
-        "--object-manager-port", str(obj_mgr), "--num-cpus", "2", "--num-gpus", "0",
-        "--temp-dir", str(temp_dir), "--disable-usage-stats", "--include-dashboard", "true",
+        str(bindir / "ray"),
+        "start",
+        "--head",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--port",
+        str(gcs),
+        "--dashboard-port",
+        str(dash),
+        "--dashboard-agent-listen-port",
+        str(agent_http),
+        "--dashboard-agent-grpc-port",
+        str(agent_grpc),
+        "--runtime-env-agent-port",
+        str(rt_env),
+        "--metrics-export-port",
+        str(metrics),
+        "--ray-client-server-port",
+        str(client_srv),
+        "--node-manager-port",
+        str(node_mgr),
+        "--object-manager-port",
+        str(obj_mgr),
+        "--num-cpus",
+        "2",
+        "--num-gpus",
+        "0",
+        "--temp-dir",
+        str(temp_dir),
+        "--disable-usage-stats",
+        "--include-dashboard",
+        "true",
     ]
     log = (temp_dir / "start.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     leader = proc.pid
     address = f"http://127.0.0.1:{dash}"
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
+    saved = {
+        k: os.environ.get(k) for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")
+    }
     try:
         if proc.wait(timeout=180) != 0:
             pytest.fail("ray start failed:\n" + (temp_dir / "start.log").read_text()[-3000:])
@@ -147,7 +181,9 @@ def _wait_for_agent(address: str, token: str) -> None:
     deadline = time.monotonic() + 120
     while True:
         try:
-            sid = client.submit_job(entrypoint="true", submission_id=f"probe-{secrets.token_hex(4)}")
+            sid = client.submit_job(
+                entrypoint="true", submission_id=f"probe-{secrets.token_hex(4)}"
+            )
             break
         except RuntimeError as exc:
             if "No available agent" not in str(exc) or time.monotonic() > deadline:
@@ -181,16 +217,32 @@ def work(tmp_path_factory, clip, checkpoint) -> list[str]:
     """The submit arguments of the end-to-end job (without --address / --wait)."""
     out = tmp_path_factory.mktemp("submit-out")
     return [
-        str(clip), "--out", str(out), "--checkpoint", str(checkpoint), "--quality", "3",
-        "--iters", "2", "--tol", "0", "--lr", "0.005", "--shard-frames", "4", "--actors", "1",
-        "--max-inflight", "2",
+        str(clip),
+        "--out",
+        str(out),
+        "--checkpoint",
+        str(checkpoint),
+        "--quality",
+        "3",
+        "--iters",
+        "2",
+        "--tol",
+        "0",
+        "--lr",
+        "0.005",
+        "--shard-frames",
+        "4",
+        "--actors",
+        "1",
+        "--max-inflight",
+        "2",
     ]
 
 
 @pytest.fixture(scope="module")
 def done(head, work) -> dict:
     """The end-to-end job, submitted once with --wait (shared by the tests that inspect it)."""
-    code = sj.main(["submit", *work, "--address", head.address, "--wait"])
+    code = main(["submit", *work, "--address", head.address, "--wait"])
     return {"code": code, "out": Path(work[work.index("--out") + 1])}
 
 
@@ -215,14 +267,36 @@ def test_submission_id_is_derived_from_the_work(capsys, tmp_path) -> None:
     sid = d["submission_id"]
     assert sid.startswith("relatent-") and len(sid) == len("relatent-") + 16
     # sizing options and source order do not change the work
-    same = _dry(capsys, "s3://bkt/b.mkv", "a.mp4", *base[2:], "--actors", "8",
-                "--gpus-per-actor", "0.25", "--max-inflight", "4", "--max-attempts", "5",
-                "--batch", "8", "--log-level", "info")
+    same = _dry(
+        capsys,
+        "s3://bkt/b.mkv",
+        "a.mp4",
+        *base[2:],
+        "--actors",
+        "8",
+        "--gpus-per-actor",
+        "0.25",
+        "--max-inflight",
+        "4",
+        "--max-attempts",
+        "5",
+        "--batch",
+        "8",
+        "--log-level",
+        "info",
+    )
     assert same["submission_id"] == sid
     # what changes the output does
-    for change in (["--iters", "3"], ["--model", "mbt2018-mean"], ["--quality", "4"],
-                   ["--shard-frames", "16"], ["--refine", "none"], ["--lambda", "0.01"],
-                   ["--no-carry"], ["--checkpoint", "s3://bkt/w.pth"]):
+    for change in (
+        ["--iters", "3"],
+        ["--model", "mbt2018-mean"],
+        ["--quality", "4"],
+        ["--shard-frames", "16"],
+        ["--refine", "none"],
+        ["--lambda", "0.01"],
+        ["--no-carry"],
+        ["--checkpoint", "s3://bkt/w.pth"],
+    ):
         assert _dry(capsys, *base, *change)["submission_id"] != sid, change
     assert _dry(capsys, "a.mp4", "--out", "s3://bkt/out/", "--iters", "2")["submission_id"] != sid
     # local paths are made absolute: the job's cwd is not ours
@@ -232,32 +306,69 @@ def test_submission_id_is_derived_from_the_work(capsys, tmp_path) -> None:
 def test_entrypoint_forwards_sizing_and_runtime_env(capsys, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RLT_FROM_CLIENT", "here")
     d = _dry(
-        capsys, "s3://bkt/a.mp4", "--out", "s3://bkt/out/", "--actors", "8", "--gpus-per-actor",
-        "0.25", "--cpus-per-actor", "2", "--shard-frames", "16", "--max-inflight", "3",
-        "--no-carry", "--env", "AWS_REGION=eu-west-1", "--env", "RLT_FROM_CLIENT",
-        "--runtime-env-json", '{"env_vars": {"A": "1"}, "pip": ["x"]}',
+        capsys,
+        "s3://bkt/a.mp4",
+        "--out",
+        "s3://bkt/out/",
+        "--actors",
+        "8",
+        "--gpus-per-actor",
+        "0.25",
+        "--cpus-per-actor",
+        "2",
+        "--shard-frames",
+        "16",
+        "--max-inflight",
+        "3",
+        "--no-carry",
+        "--env",
+        "AWS_REGION=eu-west-1",
+        "--env",
+        "RLT_FROM_CLIENT",
+        "--runtime-env-json",
+        '{"env_vars": {"A": "1"}, "pip": ["x"]}',
     )
     ep = d["entrypoint"].split()
     assert ep[:3] == ["relatent", "transcode", "s3://bkt/a.mp4"]
-    for flag, value in (("--actors", "8"), ("--gpus-per-actor", "0.25"), ("--cpus-per-actor", "2.0"),
-                        ("--shard-frames", "16"), ("--max-inflight", "3"), ("--address", "auto"),
-                        ("--job-id", d["submission_id"])):
+    for flag, value in (
+        ("--actors", "8"),
+        ("--gpus-per-actor", "0.25"),
+        ("--cpus-per-actor", "2.0"),
+        ("--shard-frames", "16"),
+        ("--max-inflight", "3"),
+        ("--address", "auto"),
+        ("--job-id", d["submission_id"]),
+    ):
         assert ep[ep.index(flag) + 1] == value, flag
     assert "--no-progress" in ep and "--no-carry" in ep and "--num-cpus" not in ep
-    assert "--no-carry" not in _dry(capsys, "s3://bkt/a.mp4", "--out", "s3://bkt/out/")["entrypoint"]
+    assert (
+        "--no-carry" not in _dry(capsys, "s3://bkt/a.mp4", "--out", "s3://bkt/out/")["entrypoint"]
+    )
     env = d["runtime_env"]["env_vars"]
-    assert env == {"PYTHONUNBUFFERED": "1", "AWS_REGION": "eu-west-1", "RLT_FROM_CLIENT": "here", "A": "1"}
+    assert env == {
+        "PYTHONUNBUFFERED": "1",
+        "AWS_REGION": "eu-west-1",
+        "RLT_FROM_CLIENT": "here",
+        "A": "1",
+    }
     assert d["runtime_env"]["pip"] == ["x"] and "working_dir" not in d["runtime_env"]
 
     repo = Path(__file__).resolve().parents[2]
     wd = _dry(capsys, "s3://bkt/a.mp4", "--out", "s3://bkt/out/", "--working-dir", repo)
     assert wd["entrypoint"].startswith("python -m jobs.transcode s3://bkt/a.mp4 ")
     assert wd["runtime_env"]["working_dir"] == str(repo) and ".git" in wd["runtime_env"]["excludes"]
-    assert wd["submission_id"] == _dry(capsys, "s3://bkt/a.mp4", "--out", "s3://bkt/out/")["submission_id"]
+    assert (
+        wd["submission_id"]
+        == _dry(capsys, "s3://bkt/a.mp4", "--out", "s3://bkt/out/")["submission_id"]
+    )
 
-    code, _, err = run(capsys, "submit", "a.mp4", "--out", "o", "--working-dir", tmp_path, "--dry-run")
+    code, _, err = run(
+        capsys, "submit", "a.mp4", "--out", "o", "--working-dir", tmp_path, "--dry-run"
+    )
     assert code == 2 and str(tmp_path) in err
-    code, _, err = run(capsys, "submit", "a.mp4", "--out", "o", "--gpus-per-actor", "1.5", "--dry-run")
+    code, _, err = run(
+        capsys, "submit", "a.mp4", "--out", "o", "--gpus-per-actor", "1.5", "--dry-run"
+    )
     assert code == 2 and "--gpus-per-actor" in err
 
 
@@ -266,7 +377,9 @@ def test_unreachable_address_is_named(capsys) -> None:
     code, _, err = run(capsys, "submit", "a.mp4", "--out", "o", "--address", f"127.0.0.1:{port}")
     assert code == 7
     assert f"cannot reach the Ray dashboard at http://127.0.0.1:{port}" in err
-    code, _, err = run(capsys, "jobs", "status", "relatent-x", "--address", f"http://127.0.0.1:{port}")
+    code, _, err = run(
+        capsys, "jobs", "status", "relatent-x", "--address", f"http://127.0.0.1:{port}"
+    )
     assert code == 7 and f"127.0.0.1:{port}" in err
     code, _, err = run(capsys, "jobs", "logs", "x", "--address", "ray://127.0.0.1:10001")
     assert code == 2 and "ray://127.0.0.1:10001" in err
@@ -320,17 +433,21 @@ def test_resubmit_is_a_noop(done, head, work, capsys) -> None:
     sid = _sid(out)
     assert code == 0 and "already exists" in out and "SUCCEEDED" in out
     # sizing options are not part of the work: still the same job
-    code, out2, _ = run(capsys, "submit", *work, "--actors", "2", "--address", head.address, "--wait")
+    code, out2, _ = run(
+        capsys, "submit", *work, "--actors", "2", "--address", head.address, "--wait"
+    )
     assert code == 0 and _sid(out2) == sid and "already exists" in out2 and "differs" in out2
     client, _, _ = sj.connect(head.address)
     assert [j.submission_id for j in client.list_jobs()].count(sid) == 1
     # the Jobs API itself refuses the id again (HTTP 500 "already exists") ...
     with pytest.raises(RuntimeError) as exc:
         client.submit_job(entrypoint="true", submission_id=sid)
-    assert sj._is_duplicate(exc.value)
+    assert sj.is_duplicate(exc.value)
 
 
-def test_concurrent_submitter_race_reports_the_winner(done, head, work, capsys, monkeypatch) -> None:
+def test_concurrent_submitter_race_reports_the_winner(
+    done, head, work, capsys, monkeypatch
+) -> None:
     """A submitter that looked before the other one submitted gets "already exists" from
     the API and reports the existing job."""
     real = sj.get_job
@@ -352,29 +469,52 @@ def test_jobs_status_logs_list(done, head, work, capsys) -> None:
     assert code == 0 and "SUCCEEDED" in out and "relatent transcode" in out
     code, out, _ = run(capsys, "jobs", "status", sid, "--address", head.address, "--json")
     doc = json.loads(out)
-    assert doc["status"] == "SUCCEEDED" and doc["submission_id"] == sid and doc["driver_exit_code"] == 0
+    assert (
+        doc["status"] == "SUCCEEDED"
+        and doc["submission_id"] == sid
+        and doc["driver_exit_code"] == 0
+    )
     code, out, _ = run(capsys, "jobs", "logs", sid, "--address", head.address)
     assert code == 0 and "tiny-" in out  # transcode's summary table names the video
     code, out, _ = run(capsys, "jobs", "list", "--address", head.address)
     assert code == 0 and sid in out and "probe-" not in out
     code, out, _ = run(capsys, "jobs", "stop", sid, "--address", head.address)
     assert code == 0 and "already ended" in out
-    code, _, err = run(capsys, "jobs", "status", "relatent-0000000000000000", "--address", head.address)
+    code, _, err = run(
+        capsys, "jobs", "status", "relatent-0000000000000000", "--address", head.address
+    )
     assert code == 2 and "no job relatent-0000000000000000" in err and head.address in err
 
 
 def test_jobs_stop_running_job(head, capsys) -> None:
     client, _, _ = sj.connect(head.address)
-    sid = client.submit_job(entrypoint="sleep 120", submission_id=f"relatent-sleep-{secrets.token_hex(3)}")
+    sid = client.submit_job(
+        entrypoint="sleep 120", submission_id=f"relatent-sleep-{secrets.token_hex(3)}"
+    )
     code, out, _ = run(capsys, "jobs", "stop", sid, "--address", head.address, "--wait")
     assert code == 0 and "STOPPED" in out
     code, out, _ = run(capsys, "jobs", "logs", sid, "--address", head.address, "--follow")
     assert code == 1  # a stopped job is not a success
 
 
-def test_failed_job_exits_with_its_code_and_can_be_resubmitted(head, clip, tmp_path, capsys) -> None:
-    args = [str(clip), "--out", str(tmp_path / "out"), "--checkpoint", str(tmp_path / "missing.pth"),
-            "--quality", "3", "--iters", "1", "--actors", "1", "--address", head.address]
+def test_failed_job_exits_with_its_code_and_can_be_resubmitted(
+    head, clip, tmp_path, capsys
+) -> None:
+    args = [
+        str(clip),
+        "--out",
+        str(tmp_path / "out"),
+        "--checkpoint",
+        str(tmp_path / "missing.pth"),
+        "--quality",
+        "3",
+        "--iters",
+        "1",
+        "--actors",
+        "1",
+        "--address",
+        head.address,
+    ]
     code, out, err = run(capsys, "submit", *args, "--wait")
     sid = _sid(out)
     assert code not in (0, 7), (out, err)
@@ -388,10 +528,14 @@ def test_failed_job_exits_with_its_code_and_can_be_resubmitted(head, clip, tmp_p
 def test_authentication_errors_name_the_address(head, capsys, monkeypatch) -> None:
     monkeypatch.setenv("RAY_AUTH_TOKEN", "not-the-token")
     code, _, err = run(capsys, "jobs", "list", "--address", head.address)
-    assert code == 7 and f"the Ray cluster at {head.address} rejected the authentication token" in err
+    assert (
+        code == 7 and f"the Ray cluster at {head.address} rejected the authentication token" in err
+    )
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     code, _, err = run(capsys, "jobs", "list", "--address", head.address)
-    assert code == 7 and f"the Ray cluster at {head.address} requires an authentication token" in err
+    assert (
+        code == 7 and f"the Ray cluster at {head.address} requires an authentication token" in err
+    )
     monkeypatch.delenv("RAY_AUTH_MODE")
     monkeypatch.delenv("RAY_AUTH_TOKEN")
     token_file = Path(head.temp_dir) / "token"

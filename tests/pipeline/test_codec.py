@@ -17,9 +17,9 @@ import torch
 
 from pipeline.bitstream import StreamHeader
 from pipeline.codec import FrameDecoder, FrameEncoder, padded_size
+from pipeline.config import RefineConfig
 from pipeline.errors import BitstreamError, WeightsMismatchError
 from pipeline.models import get_architecture, load_model
-from pipeline.refine import RefineConfig
 from tests.conftest import REPO_ROOT
 
 ARCHS = ["bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean"]
@@ -31,7 +31,9 @@ def frames(n: int = 4, h: int = 72, w: int = 100, seed: int = 0) -> list[np.ndar
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     out = []
     for t in range(n):
-        base = np.stack([np.sin((xx + 3 * t) / 9), np.cos((yy - 2 * t) / 7), np.sin((xx + yy) / 13)], -1)
+        base = np.stack(
+            [np.sin((xx + 3 * t) / 9), np.cos((yy - 2 * t) / 7), np.sin((xx + yy) / 13)], -1
+        )
         img = 0.5 + 0.35 * base + 0.05 * rng.standard_normal((h, w, 3)).astype(np.float32)
         out.append(np.clip(img, 0, 1).astype(np.float32))
     return out
@@ -53,8 +55,24 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 def header_for(model, h: int, w: int, n: int, refine: RefineConfig) -> StreamHeader:
     hp, wp = padded_size(h, w)
     i = model.identity
-    return StreamHeader(i.arch, i.quality, i.lmbda, i.weights_sha256, i.tables_sha256, w, h, wp, hp,
-                        Fraction(25), Fraction(1, 25), n, {}, refine.to_json(), refine.hash(), model.arch.kind)
+    return StreamHeader(
+        i.arch,
+        i.quality,
+        i.lmbda,
+        i.weights_sha256,
+        i.tables_sha256,
+        w,
+        h,
+        wp,
+        hp,
+        Fraction(25),
+        Fraction(1, 25),
+        n,
+        {},
+        refine.to_json(),
+        refine.hash(),
+        model.arch.kind,
+    )
 
 
 def encode(model, imgs, batch: int, refine: RefineConfig) -> tuple[list[bytes], list[bytes]]:
@@ -111,7 +129,11 @@ def test_bytes_identical_across_runs_and_batch_sizes(checkpoints, arch: str) -> 
     with torch.no_grad():
         x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2)
         y0 = FrameEncoder(model, REFINE).codec.analyze(
-            torch.nn.functional.pad(torch.from_numpy(np.rint(x.numpy() * 255) / 255).float(), (0, 28, 0, 56), mode="replicate")
+            torch.nn.functional.pad(
+                torch.from_numpy(np.rint(x.numpy() * 255) / 255).float(),
+                (0, 28, 0, 56),
+                mode="replicate",
+            )
         )["y"]
     assert ref[1][0] != y0[0].numpy().tobytes()
     other = encode(model, imgs, 4, RefineConfig(iters=6, lr=5e-3, tol=0, seed=1))
@@ -123,7 +145,7 @@ def test_refinement_leaves_networks_bit_identical(checkpoints) -> None:
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
     enc = FrameEncoder(model, REFINE)
     stats = enc.encode(frames(2), [0, 1], [0, 1])
-    assert all(s.stats["iters"] == 6 for s in stats)
+    assert all(s.stats.iters == 6 for s in stats)
     after = model.net.state_dict()
     assert before.keys() == after.keys()
     for k in before:
@@ -134,18 +156,22 @@ def test_refinement_leaves_networks_bit_identical(checkpoints) -> None:
 @pytest.mark.parametrize("arch", ARCHS)
 def test_guard_never_codes_a_worse_frame(checkpoints, arch: str) -> None:
     model = load_model(checkpoint=str(checkpoints[arch]), quality=3)
-    out = FrameEncoder(model, RefineConfig(iters=8, lr=2e-2, tol=0)).encode(frames(3), [0, 1, 2], [0, 1, 2])
+    out = FrameEncoder(model, RefineConfig(iters=8, lr=2e-2, tol=0)).encode(
+        frames(3), [0, 1, 2], [0, 1, 2]
+    )
     for e in out:
         s = e.stats
-        assert s["rd_after"] <= s["rd_before"]
-        assert s["refined"] == (s["rd_after"] < s["rd_before"])
-        assert e.packet.refined == s["refined"]
+        assert s.rd_after <= s.rd_before
+        assert s.refined == (s.rd_after < s.rd_before)
+        assert e.packet.refined == s.refined
 
 
 def test_refine_none_is_plain_coding(checkpoints) -> None:
     model = load_model(checkpoint=str(checkpoints["bmshj2018-factorized"]), quality=3)
-    out = FrameEncoder(model, RefineConfig(method="none", iters=50)).encode(frames(2), [0, 1], [0, 1])
-    assert all(e.stats["iters"] == 0 and not e.stats["refined"] for e in out)
+    out = FrameEncoder(model, RefineConfig(method="none", iters=50)).encode(
+        frames(2), [0, 1], [0, 1]
+    )
+    assert all(e.stats.iters == 0 and not e.stats.refined for e in out)
     # identical to CompressAI's own compress() of the same input
     x = torch.from_numpy(np.stack(frames(2))).permute(0, 3, 1, 2)
     x = torch.nn.functional.pad(x, (0, 128 - 100, 0, 128 - 72), mode="replicate")
@@ -168,16 +194,21 @@ def test_decode_round_trip_reproduces_encoder_psnr(checkpoints, arch: str) -> No
     for img, e in zip(imgs, out, strict=True):
         d = dec.decode(e.packet)
         assert d.rgb.shape == (72, 100, 3)
-        assert abs(metrics.psnr_rgb(metrics.to_uint8(img), d.rgb) - e.stats["psnr"]) < 0.01
+        assert abs(metrics.psnr_rgb(metrics.to_uint8(img), d.rgb) - e.stats.psnr) < 0.01
 
 
 def test_decoder_refuses_other_weights(checkpoints, tmp_path) -> None:
     model = load_model(checkpoint=str(checkpoints["bmshj2018-factorized"]), quality=3)
     torch.manual_seed(99)
     other = tmp_path / "other.pth"
-    torch.save(get_architecture("bmshj2018-factorized").model_class()(N=16, M=24).state_dict(), other)
+    torch.save(
+        get_architecture("bmshj2018-factorized").model_class()(N=16, M=24).state_dict(), other
+    )
     header = header_for(load_model(checkpoint=str(other), quality=3), 72, 100, 1, REFINE)
-    with pytest.raises(WeightsMismatchError, match=r"stream needs bmshj2018-factorized q3 sha256 [0-9a-f]{12}…, found"):
+    with pytest.raises(
+        WeightsMismatchError,
+        match=r"stream needs bmshj2018-factorized q3 sha256 [0-9a-f]{12}…, found",
+    ):
         FrameDecoder(model, header)
 
 
@@ -205,7 +236,7 @@ CHILD = textwrap.dedent(
     from pipeline.models import load_model
     from pipeline.codec import FrameEncoder, FrameDecoder
     from pipeline.bitstream import Packet, StreamHeader
-    from pipeline.refine import RefineConfig
+    from pipeline.config import RefineConfig
     from tests.pipeline.test_codec import frames, header_for
     model = load_model(checkpoint=args["ckpt"], quality=3)
     cfg = RefineConfig(**args["refine"])
@@ -231,14 +262,20 @@ CHILD = textwrap.dedent(
 def run_child(args: dict) -> dict:
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, json.dumps(args)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("arch", ["bmshj2018-factorized", "mbt2018-mean"])
-def test_streams_and_latents_identical_across_processes_and_threads(checkpoints, arch: str, capsys) -> None:
+def test_streams_and_latents_identical_across_processes_and_threads(
+    checkpoints, arch: str, capsys
+) -> None:
     refine = {"iters": 4, "lr": 5e-3, "tol": 0}
     common = {"ckpt": str(checkpoints[arch]), "refine": refine}
     enc1 = run_child({**common, "mode": "encode", "threads": 1})
@@ -247,7 +284,10 @@ def test_streams_and_latents_identical_across_processes_and_threads(checkpoints,
     assert enc1["refined"] == enc2["refined"], "refined latents depend on the thread count"
     # and they match this (parent) process
     model = load_model(checkpoint=str(checkpoints[arch]), quality=3)
-    here = [e.packet_bytes.hex() for e in FrameEncoder(model, RefineConfig(**refine)).encode(frames(2), [0, 1], [0, 1])]
+    here = [
+        e.packet_bytes.hex()
+        for e in FrameEncoder(model, RefineConfig(**refine)).encode(frames(2), [0, 1], [0, 1])
+    ]
     assert here == enc1["packets"]
 
     dec1 = run_child({**common, "mode": "decode", "threads": 1, "packets": enc1["packets"]})
@@ -260,7 +300,9 @@ def test_streams_and_latents_identical_across_processes_and_threads(checkpoints,
         diff = np.abs(ra - rb)
         assert diff.max() <= 1
         with capsys.disabled():
-            print(f"\n[{arch}] values differing between 1 and 2 decode threads: {int((diff > 0).sum())} of {diff.size}")
+            print(
+                f"\n[{arch}] values differing between 1 and 2 decode threads: {int((diff > 0).sum())} of {diff.size}"
+            )
 
 
 @pytest.mark.parametrize("arch", ["bmshj2018-factorized", "mbt2018-mean"])
@@ -272,7 +314,7 @@ def test_sga_is_deterministic_across_batch_sizes_and_guarded(checkpoints, arch: 
     assert encode(model, imgs, 1, cfg) == ref
     assert ref != encode(model, imgs, 3, REFINE)  # sga is not campos
     for e in FrameEncoder(model, cfg).encode(imgs, [0, 1, 2], [0, 1, 2]):
-        assert e.stats["rd_after"] <= e.stats["rd_before"]
+        assert e.stats.rd_after <= e.stats.rd_before
 
 
 def test_sga_temperature_schedule() -> None:
@@ -300,7 +342,7 @@ def test_cuda_encode_decodes_on_cpu(checkpoints, arch: str) -> None:
     dec = FrameDecoder(cpu, header_for(cpu, 72, 100, 2, FrameEncoder(cpu, REFINE).refine))
     for img, e in zip(imgs, out, strict=True):
         d = dec.decode(e.packet)
-        assert abs(metrics.psnr_rgb(metrics.to_uint8(img), d.rgb) - e.stats["psnr"]) < 0.05
+        assert abs(metrics.psnr_rgb(metrics.to_uint8(img), d.rgb) - e.stats.psnr) < 0.05
 
 
 def test_out_of_memory_halves_the_batch_and_loses_no_frame(checkpoints) -> None:
@@ -317,7 +359,7 @@ def test_out_of_memory_halves_the_batch_and_loses_no_frame(checkpoints) -> None:
     imgs = frames(5)
     enc = SmallGPU(model, REFINE)
     out = enc.encode(imgs, list(range(5)), list(range(5)))
-    assert [e.stats["index"] for e in out] == [0, 1, 2, 3, 4]
+    assert [e.stats.index for e in out] == [0, 1, 2, 3, 4]
     assert enc.oom_splits == 2  # 5 -> 2 + 3, 3 -> 1 + 2
     assert [e.packet_bytes for e in out] == encode(model, imgs, 5, REFINE)[0]
 

@@ -72,7 +72,11 @@ def test_wrapped_training_checkpoint_loads(tmp_path) -> None:
 
 
 def test_infer_architecture_rejects_autoregressive() -> None:
-    sd = {"g_a.0.weight": torch.zeros(1), "h_a.0.weight": torch.zeros(1), "context_prediction.weight": torch.zeros(1)}
+    sd = {
+        "g_a.0.weight": torch.zeros(1),
+        "h_a.0.weight": torch.zeros(1),
+        "context_prediction.weight": torch.zeros(1),
+    }
     with pytest.raises(UnknownModelError, match="autoregressive"):
         infer_architecture(sd)
 

@@ -37,8 +37,21 @@ def test_wheel_contains_weights_and_cards(tmp_path: Path) -> None:
     if not cards["models"]:
         pytest.skip("no shipped weights in this checkout")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO_ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(REPO_ROOT),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     (wheel,) = tmp_path.glob("relatent-*.whl")
     with zipfile.ZipFile(wheel) as z:
@@ -47,4 +60,7 @@ def test_wheel_contains_weights_and_cards(tmp_path: Path) -> None:
         assert json.loads(z.read("pipeline/weights/cards.json")) == cards
         for card in cards["models"]:
             assert f"pipeline/weights/{card['file']}" in names
-        assert any(n.endswith("entry_points.txt") and b"relatent = jobs.cli:main" in z.read(n) for n in names)
+        assert any(
+            n.endswith("entry_points.txt") and b"relatent = jobs.cli:main" in z.read(n)
+            for n in names
+        )

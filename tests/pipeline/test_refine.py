@@ -9,14 +9,25 @@ import pytest
 import torch
 
 from pipeline.codec import FrameDecoder, FrameEncoder, encode_frames
+from pipeline.config import RefineConfig
 from pipeline.errors import ConfigError
 from pipeline.models import random_model
-from pipeline.refine import RefineConfig, allocate, frame_mse, frames_close
+from pipeline.refine import allocate, frame_mse, frames_close
 from tests.pipeline.test_codec import frames, header_for
 
 WARM = RefineConfig(iters=6, lr=2e-2, tol=0, warm_start=True, grid=3, warm_threshold=1e9)
 BUDGET = RefineConfig(iters=8, lr=5e-3, tol=0, budget=4, probe=2, grid=3)
-BOTH = RefineConfig(method="sga", iters=8, lr=5e-3, tol=0, budget=4, probe=2, grid=3, warm_start=True, warm_threshold=1e9)
+BOTH = RefineConfig(
+    method="sga",
+    iters=8,
+    lr=5e-3,
+    tol=0,
+    budget=4,
+    probe=2,
+    grid=3,
+    warm_start=True,
+    warm_threshold=1e9,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +42,9 @@ def hyper():
 
 def run(model, cfg: RefineConfig, imgs, batch: int, first: int = 0):
     enc = FrameEncoder(model, cfg)
-    return list(encode_frames(enc, [(im, first + i, first + i) for i, im in enumerate(imgs)], batch))
+    return list(
+        encode_frames(enc, [(im, first + i, first + i) for i, im in enumerate(imgs)], batch)
+    )
 
 
 # --------------------------------------------------------------------------- config
@@ -41,7 +54,10 @@ def test_new_settings_enter_the_hash_only_when_on() -> None:
     plain = RefineConfig(iters=6, lr=5e-3, tol=0.0)
     # a config from before warm starts / budgets existed: same canonical form, same hash
     assert set(plain.to_json()) == {"method", "iters", "lr", "lmbda", "tol", "window", "seed"}
-    assert plain.hash() == RefineConfig(iters=6, lr=5e-3, tol=0.0, grid=7, warm_threshold=3.0, probe=3).hash()
+    assert (
+        plain.hash()
+        == RefineConfig(iters=6, lr=5e-3, tol=0.0, grid=7, warm_threshold=3.0, probe=3).hash()
+    )
     hashes = {
         plain.hash(),
         RefineConfig(iters=6, lr=5e-3, tol=0.0, warm_start=True).hash(),
@@ -53,7 +69,10 @@ def test_new_settings_enter_the_hash_only_when_on() -> None:
     }
     assert len(hashes) == 7
     # canonical for int/float and unaffected by settings of an inactive method
-    assert RefineConfig(warm_start=True, warm_threshold=50).hash() == RefineConfig(warm_start=True, warm_threshold=50.0).hash()
+    assert (
+        RefineConfig(warm_start=True, warm_threshold=50).hash()
+        == RefineConfig(warm_start=True, warm_threshold=50.0).hash()
+    )
     none = RefineConfig(method="none", warm_start=True, budget=4).resolved(0.01)
     assert not none.uses_grid and none.hash() == RefineConfig(method="none").resolved(0.01).hash()
     assert WARM.uses_grid and BUDGET.uses_grid and not plain.uses_grid
@@ -122,15 +141,22 @@ def test_warm_start_chains_follow_the_grid_and_threshold(fact) -> None:
     imgs = frames(7, 48, 64)
     plain = run(fact, RefineConfig(iters=6, lr=2e-2, tol=0), imgs, 4)
     warm = run(fact, WARM, imgs, 4)
-    assert [e.stats["warm"] for e in warm] == [False, True, True, False, True, True, False]
+    assert [e.stats.warm for e in warm] == [False, True, True, False, True, True, False]
     for p, w in zip(plain, warm, strict=True):
-        if not w.stats["warm"]:  # a chain start is a cold start: the plain encoder's bytes
+        if not w.stats.warm:  # a chain start is a cold start: the plain encoder's bytes
             assert w.packet_bytes == p.packet_bytes
-        assert w.stats["iters"] == p.stats["iters"] == 6
-    assert any(w.packet_bytes != p.packet_bytes for p, w in zip(plain, warm, strict=True) if w.stats["warm"])
+        assert w.stats.iters == p.stats.iters == 6
+    assert any(
+        w.packet_bytes != p.packet_bytes for p, w in zip(plain, warm, strict=True) if w.stats.warm
+    )
     # a threshold below every consecutive-frame MSE: no warm start at all, plain bytes
-    cold = run(fact, RefineConfig(iters=6, lr=2e-2, tol=0, warm_start=True, grid=3, warm_threshold=0.0), imgs, 4)
-    assert not any(e.stats["warm"] for e in cold)
+    cold = run(
+        fact,
+        RefineConfig(iters=6, lr=2e-2, tol=0, warm_start=True, grid=3, warm_threshold=0.0),
+        imgs,
+        4,
+    )
+    assert not any(e.stats.warm for e in cold)
     assert [e.packet_bytes for e in cold] == [e.packet_bytes for e in plain]
 
 
@@ -147,7 +173,7 @@ def test_warm_start_continues_from_the_previous_frame(arch, request) -> None:
     cold = FrameEncoder(model, RefineConfig(iters=6, lr=2e-2, tol=0))
     cold.encode([img], [1], [1])
     cold_start = cold.last_refine.loss_start[0]
-    assert out[1].stats["warm"] and not out[0].stats["warm"]
+    assert out[1].stats.warm and not out[0].stats.warm
     assert warm_start < cold_start - 0.25 * (cold_start - cold.last_refine.loss_end[0])
 
 
@@ -158,25 +184,27 @@ def test_budget_shares_each_group_exactly(fact) -> None:
     cfg = RefineConfig(iters=80, lr=5e-3, tol=0, budget=20, probe=2, grid=3)
     imgs = frames(7, 48, 64)
     out = run(fact, cfg, imgs, 2)
-    its = [e.stats["iters"] for e in out]
-    assert its == [e.stats["allocated"] for e in out]  # tol 0: every frame runs its share
+    its = [e.stats.iters for e in out]
+    assert its == [e.stats.allocated for e in out]  # tol 0: every frame runs its share
     for g in (range(0, 3), range(3, 6), range(6, 7)):
         assert sum(its[i] for i in g) == cfg.budget * len(g)
         # the share is allocate() of the measured probe gains
-        gains = [out[i].stats["probe_gain"] for i in g]
-        assert [its[i] for i in g] == allocate(cfg.budget * len(g), gains, [cfg.probe] * len(g), [cfg.iters] * len(g))
+        gains = [out[i].stats.probe_gain for i in g]
+        assert [its[i] for i in g] == allocate(
+            cfg.budget * len(g), gains, [cfg.probe] * len(g), [cfg.iters] * len(g)
+        )
     assert all(cfg.probe <= i <= cfg.iters for i in its) and len(set(its)) > 1
-    assert all(e.stats["probe_gain"] > 0 for e in out)
+    assert all(e.stats.probe_gain > 0 for e in out)
     # the probe gains are deterministic per frame: the same from another chunking
     again = run(fact, cfg, imgs[3:], 1, first=3)
-    assert [e.stats["probe_gain"] for e in again] == [e.stats["probe_gain"] for e in out[3:]]
+    assert [e.stats.probe_gain for e in again] == [e.stats.probe_gain for e in out[3:]]
 
 
 def test_budget_with_early_stop_reports_what_ran(fact) -> None:
     cfg = RefineConfig(iters=30, lr=5e-3, tol=0.5, window=2, budget=10, probe=2, grid=4)
     out = run(fact, cfg, frames(4, 48, 64), 4)
-    assert all(e.stats["iters"] <= e.stats["allocated"] for e in out)
-    assert sum(e.stats["iters"] for e in out) < 40  # stopped frames gave iterations back
+    assert all(e.stats.iters <= e.stats.allocated for e in out)
+    assert sum(e.stats.iters for e in out) < 40  # stopped frames gave iterations back
 
 
 @pytest.mark.parametrize("cfg", [WARM, BUDGET, BOTH], ids=["warm", "budget", "sga-warm-budget"])
@@ -205,7 +233,7 @@ def test_grid_coding_survives_out_of_memory(fact) -> None:
     imgs = frames(6, 48, 64)
     enc = SmallGPU(fact, BOTH)
     out = list(encode_frames(enc, [(im, i, i) for i, im in enumerate(imgs)], 3))
-    assert enc.oom_splits > 0 and [e.stats["index"] for e in out] == list(range(6))
+    assert enc.oom_splits > 0 and [e.stats.index for e in out] == list(range(6))
     assert [e.packet_bytes for e in out] == [e.packet_bytes for e in run(fact, BOTH, imgs, 3)]
 
 
@@ -233,12 +261,14 @@ def test_bf16_autocast_is_deterministic_and_decodes(arch) -> None:
     from pipeline import metrics
 
     for img, e in zip(imgs, out, strict=True):
-        assert e.stats["rd_after"] <= e.stats["rd_before"]
+        assert e.stats.rd_after <= e.stats.rd_before
         d = dec.decode(e.packet)  # the symbols CRC is checked: fp32 coding of fp32 latents
-        assert abs(metrics.psnr_rgb(metrics.to_uint8(img), d.rgb) - e.stats["psnr"]) < 0.01
+        assert abs(metrics.psnr_rgb(metrics.to_uint8(img), d.rgb) - e.stats.psnr) < 0.01
 
 
 def test_budget_counts_the_probe_in_time_and_iterations(fact) -> None:
-    cfg = RefineConfig(iters=8, lr=5e-3, tol=0, budget=2, probe=2, grid=4)  # the probe is the whole budget
+    cfg = RefineConfig(
+        iters=8, lr=5e-3, tol=0, budget=2, probe=2, grid=4
+    )  # the probe is the whole budget
     out = run(fact, cfg, frames(4, 48, 64), 4)
-    assert all(e.stats["iters"] == 2 and e.stats["refine_seconds"] > 0 for e in out)
+    assert all(e.stats.iters == 2 and e.stats.refine_seconds > 0 for e in out)

@@ -31,8 +31,21 @@ def image_dir(tmp_path_factory) -> Path:
 
 
 def tiny(image_dir: Path, **kw) -> TrainConfig:
-    base = dict(arch="bmshj2018-factorized", N=16, M=24, lmbda=0.01, data=(str(image_dir),), crop=64,
-                batch=2, lr=1e-3, warmup_steps=2, total_steps=6, log_every=2, checkpoint_every=2, snapshot_every=3)
+    base = dict(
+        arch="bmshj2018-factorized",
+        N=16,
+        M=24,
+        lmbda=0.01,
+        data=(str(image_dir),),
+        crop=64,
+        batch=2,
+        lr=1e-3,
+        warmup_steps=2,
+        total_steps=6,
+        log_every=2,
+        checkpoint_every=2,
+        snapshot_every=3,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -61,7 +74,10 @@ def test_resume_continues_the_same_run(tmp_path: Path, image_dir: Path) -> None:
     log = [json.loads(x) for x in (split / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [2, 4, 6]
     assert all(np.isfinite(r["loss"]) and r["bpp"] > 0 for r in log)
-    assert sorted(p.name for p in (split / "snapshots").iterdir()) == ["step-0000003.pth", "step-0000006.pth"]
+    assert sorted(p.name for p in (split / "snapshots").iterdir()) == [
+        "step-0000003.pth",
+        "step-0000006.pth",
+    ]
 
 
 def test_resume_with_other_settings_is_refused(tmp_path: Path, image_dir: Path) -> None:
@@ -71,7 +87,9 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path, image_dir: Path) 
 
 
 def test_lr_schedule() -> None:
-    cfg = TrainConfig(lr=1e-3, warmup_steps=10, total_steps=110, lr_schedule="cosine", lr_min_ratio=0.1)
+    cfg = TrainConfig(
+        lr=1e-3, warmup_steps=10, total_steps=110, lr_schedule="cosine", lr_min_ratio=0.1
+    )
     assert lr_at(cfg, 0) == pytest.approx(1e-4)
     assert lr_at(cfg, 10) == pytest.approx(1e-3)
     assert lr_at(cfg, 60) == pytest.approx(0.55e-3)
@@ -88,7 +106,9 @@ def test_ship_then_load_and_tamper(tmp_path: Path, image_dir: Path, monkeypatch)
     m = models.load_model()  # the default
     assert m.identity.quality == 4 and m.identity.weights_sha256 == card["sha256"]
     assert m.identity.lmbda == 0.01
-    with pytest.raises(models.UnknownModelError, match=r"shipped qualities for bmshj2018-factorized: \[4\]"):
+    with pytest.raises(
+        models.UnknownModelError, match=r"shipped qualities for bmshj2018-factorized: \[4\]"
+    ):
         models.load_model("bmshj2018-factorized", 2)
     path = tmp_path / "weights" / card["file"]
     data = bytearray(path.read_bytes())
@@ -126,7 +146,9 @@ def test_mixed_quantisation_decodes_the_coded_latent(arch: str) -> None:
     assert grad is not None and grad.abs().sum() > 0
 
 
-def test_mixed_training_runs_and_resume_refuses_another_quant(tmp_path: Path, image_dir: Path) -> None:
+def test_mixed_training_runs_and_resume_refuses_another_quant(
+    tmp_path: Path, image_dir: Path
+) -> None:
     train(tiny(image_dir, quant="mixed"), tmp_path, max_steps=2, progress=False)
     log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert log and np.isfinite(log[0]["loss"])
@@ -136,7 +158,9 @@ def test_mixed_training_runs_and_resume_refuses_another_quant(tmp_path: Path, im
         tiny(image_dir, quant="round").validate()
 
 
-def test_warm_start_lineage_counts_every_earlier_step(tmp_path: Path, image_dir: Path, monkeypatch) -> None:
+def test_warm_start_lineage_counts_every_earlier_step(
+    tmp_path: Path, image_dir: Path, monkeypatch
+) -> None:
     """init.json records the steps a warm start's weights embody, through chains of runs and
     shipped files, and the shipped card counts them even after the source is gone."""
     from pipeline.training import export_weights

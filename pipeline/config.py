@@ -1,0 +1,166 @@
+"""Torch-free configuration of the per-frame refinement.
+
+:class:`RefineConfig` says how latents are refined (method, budget, step size, warm starts,
+adaptive budget). It lives apart from :mod:`pipeline.refine` (which needs torch) so that the
+CLI parser, the cluster planner and the catalog can build, validate and hash configs without
+importing torch. Its :meth:`RefineConfig.hash` goes into every stream header and manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+from pipeline.errors import ConfigError
+
+__all__ = ["AUTOCAST", "METHODS", "RefineConfig"]
+
+METHODS = ("none", "campos", "sga")
+AUTOCAST = ("none", "bf16")
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """How latents are refined. Frozen; its :meth:`hash` goes into every stream header.
+
+    Attributes:
+        method: ``none`` (plain CompressAI coding), ``campos`` (gradient descent on the
+            latents under uniform noise, the seed's method) or ``sga`` (stochastic Gumbel
+            annealing; the paper uses lr 5e-3).
+        iters: iteration budget per frame (with ``budget``: the cap of one frame).
+        lr: Adam step size (the seed uses 1e-3).
+        lmbda: rate-distortion trade-off; ``None`` means the checkpoint's training lambda.
+        tol: convergence tolerance: a frame stops once its relaxed loss has not improved
+            by a relative ``tol`` over ``window`` iterations. 0 disables early stopping.
+        window: iterations over which ``tol`` is judged.
+        seed: seed of the relaxation noise.
+        warm_start: start frame t from frame t-1's refinement offset when the two frames
+            are close (MSE of their 8-bit RGB <= ``warm_threshold``).
+        grid: K: warm-start chains and budget groups restart at frame indices that are
+            multiples of K (shard cuts of the distributed encoder fall on this grid).
+        warm_threshold: largest MSE (8-bit RGB, 0-255 scale) of two consecutive frames
+            for which the later one is warm-started.
+        budget: average iterations per frame over each grid group; 0 = off (every frame
+            gets ``iters``). Needs ``probe <= budget <= iters``.
+        probe: iterations every frame runs before the group's budget is shared out.
+        autocast: ``bf16`` runs g_s (forward and backward) under bfloat16 autocast; the
+            latents, the bits and the final coding stay fp32.
+    """
+
+    method: Literal["none", "campos", "sga"] = "campos"
+    iters: int = 50
+    lr: float = 1e-3
+    lmbda: float | None = None
+    tol: float = 1e-3
+    window: int = 20
+    seed: int = 0
+    warm_start: bool = False
+    grid: int = 16
+    warm_threshold: float = 1000.0
+    budget: int = 0
+    probe: int = 8
+    autocast: Literal["none", "bf16"] = "none"
+
+    def validate(self) -> RefineConfig:
+        """Check every field's range (see the attributes above); returns ``self``.
+
+        Raises:
+            ConfigError: an unknown method or autocast mode, a negative ``iters``,
+                ``budget`` or ``tol``, a non-positive ``lr`` or ``lmbda``, ``window`` or
+                ``grid`` < 1, a negative ``warm_threshold``, or (with a budget) ``probe`` < 2
+                or not ``probe <= budget <= iters``.
+        """
+        if self.method not in METHODS:
+            raise ConfigError(
+                f"unknown refinement method {self.method!r}",
+                hint=f"use one of {', '.join(METHODS)}",
+            )
+        if self.iters < 0:
+            raise ConfigError(f"--iters {self.iters} is negative", hint="use 0 or more iterations")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr {self.lr} must be positive", hint="the seed uses 1e-3")
+        if self.lmbda is not None and not self.lmbda > 0:
+            raise ConfigError(
+                f"--lambda {self.lmbda} must be positive",
+                hint="omit it to use the model's training lambda",
+            )
+        if self.tol < 0 or self.window < 1:
+            raise ConfigError("--tol must be >= 0 and --window >= 1")
+        if self.grid < 1:
+            raise ConfigError(
+                f"--grid {self.grid} must be at least 1", hint="e.g. the source's GOP length"
+            )
+        if not self.warm_threshold >= 0:
+            raise ConfigError(f"--warm-threshold {self.warm_threshold} must be >= 0")
+        if self.budget < 0:
+            raise ConfigError(
+                f"--budget-iters-per-frame {self.budget} is negative",
+                hint="0 turns the adaptive budget off",
+            )
+        if self.budget > 0 and self.method != "none":
+            if self.probe < 2:
+                raise ConfigError(
+                    f"--probe {self.probe} must be at least 2 (the gain is measured between probe iterations)"
+                )
+            if not self.probe <= self.budget <= self.iters:
+                raise ConfigError(
+                    f"--budget-iters-per-frame {self.budget} must lie between the probe ({self.probe}) and --iters ({self.iters})",
+                    hint="--iters is the cap of one frame under an adaptive budget, e.g. 4x the average",
+                )
+        if self.autocast not in AUTOCAST:
+            raise ConfigError(
+                f"unknown --autocast {self.autocast!r}", hint=f"use one of {', '.join(AUTOCAST)}"
+            )
+        return self
+
+    @property
+    def active(self) -> bool:
+        """Whether any refinement runs."""
+        return self.method != "none" and self.iters > 0
+
+    @property
+    def uses_grid(self) -> bool:
+        """Whether frames are coded in grid groups (warm-start chains or budget groups):
+        then the bytes of a frame depend on the other frames of its group, and shard cuts
+        must fall on the grid."""
+        return self.active and (self.warm_start or self.budget > 0)
+
+    def resolved(self, model_lmbda: float) -> RefineConfig:
+        """The config with ``lmbda`` filled in (what actually runs and is hashed). Method
+        ``none`` gets ``iters=0``, and a config that refines nothing has warm starts, the
+        budget and autocast turned off.
+
+        Raises:
+            ConfigError: the result fails :meth:`validate`.
+        """
+        cfg = self if self.lmbda is not None else replace(self, lmbda=model_lmbda)
+        if cfg.method == "none":
+            cfg = replace(cfg, iters=0)
+        if not cfg.active:
+            cfg = replace(cfg, warm_start=False, budget=0, autocast="none")
+        return cfg.validate()
+
+    def to_json(self) -> dict[str, Any]:
+        """Canonical form: float fields are floats whether given as 0 or 0.0. Settings that
+        are off are left out (so configs from before they existed keep their hash)."""
+        d = asdict(self)
+        for k in ("lr", "lmbda", "tol", "warm_threshold"):
+            if d[k] is not None:
+                d[k] = float(d[k])
+        if not self.warm_start:
+            del d["warm_start"], d["warm_threshold"]
+        if self.budget <= 0:
+            del d["budget"], d["probe"]
+        if not (self.warm_start or self.budget > 0):
+            del d["grid"]
+        if self.autocast == "none":
+            del d["autocast"]
+        return d
+
+    def hash(self) -> str:
+        """The first 16 hex digits of the sha256 of :meth:`to_json` (sorted keys, compact
+        separators): the ``refine_hash`` of stream headers and manifests."""
+        blob = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
