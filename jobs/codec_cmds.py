@@ -1,7 +1,7 @@
 """``relatent encode``, ``decode`` and ``info``: one stream on one machine.
 
 Each command parses, sets process-wide state, calls one library function
-(:func:`pipeline.codec.encode_video`, :func:`pipeline.codec.decode_video`,
+(:func:`pipeline.codec.encode_video`, :func:`pipeline.decoder.decode_video`,
 :class:`pipeline.bitstream.StreamReader`) and prints. Errors propagate to
 :func:`jobs.cli.main`, the one place that turns them into exit codes.
 """
@@ -126,7 +126,7 @@ def cmd_encode(a: argparse.Namespace) -> int:
 def cmd_decode(a: argparse.Namespace) -> int:
     """Decode ``a.src`` to ``a.dst`` (its suffix picks the output kind) and print a line."""
     from pipeline.bitstream import StreamReader
-    from pipeline.codec import decode_video
+    from pipeline.decoder import decode_video
 
     set_threads(a.threads)
     with StreamReader(a.src) as r:

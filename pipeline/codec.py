@@ -1,10 +1,11 @@
-"""Encoder and decoder: frames <-> packets, and whole videos <-> .rlv streams.
+"""Encoder: frames -> packets, and whole videos -> .rlv streams (the decoder is
+:mod:`pipeline.decoder`).
 
 :class:`FrameEncoder` turns a batch of frames into packets plus per-frame stats; it runs
 refinement and the actual-bits guard (a refined latent is coded only if its real RD cost,
 measured with the entropy coder's bytes and the real reconstruction, beats the unrefined
-latent's). :class:`FrameDecoder` turns packets back into 8-bit RGB frames and proves, via
-the symbols CRC, that it recovered the encoder's latents bit for bit.
+latent's). The decoder proves, via the symbols CRC in every packet, that it recovered the
+encoder's latents bit for bit.
 
 Byte determinism: on the CPU every float computation of the encoder runs with one intra-op
 thread and without oneDNN (parallelism comes from processes/actors, one per core), and
@@ -28,16 +29,13 @@ import torch
 from torch import Tensor
 
 from pipeline import metrics
-from pipeline.bitstream import FLAG_REFINED, Packet, StreamHeader, StreamReader, StreamWriter
+from pipeline.bitstream import FLAG_REFINED, Packet, StreamHeader, StreamWriter
 from pipeline.config import RefineConfig
 from pipeline.entropy import LatentCodec, fixed_threads
 from pipeline.errors import (
-    BitstreamError,
     ConfigError,
-    UnsupportedStreamError,
-    WeightsMismatchError,
 )
-from pipeline.models import PAD_MULTIPLE, LoadedModel, load_cards, load_model
+from pipeline.models import PAD_MULTIPLE, LoadedModel
 from pipeline.refine import (
     FrameState,
     RefineResult,
@@ -51,23 +49,16 @@ from pipeline.refine import (
 from pipeline.stats import FrameStats, StatsSummary, summarize
 
 __all__ = [
-    "DecodeSummary",
-    "DecodedFrame",
     "EncodeSummary",
     "EncodedFrame",
-    "FrameDecoder",
     "FrameEncoder",
     "FrameInit",
     "batched",
-    "check_model_matches",
     "check_stream_output",
-    "decode_stream",
-    "decode_video",
     "deterministic",
     "encode_frames",
     "encode_video",
     "make_header",
-    "model_for_stream",
     "padded_size",
     "to_batch",
     "to_uint8_frames",
@@ -429,85 +420,6 @@ class FrameEncoder:
         return results  # type: ignore[return-value]
 
 
-# --------------------------------------------------------------------------- decoding
-
-
-@dataclass
-class DecodedFrame:
-    """One decoded frame: ``rgb`` [h, w, 3] uint8, ``y_hat`` [1, M, Hp/16, Wp/16] float32."""
-
-    index: int
-    pts: int
-    rgb: np.ndarray  # h x w x 3 uint8
-    y_hat: Tensor
-    symbols_crc: int
-
-
-class FrameDecoder:
-    """Decodes packets of one stream; checks every frame's symbols CRC. Raises
-    WeightsMismatchError at construction when ``model`` is not the stream's."""
-
-    def __init__(self, model: LoadedModel, header: StreamHeader) -> None:
-        check_model_matches(model, header)
-        self.model = model
-        self.header = header
-        self.codec = LatentCodec(model)
-
-    def decode(self, packet: Packet) -> DecodedFrame:
-        """Decode one packet; raises BitstreamError on a wrong string count or symbols CRC."""
-        hd = self.header
-        with torch.no_grad():
-            out = self.codec.decompress(packet.strings, hd.padded_height, hd.padded_width)
-            if out["symbols_crc"] != packet.latent_crc:
-                raise BitstreamError(
-                    f"frame {packet.frame_index}: decoded latents differ from the encoder's (symbols CRC mismatch)",
-                    hint="the stream is corrupt, or this machine derives different entropy tables; decode with the encoder's relatent/compressai versions",
-                )
-            rgb = to_uint8_frames(self.codec.synthesize(out["y_hat"]), hd.height, hd.width)[0]
-        return DecodedFrame(packet.frame_index, packet.pts, rgb, out["y_hat"], out["symbols_crc"])
-
-
-def check_model_matches(model: LoadedModel, header: StreamHeader) -> None:
-    """Raise WeightsMismatchError unless ``model`` is the arch, weights and tables in ``header``."""
-    ident = model.identity
-    if ident.arch != header.arch or ident.weights_sha256 != header.weights_sha256:
-        raise WeightsMismatchError(
-            f"stream needs {header.arch} q{header.quality} sha256 {header.weights_sha256[:12]}…, "
-            f"found {ident.arch} q{ident.quality} sha256 {ident.weights_sha256[:12]}…",
-            hint="pass --checkpoint with the weights the stream was encoded with",
-        )
-    if ident.tables_sha256 != header.tables_sha256:
-        raise WeightsMismatchError(
-            f"the entropy tables built here ({ident.tables_sha256[:12]}…) differ from the encoder's ({header.tables_sha256[:12]}…)",
-            hint="decode with the compressai version the stream was encoded with (1.2.8)",
-        )
-
-
-def model_for_stream(
-    header: StreamHeader, checkpoint: str | None = None, device: str | None = None
-) -> LoadedModel:
-    """Load the weights a stream needs: ``checkpoint`` if given, else the shipped ones.
-
-    Raises:
-        WeightsMismatchError: not the stream's weights, or none shipped match.
-        ModelError, ConfigError, StorageError: as :func:`~pipeline.models.load_model`."""
-    if checkpoint is None:
-        match = [c for c in load_cards()["models"] if c["sha256"] == header.weights_sha256]
-        if not match:
-            raise WeightsMismatchError(
-                f"stream needs {header.arch} q{header.quality} sha256 {header.weights_sha256[:12]}…, "
-                "which is not among the shipped weights",
-                hint="pass --checkpoint with the weights the stream was encoded with",
-            )
-        model = load_model(match[0]["arch"], int(match[0]["quality"]), device=device)
-    else:
-        model = load_model(
-            header.arch, header.quality, checkpoint, lmbda=header.lmbda, device=device
-        )
-    check_model_matches(model, header)
-    return model
-
-
 # --------------------------------------------------------------------------- whole videos
 
 
@@ -686,113 +598,3 @@ def encode_video(
                 on_frame(e.stats)
         writer.close(section)
     return EncodeSummary(header, all_stats, time.perf_counter() - t0, carried)
-
-
-def decode_stream(
-    src: str,
-    checkpoint: str | None = None,
-    device: str | None = None,
-) -> Iterator[DecodedFrame]:
-    """Decode every frame of a stream, in order.
-
-    Raises:
-        BitstreamError, ModelError, ConfigError, StorageError: unusable stream or weights."""
-    with StreamReader(src) as reader:
-        dec = FrameDecoder(model_for_stream(reader.header, checkpoint, device), reader.header)
-        for pkt in reader:
-            yield dec.decode(pkt)
-
-
-@dataclass
-class DecodeSummary:
-    """What :func:`decode_video` wrote: the stream's header and the number of frames."""
-
-    header: StreamHeader
-    frames: int
-    #: Carried streams written next to the video, and those skipped (with the reason).
-    carried: list[Any] = field(default_factory=list)
-    skipped: list[tuple[Any, str]] = field(default_factory=list)
-    #: Why the carried streams were not written at all ("" when they were, or there are none).
-    video_only_reason: str = ""
-
-
-def decode_video(
-    src: str,
-    dst: str,
-    checkpoint: str | None = None,
-    device: str | None = None,
-    *,
-    video_only: bool = False,
-    strict: bool = False,
-    warn: Callable[[str], None] | None = None,
-    on_frame: Callable[[DecodedFrame], None] | None = None,
-) -> DecodeSummary:
-    """Decode the stream ``src`` to ``dst`` (:func:`pipeline.media.write_frames` decides the
-    kind of output from ``dst``; written atomically).
-
-    ``.mp4``/``.mkv`` outputs also get the carried streams (audio, subtitles, chapters,
-    metadata; :class:`pipeline.media.CarryMuxer`) unless ``video_only``: a stream the format
-    cannot hold is skipped with a ``warn``-ing, or with ``strict`` raises
-    :class:`~pipeline.errors.UnsupportedStreamError` before anything is written. ``.y4m``
-    and PNG outputs are video-only (a warning; with ``strict`` the same error).
-
-    Raises:
-        UnsupportedStreamError: with ``strict``, as above. ConfigError: ``dst`` is ``src``.
-        BitstreamError, ModelError, ConfigError, StorageError: as :func:`decode_stream`."""
-    from pathlib import PurePath
-
-    from pipeline import storage
-    from pipeline.media import CarryInfo, CarryMuxer, ColorInfo, write_frames
-
-    storage.check_distinct(dst, [src])
-    suffix = PurePath(dst).suffix.lower()
-    fmt = {".mp4": "mp4", ".mkv": "matroska"}.get(suffix)
-    with StreamReader(src) as r:
-        header = r.header
-        all_pts = [e.pts for e in r]
-        info_dict = r.carry_info()
-        has_carry = info_dict is not None and bool(
-            info_dict.get("streams") or info_dict.get("chapters")
-        )
-        blob = r.carry_blob() if has_carry and not video_only and fmt is not None else b""
-    summary = DecodeSummary(header, 0)
-    muxer = None
-    if has_carry and not video_only:
-        assert info_dict is not None
-        cinfo = CarryInfo.from_dict(info_dict)
-        if fmt is None:
-            summary.video_only_reason = f"{suffix or 'PNG folder'} outputs are video-only"
-            if cinfo.streams and strict:
-                raise UnsupportedStreamError(
-                    f"{dst}: {summary.video_only_reason} and cannot hold the "
-                    f"{len(cinfo.streams)} carried stream(s) ({', '.join(c.describe() for c in cinfo.streams)})",
-                    hint="write .mkv or .mp4 to keep them, or pass --video-only",
-                )
-            if cinfo.streams:
-                (warn or _log_warning)(
-                    f"{dst}: {summary.video_only_reason}; the {len(cinfo.streams)} carried "
-                    "stream(s) are not written (decode to .mkv or .mp4 to keep them)"
-                )
-        else:
-            muxer = CarryMuxer(blob, cinfo, fmt, dst=dst, strict=strict, warn=warn)
-            summary.carried = list(muxer.plan)
-            summary.skipped = list(muxer.skipped)
-
-    def frames() -> Iterator[np.ndarray]:
-        for d in decode_stream(src, checkpoint, device):
-            summary.frames += 1
-            if on_frame:
-                on_frame(d)
-            yield d.rgb
-
-    write_frames(
-        dst, frames(), frame_rate=header.frame_rate, time_base=header.time_base, pts=all_pts,
-        color=ColorInfo.from_dict(header.color) if header.color else None, extra=muxer,
-    )  # fmt: skip
-    return summary
-
-
-def _log_warning(msg: str) -> None:
-    import logging
-
-    logging.getLogger(__name__).warning(msg)

@@ -436,7 +436,7 @@ def bench_decode(
 def _decode_streams(model: Any, kodak: Path, proto: SpeedProtocol) -> dict[str, dict[str, Any]]:
     """The unrefined and the refined stream of ``proto.decode_frames`` crops: a decoder,
     the packets, mean bpp and the number of refined frames."""
-    from pipeline.codec import FrameDecoder
+    from pipeline.decoder import FrameDecoder
 
     n = proto.decode_frames
     crops = _f32(kodak_crops(kodak, proto.crop, n))

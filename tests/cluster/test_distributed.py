@@ -23,7 +23,8 @@ from cluster.config import ClusterConfig, ModelSpec, TranscodeJob
 from cluster.driver import run_job
 from jobs.transcode import add_parser, cmd_transcode
 from pipeline import storage
-from pipeline.codec import decode_video, encode_video
+from pipeline.codec import encode_video
+from pipeline.decoder import decode_video
 from pipeline.errors import ClusterError
 from pipeline.models import load_model
 from tests.cluster.conftest import REFINE, encode_reference

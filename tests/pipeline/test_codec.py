@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from pipeline.bitstream import StreamHeader
-from pipeline.codec import FrameDecoder, FrameEncoder, padded_size
+from pipeline.codec import FrameEncoder, padded_size
 from pipeline.config import RefineConfig
+from pipeline.decoder import FrameDecoder
 from pipeline.errors import BitstreamError, WeightsMismatchError
 from pipeline.models import get_architecture, load_model
 from tests.conftest import REPO_ROOT
@@ -234,7 +235,8 @@ CHILD = textwrap.dedent(
     args = json.loads(sys.argv[1])
     torch.set_num_threads(args["threads"])
     from pipeline.models import load_model
-    from pipeline.codec import FrameEncoder, FrameDecoder
+    from pipeline.codec import FrameEncoder
+    from pipeline.decoder import FrameDecoder
     from pipeline.bitstream import Packet, StreamHeader
     from pipeline.config import RefineConfig
     from tests.pipeline.test_codec import frames, header_for

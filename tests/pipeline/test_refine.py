@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.codec import FrameDecoder, FrameEncoder, encode_frames
+from pipeline.codec import FrameEncoder, encode_frames
 from pipeline.config import RefineConfig
+from pipeline.decoder import FrameDecoder
 from pipeline.errors import ConfigError
 from pipeline.models import random_model
 from pipeline.refine import allocate, frame_mse, frames_close
