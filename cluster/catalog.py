@@ -39,7 +39,7 @@ from cluster import leases
 from cluster import manifest as mf
 from cluster import report as rp
 from cluster.commit import is_committed, summary_matches
-from cluster.config import TranscodeJob
+from cluster.config import VIDEO_SUFFIXES, TranscodeJob
 from cluster.identity import resolve_model
 from cluster.planning import (
     MANIFEST_FORMAT,
@@ -58,7 +58,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MANIFEST_SUFFIX",
-    "VIDEO_SUFFIXES",
     "CatalogItem",
     "CatalogOutcome",
     "CatalogRun",
@@ -73,11 +72,6 @@ __all__ = [
 
 #: The name every committed manifest ends with.
 MANIFEST_SUFFIX = ".manifest.parquet"
-#: File extensions listed as videos by default (case-insensitive).
-VIDEO_SUFFIXES = (
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg",
-    ".mxf", ".flv", ".wmv", ".y4m",
-)  # fmt: skip
 #: ``on_event(event, fields)``: the driver's structured events (see :mod:`cluster.driver`).
 EventHook = Callable[[str, dict[str, Any]], None]
 

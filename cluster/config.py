@@ -14,7 +14,14 @@ from typing import Any
 from pipeline.config import RefineConfig
 from pipeline.errors import ConfigError
 
+#: File extensions listed as videos by default by a catalog run (case-insensitive).
+VIDEO_SUFFIXES = (
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg",
+    ".mxf", ".flv", ".wmv", ".y4m",
+)  # fmt: skip
+
 __all__ = [
+    "VIDEO_SUFFIXES",
     "ClusterConfig",
     "ModelSpec",
     "TranscodeJob",

@@ -31,18 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cluster.catalog import (
-    VIDEO_SUFFIXES,
-    CatalogItem,
-    CatalogOutcome,
-    CatalogRun,
-    EventHook,
-    new_run_id,
-    run_catalog,
-)
+from cluster.config import VIDEO_SUFFIXES
 from jobs import transcode
+
+if TYPE_CHECKING:  # cluster.catalog loads pyarrow; the parser must stay light
+    from cluster.catalog import CatalogItem, EventHook
 
 __all__ = ["add_parser", "cmd_catalog"]
 
@@ -136,6 +131,8 @@ def cmd_catalog(a: argparse.Namespace, on_event: EventHook | None = None) -> int
             stderr first), e.g. ``ClusterError``.
     """
     transcode.setup_logging(a.log_level)
+    from cluster.catalog import CatalogRun, new_run_id, run_catalog
+
     run_id = a.run_id or new_run_id()
     run = CatalogRun(
         src=a.src,
@@ -147,7 +144,7 @@ def cmd_catalog(a: argparse.Namespace, on_event: EventHook | None = None) -> int
         plan_threads=a.plan_threads,
         dry_run=a.dry_run,
     )
-    outcome: CatalogOutcome = run_catalog(
+    outcome = run_catalog(
         run,
         ray_session=lambda: transcode.ray_session(a.address, a.num_cpus),
         on_event=on_event,
