@@ -333,7 +333,7 @@ class VideoPlan:
                     self.keyframes,
                     shard_frames,
                     slack,
-                    grid=refine.grid if refine.uses_grid else 1,
+                    grid=refine.cut_grid,
                 )
             )
         ]

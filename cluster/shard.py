@@ -287,11 +287,11 @@ class ShardEncoder:
                 f"shard {spec.name}: refine config resolves differently on this actor",
                 hint="pass a resolved RefineConfig in the shard spec",
             )
-        grid = enc.refine.grid if enc.refine.uses_grid else 1
+        grid = enc.refine.cut_grid
         if spec.start % grid or (spec.end % grid and spec.end != info.frame_count):
             raise ConfigError(
-                f"shard {spec.name} does not start and end on the warm-start/budget grid of {grid} frames",
-                hint="plan shards with cluster.planning.plan_ranges(..., grid=refine.grid)",
+                f"shard {spec.name} does not start and end on the GOP/warm-start/budget grid of {grid} frames",
+                hint="plan shards with cluster.planning.plan_ranges(..., grid=refine.cut_grid)",
             )
 
     def encode(self, spec: ShardSpec) -> ShardOutcome:

@@ -50,10 +50,19 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
         help="start each frame from the previous frame's refinement when the two are close",
     )
     g.add_argument(
+        "--gop",
+        type=int,
+        default=RefineConfig.gop,
+        help="frames per group of pictures: the first is intra, the others are coded against "
+        "the previous frame's latents where that saves bits (1: all intra; with a GOP, "
+        "warm-start chains, budget groups and shard cuts follow it)",
+    )
+    g.add_argument(
         "--grid",
         type=int,
         default=16,
-        help="K: warm-start chains and budget groups restart every K frames (shard cuts follow)",
+        help="K: warm-start chains and budget groups restart every K frames when --gop is 1 "
+        "(shard cuts follow); with --gop > 1 the GOP is the grid",
     )
     g.add_argument(
         "--warm-threshold",
@@ -87,7 +96,7 @@ def refine_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     return {
         "method": a.refine, "iters": a.iters, "lr": a.lr, "lmbda": a.lmbda, "tol": a.tol, "window": a.window,
         "seed": a.seed, "warm_start": a.warm_start, "grid": a.grid, "warm_threshold": a.warm_threshold,
-        "budget": a.budget, "probe": a.probe, "autocast": a.autocast,
+        "budget": a.budget, "probe": a.probe, "autocast": a.autocast, "gop": a.gop,
     }  # fmt: skip
 
 

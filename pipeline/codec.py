@@ -18,6 +18,7 @@ device type.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,7 +30,14 @@ import torch
 from torch import Tensor
 
 from pipeline import metrics
-from pipeline.bitstream import FLAG_REFINED, Packet, StreamHeader, StreamWriter
+from pipeline.bitstream import (
+    FLAG_INTER,
+    FLAG_REFINED,
+    Packet,
+    StreamHeader,
+    StreamWriter,
+    read_packet,
+)
 from pipeline.config import RefineConfig
 from pipeline.entropy import LatentCodec, fixed_threads
 from pipeline.errors import (
@@ -156,6 +164,14 @@ class FrameEncoder:
         self.last_refine: RefineResult | None = None
         #: How many times a batch was halved after CUDA ran out of memory.
         self.oom_splits = 0
+        if self.refine.gop > 1 and not self.codec.supports_inter:
+            raise ConfigError(
+                f"--gop {self.refine.gop}: inter-frame coding of {model.arch.id} latents is not "
+                "implemented (hyperprior side information); it needs a factorized model",
+                hint="use --gop 1 with this model",
+            )
+        #: P-frame references: frame index -> its coded symbols, until the next frame used it.
+        self._refs: dict[int, np.ndarray] = {}
 
     @property
     def lmbda(self) -> float:
@@ -183,6 +199,41 @@ class FrameEncoder:
             cand.mse.append(m)
             cand.cost.append(metrics.rd_cost(metrics.bpp(len(pb), h, w), m, self.lmbda))
         return cand
+
+    def _code_inter(
+        self,
+        base: _Candidate,
+        best: _Candidate,
+        frame_indices: Sequence[int],
+        pts: Sequence[int],
+        hw: tuple[int, int],
+    ) -> list[bool]:
+        """Code the batch's frames in order as P frames where that is smaller: each frame
+        but a GOP's first is coded against the previous frame's chosen symbols, and keeps
+        the P packet only when it has fewer bytes than the intra one (so a stream is never
+        larger than all-intra for the same latents). The refined candidate (if any) is then
+        chosen on its actual RD cost, as for intra frames. Returns the per-frame choice."""
+        gop, (h, w) = self.refine.gop, hw
+        choose = []
+        for i, fi in enumerate(frame_indices):
+            ref = self._refs.pop(fi - 1, None) if fi % gop else None
+            cands = [(base, 0)] if best is base else [(base, 0), (best, FLAG_REFINED)]
+            for cand, flag in cands:
+                coded = cand.coded[i]
+                if ref is None or coded.symbols is None:
+                    continue
+                data = self.codec.compress_p(coded.symbols, ref)
+                pb = Packet(fi, pts[i], (data,), coded.symbols_crc, flag | FLAG_INTER).to_bytes()
+                if len(pb) < len(cand.packets[i]):
+                    cand.packets[i] = pb
+                    cand.cost[i] = metrics.rd_cost(
+                        metrics.bpp(len(pb), h, w), cand.mse[i], self.lmbda
+                    )
+            choose.append(best is not base and best.cost[i] < base.cost[i])
+            chosen = (best if choose[-1] else base).coded[i].symbols
+            if (fi + 1) % gop and chosen is not None:
+                self._refs[fi] = chosen
+        return choose
 
     def _halving(self, fn: Callable[..., list[Any]], *seqs: Sequence[Any]) -> list[Any]:
         """``fn(*seqs)``; on CUDA out-of-memory, the same on each half in turn (down to single
@@ -308,12 +359,15 @@ class FrameEncoder:
                     [s.loss_end for s in states],
                 )
                 best = self._candidate(latents, refs, frame_indices, pts, FLAG_REFINED)
-                choose = [best.cost[i] < base.cost[i] for i in range(n)]
                 if self.refine.warm_start:
                     offsets = [
                         s.offset({k: v[i : i + 1] for k, v in lat0.items()})
                         for i, s in enumerate(states)
                     ]
+            if self.refine.gop > 1:
+                choose = self._code_inter(base, best, frame_indices, pts, (h, w))
+            elif best is not base:
+                choose = [best.cost[i] < base.cost[i] for i in range(n)]
             # stats go into the stream, so they are computed in the same fixed context
             out = []
             per_frame_s = seconds / n
@@ -321,13 +375,7 @@ class FrameEncoder:
                 init = inits[i] if inits is not None else FrameInit()
                 c = best if choose[i] else base
                 pb = c.packets[i]
-                pkt = Packet(
-                    frame_indices[i],
-                    pts[i],
-                    c.coded[i].strings,
-                    c.coded[i].symbols_crc,
-                    FLAG_REFINED if choose[i] else 0,
-                )
+                pkt = read_packet(io.BytesIO(pb))
                 stats = FrameStats(
                     index=int(frame_indices[i]),
                     pts=int(pts[i]),
@@ -344,6 +392,7 @@ class FrameEncoder:
                     warm=init.warm,
                     probe_gain=init.probe_gain,
                     allocated=init.allocated,
+                    frame_type="P" if pkt.flags & FLAG_INTER else "I",
                 )
                 out.append(EncodedFrame(pkt, pb, stats, offsets[i]))
         return out
@@ -447,6 +496,7 @@ def make_header(
         refine_hash=refine.hash(),
         latent_kind=model.arch.kind,
         source={"pix_fmt": info.pix_fmt},
+        gop=refine.gop,
     )
 
 

@@ -47,6 +47,11 @@ class RefineConfig:
         probe: iterations every frame runs before the group's budget is shared out.
         autocast: ``bf16`` runs g_s (forward and backward) under bfloat16 autocast; the
             latents, the bits and the final coding stay fp32.
+        gop: frames per group of pictures. The first frame of each group (indices that
+            are multiples of ``gop``) is intra-coded; the others may be coded conditionally
+            on the previous frame's integer latents (:mod:`pipeline.inter`) where that
+            costs fewer bits. 1 = all-intra. With ``gop`` > 1, warm-start chains and budget
+            groups follow the GOP (``grid`` becomes ``gop``) and shard cuts fall on it.
     """
 
     method: Literal["none", "campos", "sga"] = "campos"
@@ -62,6 +67,7 @@ class RefineConfig:
     budget: int = 0
     probe: int = 8
     autocast: Literal["none", "bf16"] = "none"
+    gop: int = 1
 
     def validate(self) -> RefineConfig:
         """Check every field's range (see the attributes above); returns ``self``.
@@ -88,6 +94,11 @@ class RefineConfig:
             )
         if self.tol < 0 or self.window < 1:
             raise ConfigError("--tol must be >= 0 and --window >= 1")
+        if not 1 <= self.gop <= 100_000:
+            raise ConfigError(
+                f"--gop {self.gop} must be between 1 (all intra) and 100000",
+                hint="frames per group of pictures, e.g. 16 or 32",
+            )
         if self.grid < 1:
             raise ConfigError(
                 f"--grid {self.grid} must be at least 1", hint="e.g. the source's GOP length"
@@ -121,6 +132,14 @@ class RefineConfig:
         return self.method != "none" and self.iters > 0
 
     @property
+    def cut_grid(self) -> int:
+        """The frame-index multiple shard cuts must fall on (1: anywhere): the GOP when
+        frames are inter-coded, else the grid when frames are coded in grid groups."""
+        if self.gop > 1:
+            return self.gop
+        return self.grid if self.uses_grid else 1
+
+    @property
     def uses_grid(self) -> bool:
         """Whether frames are coded in grid groups (warm-start chains or budget groups):
         then the bytes of a frame depend on the other frames of its group, and shard cuts
@@ -140,6 +159,8 @@ class RefineConfig:
             cfg = replace(cfg, iters=0)
         if not cfg.active:
             cfg = replace(cfg, warm_start=False, budget=0, autocast="none")
+        if cfg.gop > 1 and cfg.grid != cfg.gop:
+            cfg = replace(cfg, grid=cfg.gop)  # chains and budget groups follow the GOP
         return cfg.validate()
 
     def to_json(self) -> dict[str, Any]:
@@ -157,6 +178,8 @@ class RefineConfig:
             del d["grid"]
         if self.autocast == "none":
             del d["autocast"]
+        if self.gop == 1:
+            del d["gop"]
         return d
 
     def hash(self) -> str:

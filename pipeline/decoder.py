@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.bitstream import Packet, StreamHeader, StreamReader
+from pipeline.bitstream import FLAG_INTER, Packet, StreamHeader, StreamReader
 from pipeline.codec import to_uint8_frames
 from pipeline.entropy import LatentCodec
 from pipeline.errors import BitstreamError, UnsupportedStreamError, WeightsMismatchError
@@ -54,17 +54,52 @@ class FrameDecoder:
         self.model = model
         self.header = header
         self.codec = LatentCodec(model)
+        #: The last decoded frame's index and integer symbols: a P frame's reference.
+        self._ref: tuple[int, np.ndarray] | None = None
+
+    def _reference(self, packet: Packet) -> np.ndarray:
+        """The symbols a P frame is coded against, or BitstreamError naming the frame."""
+        idx, gop = packet.frame_index, self.header.gop
+        if gop <= 1 or idx % gop == 0 or not self.codec.supports_inter:
+            raise BitstreamError(
+                f"frame {idx}: a P frame where the stream (gop {gop}) allows only intra frames",
+                hint="the stream is corrupt",
+            )
+        if self._ref is None or self._ref[0] != idx - 1:
+            raise BitstreamError(
+                f"frame {idx}: P frame without its reference (frame {idx - 1} was not decoded)",
+                hint="decode from the first frame of its GOP",
+            )
+        if len(packet.strings) != 1:
+            raise BitstreamError(
+                f"frame {idx}: P frame with {len(packet.strings)} strings, expected 1",
+                hint="the stream is corrupt",
+            )
+        return self._ref[1]
 
     def decode(self, packet: Packet) -> DecodedFrame:
-        """Decode one packet; raises BitstreamError on a wrong string count or symbols CRC."""
+        """Decode one packet (a P frame against the previously decoded frame).
+
+        Raises:
+            BitstreamError: a wrong string count, a P frame without its reference or where
+                the stream allows none, a corrupt P packet, or a symbols CRC mismatch.
+        """
         hd = self.header
         with torch.no_grad():
-            out = self.codec.decompress(packet.strings, hd.padded_height, hd.padded_width)
+            if packet.flags & FLAG_INTER:
+                ref = self._reference(packet)
+                where = f"frame {packet.frame_index}"
+                out = self.codec.decompress_p(packet.strings[0], ref, where)
+            else:
+                out = self.codec.decompress(packet.strings, hd.padded_height, hd.padded_width)
             if out["symbols_crc"] != packet.latent_crc:
+                self._ref = None  # nothing may be predicted from wrong latents
                 raise BitstreamError(
                     f"frame {packet.frame_index}: decoded latents differ from the encoder's (symbols CRC mismatch)",
                     hint="the stream is corrupt, or this machine derives different entropy tables; decode with the encoder's relatent/compressai versions",
                 )
+            symbols = out.get("symbols")
+            self._ref = (packet.frame_index, symbols) if symbols is not None else None
             rgb = to_uint8_frames(self.codec.synthesize(out["y_hat"]), hd.height, hd.width)[0]
         return DecodedFrame(packet.frame_index, packet.pts, rgb, out["y_hat"], out["symbols_crc"])
 

@@ -21,15 +21,18 @@ every process derives the same indexes; the CRC of the decoded symbols then prov
 from __future__ import annotations
 
 import copy
+import functools
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from pipeline import inter
 from pipeline.errors import BitstreamError
 from pipeline.models import LoadedModel
 
@@ -110,6 +113,9 @@ class Coded:
 
     strings: tuple[bytes, ...]
     symbols_crc: int
+    #: The frame's integer symbols ``round(y - medians)``, ``[M, h, w]`` int32 (factorized
+    #: kind only: what a P frame is coded from and what the next frame references).
+    symbols: np.ndarray | None = None
 
 
 class LatentCodec:
@@ -253,8 +259,9 @@ class LatentCodec:
             y = latents["y"].detach()
             y_strings = eb.compress(y)
             sym = torch.round(y - eb._get_medians())
+            sym_np = sym.to("cpu", torch.int32).numpy()
             for i in range(y.shape[0]):
-                out.append(Coded((y_strings[i],), symbols_crc(sym[i])))
+                out.append(Coded((y_strings[i],), symbols_crc(sym[i]), sym_np[i]))
             return out
         z = latents["z"].detach()
         z_strings = eb.compress(z)
@@ -268,6 +275,41 @@ class LatentCodec:
         for i in range(z.shape[0]):
             out.append(Coded((z_strings[i], y_strings[i]), symbols_crc(z_sym[i], y_sym[i])))
         return out
+
+    # ------------------------------------------------------------------ inter frames
+    @property
+    def supports_inter(self) -> bool:
+        """Whether P frames can be coded (:mod:`pipeline.inter`): the factorized kind only,
+        for now (hyperprior latents would need their side information coded too)."""
+        return self.kind == "factorized"
+
+    @functools.cached_property
+    def inter_tables(self) -> inter.ChannelTables:
+        """The CDF tables of P frames (:class:`pipeline.inter.ChannelTables`)."""
+        return inter.ChannelTables.from_bottleneck(self.net.entropy_bottleneck)
+
+    def compress_p(self, symbols: np.ndarray, ref: np.ndarray) -> bytes:
+        """The rANS string of a P frame: ``symbols`` (``[M, h, w]``) given the previous
+        frame's ``ref`` (:func:`pipeline.inter.encode_p`)."""
+        return inter.encode_p(symbols, ref, self.inter_tables)[0]
+
+    @torch.no_grad()
+    def decompress_p(self, data: bytes, ref: np.ndarray, where: str = "P frame") -> dict[str, Any]:
+        """Decode a P frame against ``ref`` (``[M, h, w]`` int): ``y_hat`` (``[1, M, h, w]``
+        float32, dequantized exactly as CompressAI does: symbols + medians), its
+        ``symbols_crc`` and its ``symbols`` (int32).
+
+        Raises:
+            BitstreamError: the packet is corrupt (a mode out of range).
+        """
+        sym = inter.decode_p(data, ref, self.inter_tables, where).astype(np.int32)
+        t = torch.from_numpy(sym)[None]
+        y_hat = t.to(torch.float32) + self.net.entropy_bottleneck._get_medians().to("cpu")
+        return {
+            "y_hat": y_hat.to(self.device),
+            "symbols_crc": symbols_crc(t[0]),
+            "symbols": sym,
+        }
 
     @torch.no_grad()
     def decompress(self, strings: Sequence[bytes], padded_h: int, padded_w: int) -> dict[str, Any]:
@@ -287,7 +329,11 @@ class LatentCodec:
                 )
             y_hat = eb.decompress([strings[0]], shapes["y"])
             sym = torch.round(y_hat - eb._get_medians())
-            return {"y_hat": y_hat, "symbols_crc": symbols_crc(sym[0])}
+            return {
+                "y_hat": y_hat,
+                "symbols_crc": symbols_crc(sym[0]),
+                "symbols": sym[0].to("cpu", torch.int32).numpy(),
+            }
         if len(strings) != 2:
             raise BitstreamError(
                 f"hyperprior packet has {len(strings)} strings, expected 2",

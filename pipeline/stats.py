@@ -48,6 +48,7 @@ class FrameStats:
             the stream (:data:`STREAM_FIELDS`).
         refine_seconds: refinement wall time attributed to the frame (encoder side only).
         warm: the frame's refinement started warm from the previous frame's.
+        frame_type: ``I`` or ``P`` (see :mod:`pipeline.inter`).
         probe_gain, allocated: the adaptive budget's probe gain and the iterations it gave
             the frame (``None`` without a budget).
     """
@@ -67,10 +68,17 @@ class FrameStats:
     warm: bool = False
     probe_gain: float | None = None
     allocated: int | None = None
+    #: ``I`` (intra) or ``P`` (coded against the previous frame's latents, format version 3).
+    frame_type: str = "I"
 
     def to_stream(self) -> dict[str, Any]:
-        """The footer's record of the frame: :data:`STREAM_FIELDS`, in order."""
-        return {k: getattr(self, k) for k in STREAM_FIELDS}
+        """The footer's record of the frame: :data:`STREAM_FIELDS`, in order, then
+        ``"type": "P"`` for a P frame (absent means ``I``, so all-intra footers are those of
+        format version 2)."""
+        record = {k: getattr(self, k) for k in STREAM_FIELDS}
+        if self.frame_type != "I":
+            record["type"] = self.frame_type
+        return record
 
     def to_dict(self) -> dict[str, Any]:
         """Every field (JSON-ready), e.g. for ``info --json`` or a benchmark record."""
@@ -96,6 +104,7 @@ class FrameStats:
             rd_after=float(record["rd_after"]),
             iters=int(record["iters"]),
             refined=bool(record["refined"]),
+            frame_type=_frame_type(record.get("type", "I")),
         )
 
     @classmethod
@@ -130,6 +139,12 @@ class StatsSummary:
     def to_dict(self) -> dict[str, Any]:
         """The summary as a plain dict."""
         return asdict(self)
+
+
+def _frame_type(value: Any) -> str:
+    if value not in ("I", "P"):
+        raise ValueError(f"frame type {value!r} is neither I nor P")
+    return str(value)
 
 
 def _mean(xs: Sequence[float]) -> float:

@@ -19,6 +19,7 @@ import pytest
 
 from jobs.cli import main
 from pipeline import bitstream as bs
+from pipeline import errors
 from pipeline.errors import CorruptSourceError, UnsupportedStreamError
 from pipeline.media import CarryInfo, CarryMuxer, extract_carry
 from pipeline.models import load_cards
@@ -194,14 +195,14 @@ def test_v2_writer_and_assembler_agree_and_v1_is_still_written_and_read(tmp_path
     # Version 1 is still written, byte-identical to the v1 fixture, and read.
     v1 = bs.assemble(header, pkts, stats, version=1)
     assert v1 == (DATA / "v1_tiny.rlv").read_bytes()
-    with pytest.raises(bs.BitstreamError):
+    with pytest.raises(errors.BitstreamError):
         bs.assemble(header, pkts, stats, section, version=1)
     # A damaged carry blob is caught by its CRC; the info still reads.
     bad = bytearray(written)
     bad[body_end + len(section) - 3] ^= 1
     r = bs.StreamReader(io.BytesIO(bytes(bad)))
     assert r.carry_info() is not None
-    with pytest.raises(bs.ChecksumError):
+    with pytest.raises(errors.ChecksumError):
         r.carry_blob()
 
 

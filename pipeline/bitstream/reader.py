@@ -1,0 +1,235 @@
+"""Reading .rlv streams: :class:`StreamReader` (random access to packets, the recorded
+per-frame stats and the carried streams) and the footer's stats parser."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pipeline.bitstream.format import (
+    CARRY_FIXED_SIZE,
+    CARRY_VERSION,
+    END_MAGIC,
+    ENTRY_STRUCT,
+    FOOTER_MAGIC,
+    HINT_CORRUPT,
+    HINT_CUT_SHORT,
+    HINT_FOREIGN,
+    HINT_REENCODE,
+    TRAILER_SIZE,
+    U32,
+    U64,
+    CarryRef,
+    IndexEntry,
+    Packet,
+    crc32,
+    parse_header_version,
+    read_carry_head,
+    read_packet,
+)
+from pipeline.errors import BitstreamError, ChecksumError, TruncatedStreamError
+from pipeline.stats import FrameStats
+
+__all__ = ["StreamReader"]
+
+
+def _parse_stats(raw: bytes, name: str) -> list[FrameStats]:
+    """The footer's ``stats_json`` as :class:`FrameStats` (``name``: the stream, for errors)."""
+    try:
+        records = json.loads(raw)["frames"]
+        if not isinstance(records, list):
+            raise TypeError(f"'frames' is a {type(records).__name__}, not a list")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BitstreamError(
+            f"{name}: footer stats are malformed ({exc})", hint=HINT_FOREIGN
+        ) from exc
+    stats = []
+    for n, record in enumerate(records):
+        try:
+            stats.append(FrameStats.from_stream(record))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BitstreamError(
+                f"{name}: footer stats of frame {n} are malformed ({type(exc).__name__}: {exc})",
+                hint=HINT_FOREIGN,
+            ) from exc
+    return stats
+
+
+class StreamReader:
+    """Random access to a stream: ``reader.header``, ``len(reader)``, ``reader[n]``,
+    iteration in frame order, the per-frame ``stats`` the encoder recorded
+    (:class:`~pipeline.stats.FrameStats`) and the carried streams.
+
+    ``source`` is a path or URI (opened with :func:`pipeline.storage.open_read` and closed
+    by :meth:`close`) or a seekable binary file object (left open).
+
+    Raises:
+        BadMagicError, UnsupportedVersionError: not a (supported) .rlv stream.
+        TruncatedStreamError: the file is cut short (no trailer, footer or header).
+        ChecksumError: the header or footer does not match its CRC.
+        BitstreamError: a malformed header, footer, stats record or carry reference.
+        StorageError: ``source`` cannot be opened.
+    """
+
+    def __init__(self, source: str | Path | BinaryIO, name: str | None = None) -> None:
+        if isinstance(source, (str, Path)):
+            from pipeline import storage
+
+            self.name = name or str(source)
+            self._f: BinaryIO = storage.open_read(str(source))
+            self._owns = True
+        else:
+            self.name = name or getattr(source, "name", "stream")
+            self._f = source
+            self._owns = False
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self) -> None:
+        f = self._f
+        f.seek(0)
+        self.header, self.header_size, self.version = parse_header_version(f, self.name)
+        end = f.seek(0, io.SEEK_END)
+        if end < self.header_size + TRAILER_SIZE:
+            raise TruncatedStreamError(
+                f"{self.name}: no footer (file is truncated)", hint=HINT_CUT_SHORT
+            )
+        f.seek(end - TRAILER_SIZE)
+        trailer = f.read(TRAILER_SIZE)
+        (footer_off,) = U64.unpack(trailer[:8])
+        if trailer[8:] != END_MAGIC or not self.header_size <= footer_off < end - TRAILER_SIZE:
+            raise TruncatedStreamError(
+                f"{self.name}: footer missing or truncated", hint=HINT_CUT_SHORT
+            )
+        f.seek(footer_off)
+        block = f.read(end - TRAILER_SIZE - footer_off)
+        if len(block) < 4 or U32.unpack(block[-4:])[0] != crc32(block[:-4]):
+            raise ChecksumError(f"{self.name}: footer CRC mismatch", hint=HINT_CORRUPT)
+        body = block[:-4]
+        if body[:4] != FOOTER_MAGIC:
+            raise BitstreamError(f"{self.name}: footer magic missing", hint="the file is corrupt")
+        (count,) = U64.unpack_from(body, 4)
+        pos = 12
+        self.index = [
+            IndexEntry(*ENTRY_STRUCT.unpack_from(body, pos + i * ENTRY_STRUCT.size))
+            for i in range(count)
+        ]
+        pos += count * ENTRY_STRUCT.size
+        (slen,) = U32.unpack_from(body, pos)
+        #: The per-frame statistics the encoder recorded, in stream order.
+        self.stats: list[FrameStats] = _parse_stats(body[pos + 4 : pos + 4 + slen], self.name)
+        pos += 4 + slen
+        #: Where the carry section is (None: no section, or a version 1 stream).
+        self.carry: CarryRef | None = None
+        if self.version >= CARRY_VERSION:
+            if len(body) < pos + 16:
+                raise BitstreamError(f"{self.name}: footer has no carry fields", hint=HINT_FOREIGN)
+            c_off, c_len = U64.unpack_from(body, pos)[0], U64.unpack_from(body, pos + 8)[0]
+            if c_len:
+                if (
+                    c_off < self.header_size
+                    or c_off + c_len != footer_off
+                    or c_len < CARRY_FIXED_SIZE
+                ):
+                    raise BitstreamError(
+                        f"{self.name}: carry section [{c_off}, {c_off + c_len}) does not end at the footer ({footer_off})",
+                        hint="the stream was assembled incompletely; re-encode it",
+                    )
+                self.carry = CarryRef(c_off, c_len)
+        if count != self.header.frame_count:
+            raise BitstreamError(
+                f"{self.name}: index lists {count} frames, header declares {self.header.frame_count}",
+                hint="the stream was assembled incompletely",
+            )
+        self.footer_offset = footer_off
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, n: int) -> Packet:
+        """The packet of the ``n``-th frame (0-based, stream order), read through the index.
+
+        Raises:
+            IndexError: ``n`` is out of range.
+            TruncatedStreamError, ChecksumError, BitstreamError: a damaged packet, or one
+                of another frame than the index says.
+        """
+        if not 0 <= n < len(self.index):
+            raise IndexError(f"frame {n} out of range 0..{len(self.index) - 1}")
+        e = self.index[n]
+        self._f.seek(e.offset)
+        p = read_packet(self._f, f"{self.name} frame {n}")
+        if p.frame_index != e.frame_index:
+            raise BitstreamError(
+                f"{self.name}: index points frame {e.frame_index} at a packet of frame {p.frame_index}",
+                hint="the stream is corrupt",
+            )
+        return p
+
+    def __iter__(self) -> Iterator[Packet]:
+        for n in range(len(self)):
+            yield self[n]
+
+    def _carry_head(self) -> tuple[dict[str, Any], int]:
+        """The carry info and the offset of the blob's length field."""
+        assert self.carry is not None
+        self._f.seek(self.carry.offset)
+        info, size = read_carry_head(self._f, self.name, self.carry.length)
+        return info, self.carry.offset + size
+
+    def carry_info(self) -> dict[str, Any] | None:
+        """The carry section's description of the carried streams
+        (:meth:`pipeline.media.CarryInfo.from_dict` reads it), or None without a section.
+
+        Raises:
+            TruncatedStreamError, ChecksumError, BitstreamError: a damaged carry section.
+        """
+        if self.carry is None:
+            return None
+        return self._carry_head()[0]
+
+    def carry_blob(self) -> bytes:
+        """The carried streams (a Matroska file; empty when there are none), CRC-checked.
+
+        Raises:
+            TruncatedStreamError, ChecksumError, BitstreamError: a damaged carry section.
+        """
+        if self.carry is None:
+            return b""
+        _, pos = self._carry_head()
+        f = self._f
+        f.seek(pos)
+        fixed = f.read(12)
+        if len(fixed) < 12:
+            raise TruncatedStreamError(
+                f"{self.name}: carry section is truncated", hint=HINT_CUT_SHORT
+            )
+        (n,) = U64.unpack_from(fixed, 0)
+        (want,) = U32.unpack_from(fixed, 8)
+        if pos + 12 + n != self.carry.offset + self.carry.length:
+            raise BitstreamError(
+                f"{self.name}: carry blob length does not match its section", hint=HINT_REENCODE
+            )
+        blob = f.read(n)
+        if len(blob) < n:
+            raise TruncatedStreamError(f"{self.name}: carry blob is truncated", hint=HINT_CUT_SHORT)
+        if crc32(blob) != want:
+            raise ChecksumError(f"{self.name}: carry blob CRC mismatch", hint=HINT_CORRUPT)
+        return blob
+
+    def close(self) -> None:
+        """Close the file if this reader opened it."""
+        if self._owns:
+            self._f.close()
+
+    def __enter__(self) -> StreamReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,207 @@
+"""Inter-frame coding (pipeline.inter, P frames in FrameEncoder/FrameDecoder): bit-exact
+round trips of integer latents, modes chosen by bits, a stream never larger than all-intra
+for the same latents, byte identity across batch sizes, damaged or orphaned P packets
+refused with the frame named."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jobs.cli import main
+from pipeline import bitstream as bs
+from pipeline import inter
+from pipeline.codec import FrameEncoder, encode_frames
+from pipeline.config import RefineConfig
+from pipeline.decoder import FrameDecoder
+from pipeline.entropy import LatentCodec
+from pipeline.errors import BitstreamError, ConfigError
+from pipeline.models import load_cards, random_model
+from tests.conftest import REPO_ROOT
+from tests.pipeline.test_codec import frames, header_for
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model("bmshj2018-factorized", N=16, M=24, seed=3)
+
+
+@pytest.fixture(scope="module")
+def tables(model) -> inter.ChannelTables:
+    return LatentCodec(model).inter_tables
+
+
+def test_tables_are_integer_built_and_well_formed() -> None:
+    for k in range(len(inter.LAPLACE_RATIOS)):
+        cdf = inter.laplace_cdf(k)
+        assert len(cdf) == 2 * inter.LAPLACE_RANGE + 3
+        assert cdf[0] == 0 and cdf[-1] == 1 << 16 and all(b > a for a, b in itertools.pairwise(cdf))
+    # narrower tables put more mass on a zero residual
+    p0 = [
+        inter.laplace_cdf(k)[inter.LAPLACE_RANGE + 1] - inter.laplace_cdf(k)[inter.LAPLACE_RANGE]
+        for k in range(16)
+    ]
+    assert p0 == sorted(p0, reverse=True)
+
+
+def test_p_round_trip_is_bit_exact_and_modes_follow_the_content(tables) -> None:
+    rng = np.random.default_rng(0)
+    m = tables.channels
+    ref = rng.integers(-6, 7, size=(m, 5, 7))
+    sym = ref.copy()
+    sym[1] += rng.integers(-1, 2, size=(5, 7))  # small residual: a Laplacian table
+    sym[2] = rng.integers(-6, 7, size=(5, 7))  # unrelated: intra or a wide table
+    sym[3, 0, 0] += 5000  # far outside every table: escaped, still exact
+    data, modes = inter.encode_p(sym, ref, tables)
+    assert modes[0] == inter.COPY and modes[1] >= inter.LAPLACE and modes[2] != inter.COPY
+    assert np.array_equal(inter.decode_p(data, ref, tables), sym)
+    # all channels equal to the reference: only the modes are coded
+    data, modes = inter.encode_p(ref, ref, tables)
+    assert set(modes) == {inter.COPY} and len(data) <= m
+    assert np.array_equal(inter.decode_p(data, ref, tables), ref)
+
+
+def still_frames(n: int, seed: int = 0) -> list[np.ndarray]:
+    """A nearly static scene: one frame plus faint, changing noise."""
+    base = frames(1, seed=seed)[0]
+    rng = np.random.default_rng(seed)
+    return [
+        np.clip(base + 0.004 * rng.standard_normal(base.shape).astype(np.float32), 0, 1)
+        for _ in range(n)
+    ]
+
+
+def encode(model, imgs, cfg: RefineConfig, batch: int = 2) -> list:
+    enc = FrameEncoder(model, cfg)
+    return list(encode_frames(enc, ((im, i, i) for i, im in enumerate(imgs)), batch))
+
+
+def test_p_frames_save_bits_decode_to_the_same_latents_and_never_cost_more(model) -> None:
+    imgs = still_frames(7) + frames(3, seed=5)  # a static run, then a cut to other content
+    intra = encode(model, imgs, RefineConfig(method="none"))
+    gop = encode(model, imgs, RefineConfig(method="none", gop=4))
+    assert [e.stats.frame_type for e in gop][:4] == ["I", "P", "P", "P"]
+    assert [e.stats.frame_type for e in gop][4] == "I"  # a GOP starts intra
+    for a, b in zip(intra, gop, strict=True):
+        assert b.packet.latent_crc == a.packet.latent_crc  # the same latents
+        assert b.stats.bytes <= a.stats.bytes  # P only where it is smaller
+        assert (b.stats.frame_type == "P") == bool(b.packet.flags & bs.FLAG_INTER)
+    assert sum(e.stats.bytes for e in gop[:4]) < 0.8 * sum(e.stats.bytes for e in intra[:4])
+    # decode: identical latents and pixels to the all-intra stream
+    h, w = imgs[0].shape[:2]
+    cfg = FrameEncoder(model, RefineConfig(method="none", gop=4)).refine
+    dec = FrameDecoder(model, dataclasses.replace(header_for(model, h, w, len(imgs), cfg), gop=4))
+    dec_i = FrameDecoder(
+        model,
+        header_for(model, h, w, len(imgs), FrameEncoder(model, RefineConfig(method="none")).refine),
+    )
+    for a, b in zip(intra, gop, strict=True):
+        da, db = dec_i.decode(a.packet), dec.decode(b.packet)
+        assert db.symbols_crc == da.symbols_crc and np.array_equal(db.rgb, da.rgb)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        RefineConfig(method="none", gop=3),
+        RefineConfig(iters=3, lr=2e-2, tol=0, gop=3),
+        RefineConfig(iters=3, lr=2e-2, tol=0, gop=3, warm_start=True, warm_threshold=1e9),
+    ],
+)
+def test_bytes_do_not_depend_on_the_batch(model, cfg: RefineConfig) -> None:
+    imgs = still_frames(7, seed=2)
+    runs = [[e.packet_bytes for e in encode(model, imgs, cfg, batch=b)] for b in (1, 2, 4)]
+    assert runs[0] == runs[1] == runs[2]
+    assert any(bs.read_packet(io.BytesIO(p)).flags & bs.FLAG_INTER for p in runs[0])
+
+
+def test_damaged_or_orphaned_p_packets_name_the_frame(model) -> None:
+    imgs = still_frames(3, seed=4)
+    out = encode(model, imgs, RefineConfig(method="none", gop=3))
+    assert out[1].packet.flags & bs.FLAG_INTER
+    h, w = imgs[0].shape[:2]
+    header = dataclasses.replace(
+        header_for(model, h, w, 3, FrameEncoder(model, RefineConfig(method="none")).refine), gop=3
+    )
+    # a P frame without its reference (frame 0 not decoded)
+    with pytest.raises(BitstreamError, match="frame 1: P frame without its reference"):
+        FrameDecoder(model, header).decode(out[1].packet)
+    # damaged P string (a buggy writer recomputed the packet CRC): the symbols CRC catches it
+    p = out[1].packet
+    bad = bytearray(p.strings[0])
+    bad[len(bad) // 2] ^= 0x5A
+    dec = FrameDecoder(model, header)
+    dec.decode(out[0].packet)
+    with pytest.raises(BitstreamError, match="frame 1"):
+        dec.decode(dataclasses.replace(p, strings=(bytes(bad),)))
+    # ... and the frame after it cannot be decoded from wrong latents
+    with pytest.raises(BitstreamError, match="frame 2"):
+        dec.decode(out[2].packet)
+    # a P frame in an all-intra stream
+    with pytest.raises(BitstreamError, match="allows only intra"):
+        FrameDecoder(model, dataclasses.replace(header, gop=1)).decode(p)
+
+
+def test_hyperprior_models_refuse_a_gop() -> None:
+    m = random_model("bmshj2018-hyperprior", N=16, M=24, seed=1)
+    with pytest.raises(ConfigError, match="--gop 4"):
+        FrameEncoder(m, RefineConfig(method="none", gop=4))
+
+
+def test_gop_config_is_validated_and_hashed() -> None:
+    with pytest.raises(ConfigError, match="--gop 0"):
+        RefineConfig(gop=0).validate()
+    assert "gop" not in RefineConfig().to_json()  # all-intra configs keep their hash
+    assert RefineConfig(gop=16).hash() != RefineConfig().hash()
+    assert RefineConfig(gop=8, warm_start=True).resolved(0.01).grid == 8
+    assert RefineConfig(gop=8).cut_grid == 8 and RefineConfig().cut_grid == 1
+
+
+def test_cli_gop_stream_is_version_3_and_decodes_to_the_all_intra_pixels(
+    tmp_path: Path, capsys
+) -> None:
+    if not load_cards()["models"]:
+        pytest.skip("no shipped weights in this checkout")
+    src = REPO_ROOT / "tests" / "data" / "golden_src.mkv"
+    for name, gop in (("i.rlv", "1"), ("p.rlv", "3")):
+        assert (
+            main(
+                [
+                    "encode",
+                    str(src),
+                    str(tmp_path / name),
+                    "--refine",
+                    "none",
+                    "--gop",
+                    gop,
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "p.rlv"), "--json", "--frames"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["version"] == 3 and info["header"]["gop"] == 3
+    types = [f.get("type", "I") for f in info["frames"]]
+    assert types[0] == types[3] == "I" and "P" in types
+    assert (tmp_path / "p.rlv").stat().st_size < (tmp_path / "i.rlv").stat().st_size
+    for name in ("i", "p"):
+        assert (
+            main(
+                [
+                    "decode",
+                    str(tmp_path / f"{name}.rlv"),
+                    str(tmp_path / f"{name}.y4m"),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
+    assert (tmp_path / "i.y4m").read_bytes() == (tmp_path / "p.y4m").read_bytes()
