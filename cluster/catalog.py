@@ -48,7 +48,7 @@ from cluster.planning import (
     video_id,
 )
 from pipeline import storage
-from pipeline.bitstream import VERSION as STREAM_VERSION
+from pipeline.bitstream import version_for
 from pipeline.config import RefineConfig
 from pipeline.errors import ConfigError, RelatentError, SourceNotFoundError
 from pipeline.models import ModelIdentity
@@ -166,7 +166,7 @@ def _differences(
     ):
         reasons.append("source changed")
     if (
-        summary.get("container_version") != STREAM_VERSION
+        summary.get("container_version") != version_for(refine.gop)
         or summary.get("format") != MANIFEST_FORMAT
     ):
         reasons.append("container changed")

@@ -32,8 +32,7 @@ from cluster.planning import (
 )
 from cluster.shard import sidecar_stats
 from pipeline import media, storage
-from pipeline.bitstream import VERSION as STREAM_VERSION
-from pipeline.bitstream import IndexEntry, read_carry_info, stream_tail
+from pipeline.bitstream import IndexEntry, read_carry_info, stream_tail, version_for
 from pipeline.config import RefineConfig
 from pipeline.errors import BitstreamError, ObjectNotFoundError, StorageError
 from pipeline.models import ModelIdentity
@@ -85,7 +84,7 @@ def summary_matches(
         and model.get("weights_sha256") == ident.weights_sha256
         and model.get("tables_sha256") == ident.tables_sha256
         and summary.get("config_hash") == refine.hash()
-        and summary.get("container_version") == STREAM_VERSION
+        and summary.get("container_version") == version_for(refine.gop)
     )
 
 
@@ -194,7 +193,9 @@ def _assemble(spec: CommitSpec, sidecars: Sequence[dict[str, Any]]) -> _Assemble
         for sc, (start, end) in zip(sidecars, spec.ranges, strict=True)
         for s in sidecar_stats(sc, sidecar_uri(plan.staging, start, end))
     ]
-    entries, tail = stream_tail(header_size, lengths, stats, plan.carry_bytes)
+    entries, tail = stream_tail(
+        header_size, lengths, stats, plan.carry_bytes, version=version_for(spec.refine.gop)
+    )
     packet_bytes = sum(ln for _, ln in lengths)
     srcs = [shard_uri(plan.staging, s, e) for s, e in spec.ranges]
     if plan.carry_bytes:

@@ -29,8 +29,7 @@ import pyarrow.parquet as pq
 
 from cluster.planning import MANIFEST_FORMAT, VideoPlan, utc_now
 from pipeline import storage
-from pipeline.bitstream import VERSION as STREAM_VERSION
-from pipeline.bitstream import IndexEntry
+from pipeline.bitstream import IndexEntry, version_for
 from pipeline.config import RefineConfig
 from pipeline.errors import ObjectNotFoundError, StorageError
 from pipeline.models import ModelIdentity
@@ -160,7 +159,7 @@ def video_summary(
         "carry_bytes": plan.carry_bytes,
         "carried_streams": [r for r in carry_rows if r["status"] == "carried"],
         "dropped_streams": [r for r in carry_rows if r["status"] != "carried"],
-        "container_version": STREAM_VERSION,
+        "container_version": version_for(refine.gop),
         "frames": plan.frame_count,
         "width": plan.width,
         "height": plan.height,

@@ -78,10 +78,13 @@ def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
 
-def to_batch(rgbs: Sequence[np.ndarray], device: torch.device) -> Tensor:
-    """[H, W, 3] RGB frames in [0, 1] -> a padded [B, 3, Hp, Wp] tensor (edge replication)."""
+def to_batch(
+    rgbs: Sequence[np.ndarray], device: torch.device, multiple: int = PAD_MULTIPLE
+) -> Tensor:
+    """[H, W, 3] RGB frames in [0, 1] -> a [B, 3, Hp, Wp] tensor padded to ``multiple``
+    (edge replication)."""
     h, w = rgbs[0].shape[:2]
-    hp, wp = padded_size(h, w)
+    hp, wp = padded_size(h, w, multiple)
     arr = np.stack([np.asarray(r, dtype=np.float32) for r in rgbs])
     if (hp, wp) != (h, w):
         arr = np.pad(arr, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)), mode="edge")
@@ -279,7 +282,12 @@ class FrameEncoder:
 
     def _prepare(self, rgbs: Sequence[np.ndarray]) -> tuple[np.ndarray, Tensor]:
         refs = np.stack([r if r.dtype == np.uint8 else metrics.to_uint8(r) for r in rgbs])
-        return refs, to_batch([r.astype(np.float32) / 255.0 for r in refs], self.model.device)
+        x = to_batch(
+            [r.astype(np.float32) / 255.0 for r in refs],
+            self.model.device,
+            self.model.arch.pad_multiple,
+        )
+        return refs, x
 
     def _probe(self, rgbs: Sequence[np.ndarray], frame_indices: Sequence[int]) -> list[FrameState]:
         cfg = self.refine
@@ -476,7 +484,7 @@ def make_header(
     model: LoadedModel, info: Any, refine: RefineConfig, frame_count: int | None = None
 ) -> StreamHeader:
     """The stream header of ``model`` coding the video ``info`` (a VideoInfo) with ``refine``."""
-    hp, wp = padded_size(info.height, info.width)
+    hp, wp = padded_size(info.height, info.width, model.arch.pad_multiple)
     ident = model.identity
     return StreamHeader(
         arch=ident.arch,

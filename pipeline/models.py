@@ -64,7 +64,8 @@ LatentKind = Literal["factorized", "scale-hyperprior", "mean-scale-hyperprior"]
 #: CompressAI's MSE training lambdas for quality 1..8 (lambda * 255^2 * MSE + bpp).
 ZOO_LAMBDAS: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 
-#: Latent grid of every supported architecture: inputs are padded to this multiple.
+#: The largest latent grid of the supported architectures (the hyperprior kinds: y at 1/16,
+#: z at 1/64); each architecture's own is :attr:`Architecture.pad_multiple`.
 PAD_MULTIPLE = 64
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -85,6 +86,13 @@ class Architecture:
     kind: LatentKind
     slow: bool = False
     description: str = ""
+
+    @property
+    def pad_multiple(self) -> int:
+        """What frame sizes are padded to: 16 for the factorized kind (g_a downsamples by
+        16), 64 for the hyperprior kinds (h_a downsamples y by 4 more). Padding further only
+        costs bits."""
+        return 16 if self.kind == "factorized" else PAD_MULTIPLE
 
     def model_class(self) -> type[CompressionModel]:
         """The CompressAI model class (``compressai.models.<class_name>``; imports compressai)."""

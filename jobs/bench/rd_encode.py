@@ -166,10 +166,12 @@ def encode_sequence_item(item: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def padded_px(h: int, w: int) -> int:
-    """Pixels of an ``h`` x ``w`` frame after the codec's padding (what the networks see)."""
+    """Pixels of an ``h`` x ``w`` frame after the factorized codec's padding (what the
+    networks see)."""
     from pipeline.codec import padded_size
+    from pipeline.models import get_architecture
 
-    hp, wp = padded_size(h, w)
+    hp, wp = padded_size(h, w, get_architecture("bmshj2018-factorized").pad_multiple)
     return hp * wp
 
 

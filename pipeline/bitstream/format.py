@@ -62,6 +62,7 @@ __all__ = [
     "read_packet",
     "stream_tail",
     "trailer_bytes",
+    "version_for",
 ]
 
 MAGIC = b"\x89RLV\r\n\x1a\n"
@@ -139,7 +140,7 @@ class StreamHeader:
     def format_version(self) -> int:
         """The version this header is written with: :data:`INTER_VERSION` with a GOP,
         else :data:`VERSION` (byte-identical to what all-intra relatent always wrote)."""
-        return INTER_VERSION if self.gop > 1 else VERSION
+        return version_for(self.gop)
 
     def to_json(self) -> dict[str, Any]:
         """The header as JSON-ready values (fractions as ``[numerator, denominator]``)."""
@@ -173,6 +174,12 @@ class StreamHeader:
         _check_version(version)
         body = _canonical_json(self.to_json())
         return MAGIC + _HEAD.pack(version, len(body)) + body + U32.pack(crc32(body))
+
+
+def version_for(gop: int) -> int:
+    """The format version of a stream coded with ``gop`` frames per group:
+    :data:`INTER_VERSION` when frames may be P frames, else :data:`VERSION`."""
+    return INTER_VERSION if gop > 1 else VERSION
 
 
 def _check_version(version: int) -> None:

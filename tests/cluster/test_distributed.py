@@ -386,3 +386,46 @@ def test_warm_start_and_budget_on_ray_match_relatent_encode(
     assert len(starts) > 1 and all(s % 3 == 0 for s in starts)  # several shards, cut on the grid
     summ = mf.read_summary(v.manifest)
     assert summ["totals"]["iters_per_frame"] == 3.0 and summ["refine"]["warm_start"] is True
+
+
+@pytest.mark.parametrize(
+    "refine_kw",
+    [
+        {"method": "none", "gop": 3},
+        {"iters": 3, "lr": 5e-3, "tol": 0.0, "gop": 4, "warm_start": True, "warm_threshold": 1e9},
+    ],
+)
+def test_gop_streams_on_ray_match_relatent_encode(
+    ray_local, tmp_path, clips, checkpoint, refine_kw
+) -> None:
+    """Inter-coded streams through the Ray path: shards cut on the GOP (shard_frames is not a
+    multiple of it), two actors, the same bytes as `relatent encode`; a version-3 stream."""
+    from pipeline.bitstream import StreamReader
+    from pipeline.config import RefineConfig
+
+    refine = RefineConfig(**refine_kw)
+    ref = tmp_path / "ref.rlv"
+    encode_video(
+        str(clips["a"]), str(ref), load_model(checkpoint=str(checkpoint), quality=3), refine
+    )
+    job = TranscodeJob(
+        sources=(str(clips["a"]),),
+        out=str(tmp_path / "out"),
+        model=ModelSpec(checkpoint=str(checkpoint), quality=3),
+        refine=refine,
+        shard_frames=5,
+        batch=2,
+        cluster=ClusterConfig(actors=2, max_inflight=2),
+    )
+    (v,) = run_job(job).videos
+    assert v.status == "committed" and Path(v.stream).read_bytes() == ref.read_bytes()
+    with StreamReader(v.stream) as r:
+        assert r.version == 3 and r.header.gop == refine.gop
+    rows = mf.read_rows(v.manifest).to_pylist()
+    starts = [
+        r["frame_index"]
+        for r in rows
+        if r["frame_index"] == 0 or r["shard"] != rows[r["frame_index"] - 1]["shard"]
+    ]
+    assert len(starts) > 1 and all(s % refine.gop == 0 for s in starts)
+    assert mf.read_summary(v.manifest)["container_version"] == 3

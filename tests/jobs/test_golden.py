@@ -1,11 +1,14 @@
 """Streams made before the layout move (issue 16) are reproduced byte for byte.
 
 ``tests/data/golden_src.mkv`` (64x48 mpeg4, 6 frames, an mp2 track, a title) and the two
-streams next to it were written by commit 1f8248d (before any file moved) with the shipped
-q3 weights::
+streams next to it were written with the shipped q3 weights::
 
     relatent encode golden_src.mkv golden_none.rlv --refine none
     relatent encode golden_src.mkv golden_sga.rlv --refine sga --lr 5e-3 --iters 4 --warm-start --grid 3
+
+They were replaced once, deliberately, when frames began to be padded to the
+architecture's own multiple (16 for the factorized model, was 64; issue 17): the layout move
+had been checked against the originals before that (commits 48f386a..be5beab).
 
 Any later refactoring that changes one byte of what ``encode`` writes for the same input,
 model and options fails here. A deliberate format change must say so and replace the files
