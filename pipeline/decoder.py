@@ -43,6 +43,8 @@ class DecodedFrame:
     rgb: np.ndarray  # h x w x 3 uint8
     y_hat: Tensor
     symbols_crc: int
+    #: The integer symbols ``[M, h, w]`` int32 (factorized kind; None for hyperpriors).
+    symbols: np.ndarray | None = None
 
 
 class FrameDecoder:
@@ -101,7 +103,9 @@ class FrameDecoder:
             symbols = out.get("symbols")
             self._ref = (packet.frame_index, symbols) if symbols is not None else None
             rgb = to_uint8_frames(self.codec.synthesize(out["y_hat"]), hd.height, hd.width)[0]
-        return DecodedFrame(packet.frame_index, packet.pts, rgb, out["y_hat"], out["symbols_crc"])
+        return DecodedFrame(
+            packet.frame_index, packet.pts, rgb, out["y_hat"], out["symbols_crc"], symbols
+        )
 
 
 def check_model_matches(model: LoadedModel, header: StreamHeader) -> None:

@@ -30,7 +30,7 @@ __all__ = ["add_parser"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``bench`` and every benchmark under it on the CLI's subcommands ``sub``."""
     from jobs.bench import all as bench_all
-    from jobs.bench import models, pipeline, rd, speed, startup
+    from jobs.bench import gop, models, pipeline, rd, speed, startup
 
     p = sub.add_parser(
         "bench", help="benchmarks that write JSON, Markdown and plots to docs/benchmarks"
@@ -42,3 +42,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     speed.add_parser(bsub)
     bench_all.add_parser(bsub)
     startup.add_parser(bsub)
+    gop.add_parser(bsub)
