@@ -195,11 +195,11 @@ def cmd_info(a: argparse.Namespace) -> int:
     _print_carry(carry)
     if a.frames:
         print(
-            f"{'frame':>6} {'pts':>8} {'bytes':>8} {'bpp':>8} {'psnr':>8} {'ms_ssim':>8} {'rd_before':>10} {'rd_after':>10} {'iters':>6} refined"
+            f"{'frame':>6} {'type':>4} {'pts':>8} {'bytes':>8} {'bpp':>8} {'psnr':>8} {'ms_ssim':>8} {'rd_before':>10} {'rd_after':>10} {'iters':>6} refined"
         )
         for s in stats:
             print(
-                f"{s.index:>6} {s.pts:>8} {s.bytes:>8} {s.bpp:>8.4f} {s.psnr:>8.3f} {s.ms_ssim:>8.5f} "
+                f"{s.index:>6} {s.frame_type:>4} {s.pts:>8} {s.bytes:>8} {s.bpp:>8.4f} {s.psnr:>8.3f} {s.ms_ssim:>8.5f} "
                 f"{s.rd_before:>10.5f} {s.rd_after:>10.5f} {s.iters:>6} {s.refined}"
             )
     return 0

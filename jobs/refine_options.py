@@ -8,11 +8,13 @@ Light: imports only the torch-free :mod:`pipeline.config`.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from pipeline.config import AUTOCAST, METHODS, RefineConfig
+from pipeline.config import AUTOCAST, DEFAULT_GOP, METHODS, RefineConfig
+from pipeline.errors import ConfigError
 
-__all__ = ["add_refine_options", "refine_from_args", "refine_kwargs"]
+__all__ = ["add_refine_options", "gop_of", "refine_from_args", "refine_kwargs"]
 
 
 def add_refine_options(p: argparse.ArgumentParser) -> None:
@@ -52,17 +54,16 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--gop",
         type=int,
-        default=RefineConfig.gop,
+        default=None,
         help="frames per group of pictures: the first is intra, the others are coded against "
-        "the previous frame's latents where that saves bits (1: all intra; with a GOP, "
-        "warm-start chains, budget groups and shard cuts follow it)",
+        "the previous frame's latents where that saves bits; warm-start chains, budget groups "
+        f"and shard cuts follow it (1: all intra; default {DEFAULT_GOP}, docs/benchmarks/gop.md)",
     )
     g.add_argument(
         "--grid",
         type=int,
-        default=16,
-        help="K: warm-start chains and budget groups restart every K frames when --gop is 1 "
-        "(shard cuts follow); with --gop > 1 the GOP is the grid",
+        default=None,
+        help="deprecated: the old name of --gop (chains, budget groups and cuts follow the GOP)",
     )
     g.add_argument(
         "--warm-threshold",
@@ -91,12 +92,38 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def gop_of(a: argparse.Namespace) -> int:
+    """The GOP the options ask for: ``--gop``, else the deprecated ``--grid`` (with a
+    warning on stderr), else :data:`pipeline.config.DEFAULT_GOP`.
+
+    Raises:
+        ConfigError: ``--grid`` and ``--gop`` are both given, with different values.
+    """
+    if a.grid is not None:
+        if a.gop is not None and a.gop != a.grid:
+            raise ConfigError(
+                f"--grid {a.grid} and --gop {a.gop} conflict",
+                hint="--grid is the deprecated name of --gop: pass --gop alone",
+            )
+        print(
+            "relatent: warning: --grid is deprecated and now means --gop (warm-start chains, "
+            "budget groups and shard cuts follow the GOP); pass --gop instead",
+            file=sys.stderr,
+        )
+        return int(a.grid)
+    return DEFAULT_GOP if a.gop is None else int(a.gop)
+
+
 def refine_kwargs(a: argparse.Namespace) -> dict[str, Any]:
-    """The RefineConfig fields the options of :func:`add_refine_options` give."""
+    """The RefineConfig fields the options of :func:`add_refine_options` give.
+
+    Raises:
+        ConfigError: conflicting ``--grid``/``--gop`` (:func:`gop_of`).
+    """
     return {
         "method": a.refine, "iters": a.iters, "lr": a.lr, "lmbda": a.lmbda, "tol": a.tol, "window": a.window,
-        "seed": a.seed, "warm_start": a.warm_start, "grid": a.grid, "warm_threshold": a.warm_threshold,
-        "budget": a.budget, "probe": a.probe, "autocast": a.autocast, "gop": a.gop,
+        "seed": a.seed, "warm_start": a.warm_start, "warm_threshold": a.warm_threshold,
+        "budget": a.budget, "probe": a.probe, "autocast": a.autocast, "gop": gop_of(a),
     }  # fmt: skip
 
 
@@ -104,6 +131,7 @@ def refine_from_args(a: argparse.Namespace) -> RefineConfig:
     """The validated :class:`~pipeline.config.RefineConfig` of parsed options.
 
     Raises:
-        ConfigError: an option is out of range (:meth:`RefineConfig.validate`).
+        ConfigError: an option is out of range (:meth:`RefineConfig.validate`), or
+            ``--grid`` and ``--gop`` conflict.
     """
     return RefineConfig(**refine_kwargs(a)).validate()

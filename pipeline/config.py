@@ -15,9 +15,13 @@ from typing import Any, Literal
 
 from pipeline.errors import ConfigError
 
-__all__ = ["AUTOCAST", "METHODS", "RefineConfig"]
+__all__ = ["AUTOCAST", "DEFAULT_GOP", "METHODS", "RefineConfig"]
 
 METHODS = ("none", "campos", "sga")
+#: The command line's GOP when none is given (``relatent encode/transcode/catalog``); the
+#: library's :class:`RefineConfig` defaults to all-intra (``gop`` 1). Chosen by
+#: ``relatent bench gop`` (docs/benchmarks/gop.md).
+DEFAULT_GOP = 16
 AUTOCAST = ("none", "bf16")
 
 

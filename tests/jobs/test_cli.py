@@ -414,7 +414,7 @@ def test_refine_options_are_shared_by_encode_and_transcode(tmp_path: Path, capsy
         "--tol",
         "0",
         "--warm-start",
-        "--grid",
+        "--gop",
         "2",
         "--warm-threshold",
         "1e9",
@@ -428,9 +428,12 @@ def test_refine_options_are_shared_by_encode_and_transcode(tmp_path: Path, capsy
     tr_args = p.parse_args(["transcode", "in.mp4", "--out", str(tmp_path / "o"), *opts])
     cfg = refine_from_args(enc_args)
     assert cfg == job_from_args(tr_args).refine
-    assert (cfg.method, cfg.warm_start, cfg.grid, cfg.budget, cfg.probe) == ("sga", True, 2, 3, 2)
-    # the defaults are the library's (so streams of the old options keep their config hash)
-    assert refine_from_args(p.parse_args(["encode", "a", "b"])) == config.RefineConfig()
+    assert (cfg.method, cfg.warm_start, cfg.gop, cfg.budget, cfg.probe) == ("sga", True, 2, 3, 2)
+    assert cfg.resolved(0.01).grid == 2  # warm-start chains and budget groups follow the GOP
+    # the defaults are the library's, with the command line's GOP
+    assert refine_from_args(p.parse_args(["encode", "a", "b"])) == config.RefineConfig(
+        gop=config.DEFAULT_GOP
+    )
 
     torch.manual_seed(3)
     ckpt = tmp_path / "f.pth"
@@ -554,3 +557,18 @@ def test_train_export_then_warm_start_from_it(tmp_path: Path, capsys) -> None:
     code, _, err = run_cli(capsys, "export", "--run-dir", imgs, "--out", tmp_path / "x.pth")
     assert code != 0 and "is not a training run" in err and "--run-dir of relatent train" in err
     assert not (tmp_path / "x.pth").exists()
+
+
+def test_grid_is_a_deprecated_alias_of_gop(capsys) -> None:
+    from jobs.cli import build_parser
+    from jobs.refine_options import refine_from_args
+
+    p = build_parser()
+    assert refine_from_args(p.parse_args(["encode", "a", "b.rlv", "--grid", "4"])).gop == 4
+    assert "--grid is deprecated and now means --gop" in capsys.readouterr().err
+    assert (
+        refine_from_args(p.parse_args(["encode", "a", "b.rlv", "--grid", "4", "--gop", "4"])).gop
+        == 4
+    )
+    code = main(["encode", "a.mp4", "b.rlv", "--grid", "4", "--gop", "8"])
+    assert code == 2 and "--grid 4 and --gop 8 conflict" in capsys.readouterr().err

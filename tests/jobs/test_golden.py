@@ -3,12 +3,15 @@
 ``tests/data/golden_src.mkv`` (64x48 mpeg4, 6 frames, an mp2 track, a title) and the two
 streams next to it were written with the shipped q3 weights::
 
-    relatent encode golden_src.mkv golden_none.rlv --refine none
-    relatent encode golden_src.mkv golden_sga.rlv --refine sga --lr 5e-3 --iters 4 --warm-start --grid 3
+    relatent encode golden_src.mkv golden_none.rlv --refine none --gop 1
+    relatent encode golden_src.mkv golden_gop.rlv --refine none --gop 3
+    relatent encode golden_src.mkv golden_sga.rlv --refine sga --lr 5e-3 --iters 4 --warm-start --gop 3
 
 They were replaced once, deliberately, when frames began to be padded to the
 architecture's own multiple (16 for the factorized model, was 64; issue 17): the layout move
 had been checked against the originals before that (commits 48f386a..be5beab).
+``golden_gop.rlv`` (format version 3, P frames) was added with inter-frame coding, and
+``golden_sga.rlv`` re-made with ``--gop 3`` when ``--grid`` became its deprecated alias.
 
 Any later refactoring that changes one byte of what ``encode`` writes for the same input,
 model and options fails here. A deliberate format change must say so and replace the files
@@ -28,7 +31,8 @@ DATA = REPO_ROOT / "tests" / "data"
 SRC = DATA / "golden_src.mkv"
 
 CASES = {
-    "golden_none.rlv": ["--refine", "none"],
+    "golden_none.rlv": ["--refine", "none", "--gop", "1"],
+    "golden_gop.rlv": ["--refine", "none", "--gop", "3"],
     "golden_sga.rlv": [
         "--refine",
         "sga",
@@ -37,7 +41,7 @@ CASES = {
         "--iters",
         "4",
         "--warm-start",
-        "--grid",
+        "--gop",
         "3",
     ],
 }

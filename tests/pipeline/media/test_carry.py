@@ -447,4 +447,6 @@ def test_corrupt_audio_via_cli_fails_cleanly_or_is_dropped(tmp_path: Path, capsy
     )
     assert code == 0
     with bs.StreamReader(out_dir / "y.rlv") as r:
-        assert r.version == 2 and r.carry is None
+        assert (
+            r.version >= bs.CARRY_VERSION and r.carry is None
+        )  # a version with carry, none written
