@@ -39,11 +39,11 @@ from pipeline.bitstream import (
     read_packet,
 )
 from pipeline.config import RefineConfig
-from pipeline.entropy import LatentCodec, fixed_threads
+from pipeline.entropy import LatentCodec
 from pipeline.errors import (
     ConfigError,
 )
-from pipeline.models import PAD_MULTIPLE, LoadedModel
+from pipeline.models import PAD_MULTIPLE, LoadedModel, fixed_threads
 from pipeline.refine import (
     FrameState,
     RefineResult,

@@ -23,8 +23,7 @@ from __future__ import annotations
 import copy
 import functools
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,35 +33,18 @@ from torch import Tensor
 
 from pipeline import inter
 from pipeline.errors import BitstreamError
-from pipeline.models import LoadedModel
+from pipeline.models import LoadedModel, fixed_threads
 
 __all__ = [
     "Coded",
     "LatentCodec",
     "cumulative_logits",
     "density_layers",
-    "fixed_threads",
     "symbols_crc",
 ]
 
 #: ``relax(name, v, offset) -> v~``: a relaxation of quantizing ``v`` to ``offset + Z``.
 Relax = Callable[[str, Tensor, "Tensor | None"], Tensor]
-
-
-@contextmanager
-def fixed_threads(n: int = 1) -> Iterator[None]:
-    """Run a block with ``n`` intra-op threads, restoring the previous count afterwards.
-
-    Float convolutions on the CPU give different last bits for different thread counts;
-    everything whose result must be bit-reproducible runs inside this."""
-    prev = torch.get_num_threads()
-    if prev != n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if prev != n:
-            torch.set_num_threads(prev)
 
 
 def symbols_crc(*symbols: Tensor) -> int:

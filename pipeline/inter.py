@@ -122,6 +122,7 @@ class ChannelTables:
 
     @property
     def channels(self) -> int:
+        """``M``: the number of latent channels (one intra CDF each)."""
         return len(self.intra_cdfs)
 
     @functools.cached_property

@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -41,6 +42,7 @@ __all__ = [
     "build_frozen",
     "entropy_tables_sha256",
     "find_card",
+    "fixed_threads",
     "get_architecture",
     "infer_architecture",
     "load_cards",
@@ -338,13 +340,8 @@ def build_frozen(
         p.requires_grad_(False)
     # CDF tables are part of the bitstream contract: build them in a fixed, single-threaded
     # float context so every process derives the same integers.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            net.update(force=True)
-    finally:
-        torch.set_num_threads(prev)
+    with fixed_threads(1), torch.no_grad():
+        net.update(force=True)
     n = int(state_dict["g_a.0.weight"].shape[0])
     ga_last = max(
         (k for k in state_dict if k.startswith("g_a.") and k.endswith(".weight")),
@@ -456,6 +453,25 @@ def load_model(
     if device is not None:
         loaded.to(resolve_device(device))
     return loaded
+
+
+@contextmanager
+def fixed_threads(n: int = 1) -> Iterator[None]:
+    """Run a block with ``n`` torch intra-op threads, restoring the previous count after.
+
+    Float convolutions on the CPU give different last bits for different thread counts;
+    everything whose result must be bit-reproducible (entropy tables, the encoder, the
+    hyperprior index path) runs inside this."""
+    import torch
+
+    prev = torch.get_num_threads()
+    if prev != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if prev != n:
+            torch.set_num_threads(prev)
 
 
 def _no_weights_error() -> UnknownModelError:

@@ -361,7 +361,7 @@ def bench_decode(
     Raises:
         InputError: no PNG in ``kodak``.
     """
-    from pipeline.entropy import fixed_threads
+    from pipeline.models import fixed_threads
 
     n = proto.decode_frames
     streams = _decode_streams(model, kodak, proto)

@@ -177,7 +177,7 @@ def test_refine_none_is_plain_coding(checkpoints) -> None:
     x = torch.from_numpy(np.stack(frames(2))).permute(0, 3, 1, 2)
     x = torch.nn.functional.pad(x, (0, 112 - 100, 0, 80 - 72), mode="replicate")  # to 16
     x = torch.from_numpy(np.rint(x.numpy() * 255) / 255).float()
-    from pipeline.entropy import fixed_threads
+    from pipeline.models import fixed_threads
 
     with fixed_threads(1):
         ref = model.net.compress(x)
