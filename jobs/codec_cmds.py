@@ -77,6 +77,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="fail if the output cannot hold a carried stream (default: skip it with a warning; .y4m/PNG hold none)",
     )
+    p.add_argument(
+        "--start",
+        type=int,
+        default=0,
+        help="first frame to decode (random access: the latents are entropy-decoded from its "
+        "GOP's first frame; no other frame is synthesised)",
+    )
+    p.add_argument(
+        "--end",
+        type=int,
+        default=None,
+        help="end frame, exclusive (default: the last); a span is written video-only, from time 0",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_decode)
 
@@ -131,10 +144,11 @@ def cmd_decode(a: argparse.Namespace) -> int:
     set_threads(a.threads)
     with StreamReader(a.src) as r:
         header = r.header
-    bar = progress_bar(header.frame_count, "decode", a.no_progress)
+    bar = progress_bar((a.end or header.frame_count) - a.start, "decode", a.no_progress)
     summary = decode_video(
         a.src, a.dst, a.checkpoint, a.device, video_only=a.video_only, strict=a.strict,
         warn=warn_printer("decode"), on_frame=lambda d: bar.update(1) if bar else None,
+        start=a.start, end=a.end,
     )  # fmt: skip
     if bar:
         bar.close()

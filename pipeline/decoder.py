@@ -20,7 +20,12 @@ from torch import Tensor
 from pipeline.bitstream import FLAG_INTER, Packet, StreamHeader, StreamReader
 from pipeline.codec import to_uint8_frames
 from pipeline.entropy import LatentCodec
-from pipeline.errors import BitstreamError, UnsupportedStreamError, WeightsMismatchError
+from pipeline.errors import (
+    BitstreamError,
+    ConfigError,
+    UnsupportedStreamError,
+    WeightsMismatchError,
+)
 from pipeline.models import LoadedModel, load_cards, load_model
 
 __all__ = [
@@ -30,6 +35,7 @@ __all__ = [
     "check_model_matches",
     "decode_stream",
     "decode_video",
+    "frame_range",
     "model_for_stream",
 ]
 
@@ -79,6 +85,35 @@ class FrameDecoder:
             )
         return self._ref[1]
 
+    def _latents(self, packet: Packet) -> dict[str, Any]:
+        """Entropy-decode one packet (a P frame against the previous frame), check its
+        symbols CRC and make it the next frame's reference."""
+        hd = self.header
+        if packet.flags & FLAG_INTER:
+            ref = self._reference(packet)
+            out = self.codec.decompress_p(packet.strings[0], ref, f"frame {packet.frame_index}")
+        else:
+            out = self.codec.decompress(packet.strings, hd.padded_height, hd.padded_width)
+        if out["symbols_crc"] != packet.latent_crc:
+            self._ref = None  # nothing may be predicted from wrong latents
+            raise BitstreamError(
+                f"frame {packet.frame_index}: decoded latents differ from the encoder's (symbols CRC mismatch)",
+                hint="the stream is corrupt, or this machine derives different entropy tables; decode with the encoder's relatent/compressai versions",
+            )
+        symbols = out.get("symbols")
+        self._ref = (packet.frame_index, symbols) if symbols is not None else None
+        return out
+
+    def advance(self, packet: Packet) -> None:
+        """Entropy-decode ``packet`` only (no synthesis): what random access does with the
+        frames between a GOP's first frame and the first frame wanted.
+
+        Raises:
+            BitstreamError: as :meth:`decode`.
+        """
+        with torch.no_grad():
+            self._latents(packet)
+
     def decode(self, packet: Packet) -> DecodedFrame:
         """Decode one packet (a P frame against the previously decoded frame).
 
@@ -88,23 +123,15 @@ class FrameDecoder:
         """
         hd = self.header
         with torch.no_grad():
-            if packet.flags & FLAG_INTER:
-                ref = self._reference(packet)
-                where = f"frame {packet.frame_index}"
-                out = self.codec.decompress_p(packet.strings[0], ref, where)
-            else:
-                out = self.codec.decompress(packet.strings, hd.padded_height, hd.padded_width)
-            if out["symbols_crc"] != packet.latent_crc:
-                self._ref = None  # nothing may be predicted from wrong latents
-                raise BitstreamError(
-                    f"frame {packet.frame_index}: decoded latents differ from the encoder's (symbols CRC mismatch)",
-                    hint="the stream is corrupt, or this machine derives different entropy tables; decode with the encoder's relatent/compressai versions",
-                )
-            symbols = out.get("symbols")
-            self._ref = (packet.frame_index, symbols) if symbols is not None else None
+            out = self._latents(packet)
             rgb = to_uint8_frames(self.codec.synthesize(out["y_hat"]), hd.height, hd.width)[0]
         return DecodedFrame(
-            packet.frame_index, packet.pts, rgb, out["y_hat"], out["symbols_crc"], symbols
+            packet.frame_index,
+            packet.pts,
+            rgb,
+            out["y_hat"],
+            out["symbols_crc"],
+            out.get("symbols"),
         )
 
 
@@ -149,19 +176,47 @@ def model_for_stream(
     return model
 
 
+def frame_range(header: StreamHeader, start: int = 0, end: int | None = None) -> tuple[int, int]:
+    """``(start, end)`` checked against the stream's ``frame_count`` (``end`` None: the end).
+
+    Raises:
+        ConfigError: an empty or out-of-range span.
+    """
+    n = header.frame_count
+    end = n if end is None else end
+    if not 0 <= start < end <= n:
+        raise ConfigError(
+            f"frames {start}..{end} are not a span of this stream's {n} frames",
+            hint=f"use 0 <= --start < --end <= {n}",
+        )
+    return start, end
+
+
 def decode_stream(
     src: str,
     checkpoint: str | None = None,
     device: str | None = None,
+    *,
+    start: int = 0,
+    end: int | None = None,
 ) -> Iterator[DecodedFrame]:
-    """Decode every frame of a stream, in order.
+    """Decode frames ``[start, end)`` of a stream, in order (default: all of them).
+
+    Random access: a span that starts inside a GOP entropy-decodes the latents from the
+    GOP's first frame up to ``start`` (reading those packets through the index) without
+    synthesising those frames.
 
     Raises:
-        BitstreamError, ModelError, ConfigError, StorageError: unusable stream or weights."""
+        ConfigError: the span is not within the stream (:func:`frame_range`).
+        BitstreamError, ModelError, StorageError: unusable stream or weights."""
     with StreamReader(src) as reader:
+        start, end = frame_range(reader.header, start, end)
         dec = FrameDecoder(model_for_stream(reader.header, checkpoint, device), reader.header)
-        for pkt in reader:
-            yield dec.decode(pkt)
+        gop = max(1, reader.header.gop)
+        for n in range(start - start % gop, start):
+            dec.advance(reader[n])
+        for n in range(start, end):
+            yield dec.decode(reader[n])
 
 
 @dataclass
@@ -187,6 +242,8 @@ def decode_video(
     strict: bool = False,
     warn: Callable[[str], None] | None = None,
     on_frame: Callable[[DecodedFrame], None] | None = None,
+    start: int = 0,
+    end: int | None = None,
 ) -> DecodeSummary:
     """Decode the stream ``src`` to ``dst`` (:func:`pipeline.media.write_frames` decides the
     kind of output from ``dst``; written atomically).
@@ -196,6 +253,10 @@ def decode_video(
     cannot hold is skipped with a ``warn``-ing, or with ``strict`` raises
     :class:`~pipeline.errors.UnsupportedStreamError` before anything is written. ``.y4m``
     and PNG outputs are video-only (a warning; with ``strict`` the same error).
+
+    ``start``/``end`` decode frames ``[start, end)`` only (:func:`decode_stream`); their
+    timestamps are shifted so the output starts at 0, and the carried streams are not
+    written (a warning; with ``strict`` the same error).
 
     Raises:
         UnsupportedStreamError: with ``strict``, as above. ConfigError: ``dst`` is ``src``.
@@ -208,31 +269,40 @@ def decode_video(
     storage.check_distinct(dst, [src])
     suffix = PurePath(dst).suffix.lower()
     fmt = {".mp4": "mp4", ".mkv": "matroska"}.get(suffix)
+    ranged = start != 0 or end is not None
     with StreamReader(src) as r:
         header = r.header
-        all_pts = [e.pts for e in r]
+        start, end = frame_range(header, start, end)
+        all_pts = [r[n].pts for n in range(start, end)]
+        all_pts = [p - all_pts[0] for p in all_pts] if ranged else all_pts
         info_dict = r.carry_info()
         has_carry = info_dict is not None and bool(
             info_dict.get("streams") or info_dict.get("chapters")
         )
-        blob = r.carry_blob() if has_carry and not video_only and fmt is not None else b""
+        keep = has_carry and not video_only and fmt is not None and not ranged
+        blob = r.carry_blob() if keep else b""
     summary = DecodeSummary(header, 0)
     muxer = None
     if has_carry and not video_only:
         assert info_dict is not None
         cinfo = CarryInfo.from_dict(info_dict)
-        if fmt is None:
-            summary.video_only_reason = f"{suffix or 'PNG folder'} outputs are video-only"
+        if fmt is None or ranged:
+            summary.video_only_reason = (
+                f"{suffix or 'PNG folder'} outputs are video-only"
+                if fmt is None
+                else "a --start/--end span is decoded video-only"
+            )
+            keep_hint = "decode the whole stream" if fmt is not None else "decode to .mkv or .mp4"
             if cinfo.streams and strict:
                 raise UnsupportedStreamError(
                     f"{dst}: {summary.video_only_reason} and cannot hold the "
                     f"{len(cinfo.streams)} carried stream(s) ({', '.join(c.describe() for c in cinfo.streams)})",
-                    hint="write .mkv or .mp4 to keep them, or pass --video-only",
+                    hint=f"{keep_hint} to keep them, or pass --video-only",
                 )
             if cinfo.streams:
                 (warn or _log_warning)(
                     f"{dst}: {summary.video_only_reason}; the {len(cinfo.streams)} carried "
-                    "stream(s) are not written (decode to .mkv or .mp4 to keep them)"
+                    f"stream(s) are not written ({keep_hint} to keep them)"
                 )
         else:
             muxer = CarryMuxer(blob, cinfo, fmt, dst=dst, strict=strict, warn=warn)
@@ -240,7 +310,7 @@ def decode_video(
             summary.skipped = list(muxer.skipped)
 
     def frames() -> Iterator[np.ndarray]:
-        for d in decode_stream(src, checkpoint, device):
+        for d in decode_stream(src, checkpoint, device, start=start, end=end):
             summary.frames += 1
             if on_frame:
                 on_frame(d)
