@@ -194,7 +194,7 @@ def test_driver_killed_then_rerun_reuses_staged_shards(
     out = tmp_path / "out"
     argv = [
         str(clips["long"]), "--out", str(out), "--checkpoint", str(checkpoint), "--quality", "3",
-        "--iters", "2", "--lr", "5e-3", "--tol", "0", "--batch", "3", "--shard-frames", "4",
+        "--iters", "2", "--lr", "5e-3", "--tol", "0", "--batch", "3", "--shard-frames", "4", "--gop", "1",
         "--actors", "2", "--address", ray_local, "--no-progress", "--log-level", "info",
     ]  # fmt: skip
     proc = subprocess.Popen(
@@ -267,7 +267,7 @@ def test_carried_streams_through_transcode_s3_to_s3(
     out = s3_prefix + "out"
     rc = cmd_transcode(_cli_args(
         uri, "--out", out, "--checkpoint", str(checkpoint), "--quality", "3", "--iters", "2",
-        "--lr", "5e-3", "--tol", "0", "--batch", "3", "--shard-frames", "4", "--actors", "2",
+        "--lr", "5e-3", "--tol", "0", "--batch", "3", "--shard-frames", "4", "--gop", "1", "--actors", "2",
         "--address", ray_local, "--no-progress",
     ))  # fmt: skip
     table = capsys.readouterr().out
@@ -319,7 +319,7 @@ def test_corrupt_audio_fails_the_video_or_is_dropped_with_the_flag(
     out = tmp_path / "out"
     argv = [
         str(src), "--out", str(out), "--checkpoint", str(checkpoint), "--quality", "3",
-        "--iters", "2", "--lr", "5e-3", "--tol", "0", "--batch", "3", "--shard-frames", "4",
+        "--iters", "2", "--lr", "5e-3", "--tol", "0", "--batch", "3", "--shard-frames", "4", "--gop", "1",
         "--actors", "1", "--address", ray_local, "--no-progress",
     ]  # fmt: skip
     assert cmd_transcode(_cli_args(*argv)) == 1
