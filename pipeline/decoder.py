@@ -293,17 +293,7 @@ def decode_video(
                 else "a --start/--end span is decoded video-only"
             )
             keep_hint = "decode the whole stream" if fmt is not None else "decode to .mkv or .mp4"
-            if cinfo.streams and strict:
-                raise UnsupportedStreamError(
-                    f"{dst}: {summary.video_only_reason} and cannot hold the "
-                    f"{len(cinfo.streams)} carried stream(s) ({', '.join(c.describe() for c in cinfo.streams)})",
-                    hint=f"{keep_hint} to keep them, or pass --video-only",
-                )
-            if cinfo.streams:
-                (warn or _log_warning)(
-                    f"{dst}: {summary.video_only_reason}; the {len(cinfo.streams)} carried "
-                    f"stream(s) are not written ({keep_hint} to keep them)"
-                )
+            _leave_out(cinfo.streams, dst, summary.video_only_reason, keep_hint, strict, warn)
         else:
             muxer = CarryMuxer(blob, cinfo, fmt, dst=dst, strict=strict, warn=warn)
             summary.carried = list(muxer.plan)
@@ -321,6 +311,28 @@ def decode_video(
         color=ColorInfo.from_dict(header.color) if header.color else None, extra=muxer,
     )  # fmt: skip
     return summary
+
+
+def _leave_out(
+    streams: list[Any],
+    dst: str,
+    reason: str,
+    keep_hint: str,
+    strict: bool,
+    warn: Callable[[str], None] | None,
+) -> None:
+    """Carried ``streams`` that will not be written: an error with ``strict``, else a warning."""
+    if streams and strict:
+        raise UnsupportedStreamError(
+            f"{dst}: {reason} and cannot hold the {len(streams)} carried stream(s) "
+            f"({', '.join(c.describe() for c in streams)})",
+            hint=f"{keep_hint} to keep them, or pass --video-only",
+        )
+    if streams:
+        (warn or _log_warning)(
+            f"{dst}: {reason}; the {len(streams)} carried stream(s) are not written "
+            f"({keep_hint} to keep them)"
+        )
 
 
 def _log_warning(msg: str) -> None:
