@@ -363,7 +363,8 @@ def footer_bytes(
     version: int = VERSION,
 ) -> bytes:
     """The footer (without the trailer): the index ``entries``, the ``stats`` of every
-    frame (their :meth:`~pipeline.stats.FrameStats.to_stream` records, canonical JSON) and,
+    frame (their :meth:`~pipeline.stats.FrameStats.to_stream` records, canonical JSON;
+    zlib-compressed from version 3) and,
     from version 2, the carry fields. ``carry`` locates the carry section, which sits right
     after the last packet (offset = end of the packets); None means no section.
     ``version`` must be the header's. Most callers want :func:`stream_tail`.
@@ -373,6 +374,8 @@ def footer_bytes(
     """
     _check_version(version)
     stats_json = _canonical_json({"frames": [s.to_stream() for s in stats or ()]})
+    if version >= INTER_VERSION:
+        stats_json = zlib.compress(stats_json, 9)  # about 5x smaller: ~40 B a frame
     parts = (
         [FOOTER_MAGIC, U64.pack(len(entries))]
         + [ENTRY_STRUCT.pack(e.frame_index, e.offset, e.length) for e in entries]

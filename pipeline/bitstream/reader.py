@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -19,6 +20,7 @@ from pipeline.bitstream.format import (
     HINT_CUT_SHORT,
     HINT_FOREIGN,
     HINT_REENCODE,
+    INTER_VERSION,
     TRAILER_SIZE,
     U32,
     U64,
@@ -34,6 +36,26 @@ from pipeline.errors import BitstreamError, ChecksumError, TruncatedStreamError
 from pipeline.stats import FrameStats
 
 __all__ = ["StreamReader"]
+
+
+#: Largest inflated footer stats accepted from a version-3 stream, per frame (bytes).
+STATS_BYTES_PER_FRAME = 4096
+
+
+def _inflate_stats(raw: bytes, frames: int, name: str) -> bytes:
+    """The zlib-compressed stats of a version-3 footer, inflated with a bound (so a hostile
+    stream cannot make the reader allocate more than ~4 KiB a frame)."""
+    limit = STATS_BYTES_PER_FRAME * max(1, frames) + 65536
+    try:
+        d = zlib.decompressobj()
+        out = d.decompress(raw, limit)
+        if d.unconsumed_tail or not d.eof:
+            raise zlib.error("larger than its bound, or cut short")
+    except zlib.error as exc:
+        raise BitstreamError(
+            f"{name}: footer stats do not inflate ({exc})", hint=HINT_FOREIGN
+        ) from exc
+    return out
 
 
 def _parse_stats(raw: bytes, name: str) -> list[FrameStats]:
@@ -123,7 +145,10 @@ class StreamReader:
         pos += count * ENTRY_STRUCT.size
         (slen,) = U32.unpack_from(body, pos)
         #: The per-frame statistics the encoder recorded, in stream order.
-        self.stats: list[FrameStats] = _parse_stats(body[pos + 4 : pos + 4 + slen], self.name)
+        raw = body[pos + 4 : pos + 4 + slen]
+        if self.version >= INTER_VERSION:
+            raw = _inflate_stats(raw, self.header.frame_count, self.name)
+        self.stats: list[FrameStats] = _parse_stats(raw, self.name)
         pos += 4 + slen
         #: Where the carry section is (None: no section, or a version 1 stream).
         self.carry: CarryRef | None = None

@@ -11,7 +11,8 @@ They were replaced once, deliberately, when frames began to be padded to the
 architecture's own multiple (16 for the factorized model, was 64; issue 17): the layout move
 had been checked against the originals before that (commits 48f386a..be5beab).
 ``golden_gop.rlv`` (format version 3, P frames) was added with inter-frame coding, and
-``golden_sga.rlv`` re-made with ``--gop 3`` when ``--grid`` became its deprecated alias.
+``golden_sga.rlv`` re-made with ``--gop 3`` when ``--grid`` became its deprecated alias;
+both version-3 files were re-made once more when version 3's footer stats became zlib-compressed.
 
 Any later refactoring that changes one byte of what ``encode`` writes for the same input,
 model and options fails here. A deliberate format change must say so and replace the files

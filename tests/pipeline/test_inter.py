@@ -296,3 +296,43 @@ def test_a_damaged_p_packet_fails_decode_with_exit_4_naming_the_frame(
     assert main(["decode", str(bad), str(tmp_path / "x.y4m"), "--no-progress"]) == 4
     assert f"frame {n}" in capsys.readouterr().err
     assert not (tmp_path / "x.y4m").exists()
+
+
+def test_version_3_footer_stats_are_compressed_and_read_back() -> None:
+    with bs.StreamReader(REPO_ROOT / "tests" / "data" / "golden_gop.rlv") as r3:
+        stats, index = r3.stats, r3.index
+        assert r3.version == 3
+    n = len(stats)
+    v2_tail = bs.stream_tail(100, [(e.frame_index, e.length) for e in index], stats, version=2)[1]
+    v3_tail = bs.stream_tail(100, [(e.frame_index, e.length) for e in index], stats, version=3)[1]
+    assert len(v3_tail) < len(v2_tail) - 40 * n  # the JSON records shrink
+    assert any(s.frame_type == "P" for s in stats) and all(s.bytes > 0 for s in stats)
+
+
+def test_a_footer_stats_bomb_is_refused_before_it_inflates() -> None:
+    """A hostile version-3 footer whose stats inflate far beyond ~4 KiB a frame."""
+    import struct
+    import zlib
+
+    from pipeline.errors import BitstreamError as BSE
+
+    data = (REPO_ROOT / "tests" / "data" / "golden_gop.rlv").read_bytes()
+    (footer_off,) = struct.unpack_from("<Q", data, len(data) - 12)
+    with bs.StreamReader(io.BytesIO(data)) as r:
+        entries, carry = r.index, r.carry
+    bomb = zlib.compress(b'{"frames":[' + b" " * (64 << 20) + b"]}", 9)
+    block = b"".join(
+        [bs.FOOTER_MAGIC, struct.pack("<Q", len(entries))]
+        + [struct.pack("<QQI", e.frame_index, e.offset, e.length) for e in entries]
+        + [struct.pack("<I", len(bomb)), bomb]
+        + [struct.pack("<QQ", carry.offset if carry else 0, carry.length if carry else 0)]
+    )
+    hostile = (
+        data[:footer_off]
+        + block
+        + struct.pack("<I", zlib.crc32(block))
+        + struct.pack("<Q", footer_off)
+        + b"RLVE"
+    )
+    with pytest.raises(BSE, match="footer stats do not inflate"):
+        bs.StreamReader(io.BytesIO(hostile))
