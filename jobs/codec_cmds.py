@@ -39,7 +39,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--batch",
         type=int,
         default=4,
-        help="frames refined together (with --warm-start/--budget-iters-per-frame: grid groups in lockstep)",
+        help="frames refined together (with a GOP, --warm-start or a budget: that many GOPs in lockstep)",
     )
     p.add_argument("--start", type=int, default=0, help="first frame")
     p.add_argument("--end", type=int, default=None, help="end frame (exclusive)")
@@ -56,7 +56,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave corrupt audio tracks out (with a warning) instead of failing",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (none is drawn when stderr is not a terminal)",
+    )
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser(
@@ -65,8 +69,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="input .rlv stream")
     p.add_argument("dst", help="out.y4m, out.mp4, out.mkv, or a folder for PNG frames")
     p.add_argument("--checkpoint", default=None, help="weights the stream needs, when not shipped")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when present), cpu or cuda[:N]; latents decode identically on any",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads of the decoder (default: torch's)"
+    )
     p.add_argument(
         "--video-only",
         action="store_true",
@@ -90,7 +100,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="end frame, exclusive (default: the last); a span is written video-only, from time 0",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (none is drawn when stderr is not a terminal)",
+    )
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("info", help="show a stream's header, size and quality summary")
@@ -123,7 +137,7 @@ def cmd_encode(a: argparse.Namespace) -> int:
         bar.close()
     t = summary.totals
     print(
-        f"{a.dst}: {t.frames} frames, {t.bytes} bytes, {t.bpp:.4f} bpp, {t.psnr:.2f} dB PSNR, "
+        f"{a.dst}: {t.frames} frames, {t.bytes} packet bytes, {t.bpp:.4f} bpp, {t.psnr:.2f} dB PSNR, "
         f"{t.refined}/{t.frames} refined, {t.iters_per_frame:.1f} iterations/frame, "
         f"{summary.seconds:.1f} s ({model.identity.describe()})"
     )
@@ -189,7 +203,7 @@ def cmd_info(a: argparse.Namespace) -> int:
             "carried_streams": carry.to_rows() if carry else [],
         }  # fmt: skip
         if a.frames:
-            out["frames"] = [s.to_stream() for s in stats]
+            out["frames"] = [{**s.to_stream(), "type": s.frame_type} for s in stats]
         print(json.dumps(out, indent=2))
         return 0
     print(f"stream      {a.src} ({size} bytes before the index, format version {version})")
@@ -203,7 +217,7 @@ def cmd_info(a: argparse.Namespace) -> int:
     print(f"color       {h.color}")
     print(f"refinement  {h.refine} (hash {h.refine_hash})")
     print(
-        f"summary     {t.bytes} bytes, {t.bpp:.4f} bpp, PSNR {t.psnr:.2f} dB "
+        f"summary     {t.bytes} packet bytes, {t.bpp:.4f} bpp, PSNR {t.psnr:.2f} dB "
         f"(Y {t.psnr_y:.2f}), MS-SSIM {t.ms_ssim:.4f}, {t.refined}/{t.frames} refined"
     )
     _print_carry(carry)

@@ -60,7 +60,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``all`` on the ``bench`` subcommand's subparsers (the options of ``rd``
     and ``speed`` together)."""
     p = sub.add_parser(
-        "all", help="regenerate every benchmark (models, rd, speed, scale) in one run"
+        "all",
+        help="regenerate the long benchmarks in one run: models, rd, speed (and scale); gop, startup and pipeline run on their own",
     )
     rd.add_args(p)
     speed.add_args(p, common=False)

@@ -224,15 +224,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "gop", help="bytes of inter-coded streams against all-intra on the shared clips"
     )
-    p.add_argument("--video", type=Path, default=bl.REPO.parent / "shared" / "data" / "video")
-    p.add_argument("--out", type=Path, default=bl.REPO / "docs" / "benchmarks")
+    p.add_argument(
+        "--video",
+        type=Path,
+        default=bl.REPO.parent / "shared" / "data" / "video",
+        help="folder of the shared clips (default: ../shared/data/video)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=bl.REPO / "docs" / "benchmarks",
+        help="where gop.json / gop.md / gop.png go (default: docs/benchmarks)",
+    )
     p.add_argument(
         "--frames", type=int, default=32, help="consecutive frames per clip, from the start"
     )
     p.add_argument(
         "--long-side", type=int, default=None, help="downscale so the long side is at most this"
     )
-    p.add_argument("--gop", type=int, default=16, help="the GOP length coded by the real encoder")
+    p.add_argument(
+        "--gop", type=int, default=16, help="the GOP length coded by the real encoder (default 16)"
+    )
     p.add_argument(
         "--sweep", type=int, nargs="+", default=[1, 4, 8, 16, 32], help="GOP lengths of the sweep"
     )
