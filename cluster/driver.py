@@ -12,7 +12,9 @@ It assumes Ray is already initialised (``ray.init`` belongs to :mod:`jobs`). The
   SIGKILL, OOM, node loss) is requeued at the front, preferably onto another actor, and the
   dead actor is replaced (up to ``max_replacements``). After ``max_attempts`` a shard's
   video fails - recorded in ``_errors/<id>.json`` and the report - while the others go on.
-  Input, model and config errors are deterministic: their video fails at once.
+  Input, model and config errors are deterministic: their video fails at once. A storage
+  authentication/authorization failure (:class:`~pipeline.errors.AccessDeniedError`, from
+  any task or actor) stops the whole job and is raised: the credentials are the job's.
 * Only small things cross the object store: shard specs one way, shard outcomes back.
 
 The work itself lives in :mod:`cluster.prepare`, :mod:`cluster.shard` and
@@ -39,9 +41,9 @@ from cluster.commit import CommitSpec, record_error
 from cluster.config import TranscodeJob, actor_options, helper_task_options
 from cluster.identity import pin_model, resolve_model
 from cluster.planning import OutputPaths, ShardSpec, VideoPlan, video_id
-from cluster.results import JobReport, VideoResult, error_message, is_deterministic
+from cluster.results import JobReport, VideoResult, error_message, is_deterministic, root_cause
 from pipeline.config import RefineConfig
-from pipeline.errors import ClusterError, ConfigError
+from pipeline.errors import AccessDeniedError, ClusterError, ConfigError
 
 __all__ = ["Driver", "EventHook", "JobReport", "VideoResult", "run_job"]
 
@@ -118,6 +120,9 @@ class Driver:
         self._actor_change = time.monotonic()
         self._ever_ready = False
         self._fatal: str | None = None
+        #: The first storage authentication/authorization failure of any task or actor: it
+        #: stops the job (the credentials are the job's, so every video would fail alike).
+        self._denied: AccessDeniedError | None = None
 
     # -------------------------------------------------------------- helpers
 
@@ -331,6 +336,9 @@ class Driver:
         try:
             value = ray.get(ref)
         except Exception as exc:
+            cause = root_cause(exc)  # a task's error arrives wrapped in a RayTaskError
+            if isinstance(cause, AccessDeniedError) and self._denied is None:
+                self._denied = cause
             if kind == "ready":
                 if isinstance(exc, ray.exceptions.RayActorError) or not is_deterministic(exc):
                     self._actor_lost(obj, error_message(exc))
@@ -415,6 +423,18 @@ class Driver:
             "lower --gpus-per-actor/--cpus-per-actor, or raise --actor-start-timeout",
         )
 
+    def _access_denied(self) -> AccessDeniedError:
+        """Storage refused the job's credentials or permissions: a job-level error (exit 6
+        through the CLI, like a storage error on the driver). Videos not done are recorded
+        as failed first (best effort: the same storage may refuse that too)."""
+        assert self._denied is not None
+        for video in self.videos:
+            if video.result.status in ("pending", "encoding", "committing"):
+                self._fail_video(video, self._denied)
+        self.queue.clear()
+        self._emit("job_stopped", level=logging.ERROR, error=str(self._denied))
+        return self._denied
+
     # -------------------------------------------------------------- run
 
     def run(self) -> JobReport:
@@ -423,6 +443,8 @@ class Driver:
         Raises:
             ModelError, StorageError, ConfigError: the model cannot be resolved.
             ClusterError: no encoder actor ever started within ``actor_start_timeout``.
+            AccessDeniedError: storage refused the job's credentials or permissions in any
+                task or actor (the job stops at the first refusal).
         """
         t0 = time.monotonic()
         self.ident = resolve_model(self.job.model)
@@ -452,6 +474,8 @@ class Driver:
                 self._dispatch()
                 self._submit_commits()
                 self._check_stuck()
+                if self._denied is not None:
+                    raise self._access_denied()
                 if (
                     not pending
                     and not self.queue
@@ -488,6 +512,8 @@ def run_job(
         ConfigError: Ray is not initialised, or the job is invalid.
         ModelError, StorageError: the model cannot be resolved.
         ClusterError: no encoder actor ever started.
+        AccessDeniedError: storage refused the job's credentials or permissions (a task's
+            or an actor's error, unwrapped from Ray's).
     """
     if not ray.is_initialized():
         raise ConfigError(

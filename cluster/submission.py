@@ -19,6 +19,16 @@ as ``Authorization: Bearer <token>``. ``RAY_AUTH_MODE=disabled`` sends none.
 Cluster problems (unreachable, authentication, another Ray version, a failing Jobs API
 call) raise :class:`pipeline.errors.ClusterError` naming the address. Ray and ``requests``
 are imported only by the functions that talk to a cluster.
+
+Secrets: what relatent prints or logs about a job goes through :func:`redacted` /
+:func:`redact_text` first. The value of an environment variable whose name is
+secret-looking (:func:`is_secret_name`: it contains one of :data:`SECRET_NAME_PARTS`, e.g.
+``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``DB_PASSWORD``, ``API_KEY``) becomes
+:data:`REDACTED`; ``AWS_ACCESS_KEY_ID`` (:data:`MASKED_NAMES`) names an identity rather
+than proving one, so it is shown as ``aws configure list`` shows it: all but its last 4
+characters masked. The user information of any URL (``scheme://user:password@host``) is
+redacted wherever it appears. The job itself still receives the real values: only what is
+shown changes (and the submission id does not depend on them).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -44,6 +55,9 @@ __all__ = [
     "DEFAULT_ADDRESS",
     "ID_HEX",
     "ID_PREFIX",
+    "MASKED_NAMES",
+    "REDACTED",
+    "SECRET_NAME_PARTS",
     "TERMINAL",
     "WORKING_DIR_EXCLUDES",
     "WORK_FORMAT",
@@ -60,13 +74,18 @@ __all__ = [
     "follow_logs",
     "get_job",
     "is_duplicate",
+    "is_secret_name",
     "job_logs",
     "job_status",
     "list_jobs",
+    "redact_text",
+    "redact_value",
+    "redacted",
     "relatent_version",
     "require_job",
     "resolve_address",
     "runtime_env",
+    "secret_values",
     "stop_job",
     "submission_id",
     "submit",
@@ -90,6 +109,77 @@ _NOT_WORK = ("cluster", "job_id", "batch")
 #: Job statuses after which nothing changes any more.
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 _HTTP_TIMEOUT = 15.0
+
+
+# --------------------------------------------------------------------------- secrets
+
+#: What a hidden value is shown as.
+REDACTED = "<redacted>"
+#: A variable (or JSON key) whose upper-cased name contains one of these holds a secret.
+SECRET_NAME_PARTS = (
+    "SECRET", "TOKEN", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL", "PRIVATE", "KEY",
+    "COOKIE",
+)  # fmt: skip
+#: Names that match :data:`SECRET_NAME_PARTS` but name an identity, not a secret: shown
+#: with all but their last 4 characters masked (as ``aws configure list`` does).
+MASKED_NAMES = frozenset({"AWS_ACCESS_KEY_ID"})
+#: ``scheme://userinfo@``: the user information of a URL (``user``, ``user:password``).
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@]+@")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether the variable or key ``name`` looks like it holds a secret (any case): it
+    contains one of :data:`SECRET_NAME_PARTS`, or is one of :data:`MASKED_NAMES`."""
+    upper = name.upper()
+    return any(part in upper for part in SECRET_NAME_PARTS)
+
+
+def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
+    """``text`` with the user information of every URL replaced by :data:`REDACTED`
+    (``https://u:p@host/x`` -> ``https://<redacted>@host/x``) and every occurrence of the
+    ``secrets`` values (e.g. :func:`secret_values`; values under 4 characters are left
+    alone) replaced too."""
+    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    for value in sorted({v for v in secrets if len(v) >= 4}, key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    return text
+
+
+def redact_value(name: str, value: str) -> str:
+    """How the value of variable ``name`` is shown: :data:`REDACTED` for a secret name,
+    the last 4 characters behind ``*`` for :data:`MASKED_NAMES`, else the value with any
+    URL's user information redacted (:func:`redact_text`)."""
+    if name.upper() in MASKED_NAMES:
+        return "*" * max(0, len(value) - 4) + value[-4:] if len(value) > 4 else REDACTED
+    if is_secret_name(name):
+        return REDACTED
+    return redact_text(value)
+
+
+def secret_values(env: Mapping[str, str]) -> list[str]:
+    """The values of ``env`` that :func:`redact_value` hides (to scrub them from free text,
+    e.g. an error a server echoed)."""
+    return [str(v) for k, v in env.items() if is_secret_name(str(k)) and v]
+
+
+def redacted(obj: Any, secrets: Sequence[str] = ()) -> Any:
+    """A copy of the JSON-like ``obj`` fit to print or log: in every mapping (at any depth)
+    a scalar value under a secret-looking key goes through :func:`redact_value` (as a
+    string), and every other string through :func:`redact_text` (with ``secrets``)."""
+    if isinstance(obj, Mapping):
+        out: dict[Any, Any] = {}
+        for k, v in obj.items():
+            secret = isinstance(k, str) and is_secret_name(k)
+            if secret and v is not None and not isinstance(v, Mapping | list | tuple):
+                out[k] = redact_value(k, str(v))
+            else:
+                out[k] = redacted(v, secrets)
+        return out
+    if isinstance(obj, list | tuple):
+        return [redacted(v, secrets) for v in obj]
+    if isinstance(obj, str):
+        return redact_text(obj, secrets)
+    return obj
 
 
 # --------------------------------------------------------------------------- the work
@@ -242,13 +332,15 @@ def resolve_address(address: str | None) -> str:
     address = address.strip().rstrip("/")
     if address.startswith("ray://") or address == "auto":
         raise ConfigError(
-            f"--address {address} is not a Jobs API address",
+            f"--address {redact_text(address)} is not a Jobs API address",
             hint="use the dashboard URL of the head node, e.g. http://HEAD:8265",
         )
     if "://" not in address:
         address = "http://" + address
     if not address.startswith(("http://", "https://")):
-        raise ConfigError(f"--address {address}: only http:// and https:// are supported")
+        raise ConfigError(
+            f"--address {redact_text(address)}: only http:// and https:// are supported"
+        )
     return address
 
 
@@ -312,30 +404,33 @@ def cluster_ray_version(address: str, headers: Mapping[str, str]) -> str:
     """
     import requests
 
+    shown = redact_text(address)
     try:
         r = requests.get(f"{address}/api/version", headers=dict(headers), timeout=_HTTP_TIMEOUT)
     except requests.exceptions.RequestException as exc:
         raise ClusterError(
-            f"cannot reach the Ray dashboard at {address} ({type(exc).__name__})",
+            f"cannot reach the Ray dashboard at {shown} ({type(exc).__name__})",
             hint="check the address and port (the dashboard listens on 8265 by default), that "
             "the cluster is up (`ray status` on the head), and any tunnel "
             "(`ray dashboard infra/aws/cluster.yaml`, `kubectl port-forward svc/...-head-svc 8265`)",
         ) from None
     if r.status_code in (401, 403):
-        raise _auth_error(address, r.status_code)
+        raise _auth_error(shown, r.status_code)
     try:
         r.raise_for_status()
         return str(r.json()["ray_version"])
     except Exception:
         raise ClusterError(
-            f"{address} answered /api/version with HTTP {r.status_code}, not a Ray dashboard",
+            f"{shown} answered /api/version with HTTP {r.status_code}, not a Ray dashboard",
             hint="pass the Ray dashboard URL, e.g. http://HEAD:8265",
         ) from None
 
 
 def connect(address: str | None, *, allow_version_mismatch: bool = False) -> tuple[Any, str, str]:
     """A JobSubmissionClient for the cluster, after checking it is reachable, accepts our
-    token and runs our Ray version. Returns ``(client, address, cluster_ray_version)``.
+    token and runs our Ray version. Returns ``(client, address, cluster_ray_version)``;
+    ``address`` is the URL as it may be shown (:func:`redact_text`: no user information),
+    the client holds the real one.
 
     Raises:
         ConfigError: see :func:`resolve_address` and :func:`auth_headers`.
@@ -347,11 +442,12 @@ def connect(address: str | None, *, allow_version_mismatch: bool = False) -> tup
     from ray.job_submission import JobSubmissionClient
 
     url = resolve_address(address)
+    shown = redact_text(url)
     headers = auth_headers()
     version = cluster_ray_version(url, headers)
     if version != ray.__version__ and not allow_version_mismatch:
         raise ClusterError(
-            f"the Ray cluster at {url} runs Ray {version}, this client runs Ray {ray.__version__}",
+            f"the Ray cluster at {shown} runs Ray {version}, this client runs Ray {ray.__version__}",
             hint=f"relatent pins ray=={ray.__version__}: start the cluster from the matching image "
             "(infra/docker/Dockerfile), or pass --allow-version-mismatch",
         )
@@ -359,10 +455,10 @@ def connect(address: str | None, *, allow_version_mismatch: bool = False) -> tup
         with _no_address_override():
             client = JobSubmissionClient(url, headers=dict(headers))
     except AuthenticationError as exc:
-        raise _auth_error(url, 403 if "Forbidden" in str(exc) else 401) from None
+        raise _auth_error(shown, 403 if "Forbidden" in str(exc) else 401) from None
     except (ConnectionError, RuntimeError) as exc:
-        raise ClusterError(f"the Jobs API at {url} failed: {exc}") from None
-    return client, url, version
+        raise ClusterError(f"the Jobs API at {shown} failed: {redact_text(str(exc))}") from None
+    return client, shown, version
 
 
 def _status_code(exc: BaseException) -> int | None:
@@ -392,7 +488,9 @@ def get_job(client: Any, address: str, sid: str) -> Any | None:
     except RuntimeError as exc:
         if _status_code(exc) == 404 or "does not exist" in str(exc):
             return None
-        raise ClusterError(f"asking {address} for job {sid} failed: {exc}") from None
+        raise ClusterError(
+            f"asking {address} for job {sid} failed: {redact_text(str(exc))}"
+        ) from None
 
 
 def require_job(client: Any, address: str, sid: str) -> Any:
@@ -419,7 +517,9 @@ def _call(address: str, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     except ClusterError:
         raise
     except Exception as exc:
-        raise ClusterError(f"{what} on the Ray cluster at {address} failed: {exc}") from None
+        raise ClusterError(
+            f"{what} on the Ray cluster at {address} failed: {redact_text(str(exc))}"
+        ) from None
 
 
 def job_status(info: Any) -> str:
@@ -429,7 +529,7 @@ def job_status(info: Any) -> str:
 
 def describe(info: Any) -> str:
     """``STATUS (message)`` of a JobDetails, for one-line reports."""
-    msg = f" ({info.message})" if getattr(info, "message", None) else ""
+    msg = f" ({redact_text(str(info.message))})" if getattr(info, "message", None) else ""
     return f"{job_status(info)}{msg}"
 
 
@@ -455,6 +555,7 @@ def submit(
     Raises:
         ClusterError: the Jobs API refused or failed the submission.
     """
+    secrets = secret_values(sub.runtime_env.get("env_vars") or {})
     existing = get_job(client, address, sub.submission_id)
     if existing is not None:
         if not (resubmit_failed and job_status(existing) in ("FAILED", "STOPPED")):
@@ -481,13 +582,15 @@ def submit(
                 time.sleep(2.0)
                 continue
             raise ClusterError(
-                f"submitting job {sub.submission_id} to the Ray cluster at {address} failed: {exc}"
+                f"submitting job {sub.submission_id} to the Ray cluster at {address} failed: "
+                + redact_text(str(exc), secrets)
             ) from None
         except ClusterError:
             raise
         except Exception as exc:
             raise ClusterError(
-                f"submitting job {sub.submission_id} to the Ray cluster at {address} failed: {exc}",
+                f"submitting job {sub.submission_id} to the Ray cluster at {address} failed: "
+                + redact_text(str(exc), secrets),
                 hint="a working_dir must be a folder the client can read and zip",
             ) from None
     info = get_job(client, address, sub.submission_id)
@@ -528,7 +631,7 @@ def follow_logs(
         asyncio.run(tail())
         tailed = True
     except Exception as exc:
-        warn(f"log stream from {address} broke ({exc}); polling")
+        warn(f"log stream from {address} broke ({redact_text(str(exc))}); polling")
     warned = False
     while True:
         info = get_job(client, address, sid)
@@ -540,7 +643,7 @@ def follow_logs(
             except Exception as exc:
                 logs = ""
                 if not warned:
-                    warn(f"cannot read the logs of {sid} from {address} ({exc})")
+                    warn(f"cannot read the logs of {sid} from {address} ({redact_text(str(exc))})")
                     warned = True
             if len(logs) > printed:
                 out.write(logs[printed:])

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from cluster.config import VIDEO_SUFFIXES
 from jobs import transcode
+from jobs.refine_options import positive_float
 
 if TYPE_CHECKING:  # cluster.catalog loads pyarrow; the parser must stay light
     from cluster.catalog import CatalogItem, EventHook
@@ -69,7 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--json", action="store_true", help="print the plan or the run report as JSON")
     p.add_argument(
         "--lease-ttl",
-        type=float,
+        type=positive_float,
         default=900.0,
         help="seconds a video's lease lasts without renewal (renewed every ttl/3; must be "
         "well above the clock skew between machines)",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from jobs.console import set_threads
+from jobs.refine_options import positive_float
 
 __all__ = ["add_parsers", "cmd_export", "cmd_ship", "cmd_train"]
 
@@ -26,17 +27,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="bmshj2018-factorized", help="architecture id")
     p.add_argument("--N", type=int, default=64, dest="N")
     p.add_argument("--M", type=int, default=96, dest="M")
-    p.add_argument("--lambda", type=float, default=0.0067, dest="lmbda")
+    p.add_argument("--lambda", type=positive_float, default=0.0067, dest="lmbda")
     p.add_argument("--data", nargs="+", required=True, help="folders of images and/or videos")
     p.add_argument("--exclude", nargs="*", default=[], help="path parts to skip (e.g. val)")
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--lr-schedule", default="cosine", choices=["constant", "cosine"])
     p.add_argument("--warmup-steps", type=int, default=200)
     p.add_argument("--total-steps", type=int, default=20000)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many more steps")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time")
+    p.add_argument(
+        "--max-minutes", type=positive_float, default=None, help="stop after this much wall time"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--quant",

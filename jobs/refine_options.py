@@ -3,18 +3,76 @@ command that encodes): one definition, so both paths accept the same settings an
 same :class:`~pipeline.config.RefineConfig` (whose hash goes into the stream header).
 
 Light: imports only the torch-free :mod:`pipeline.config`.
+
+It also holds the argparse ``type=`` functions of every float option of the CLI
+(:func:`finite_float`, :func:`positive_float`, :func:`non_negative_float`): ``inf``, ``nan``
+or an out-of-range value is refused while the command line is parsed (exit 2, the option
+named, nothing read or written), never as a traceback later.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pipeline.config import AUTOCAST, DEFAULT_GOP, METHODS, RefineConfig
 from pipeline.errors import ConfigError
 
-__all__ = ["add_refine_options", "gop_of", "refine_from_args", "refine_kwargs"]
+__all__ = [
+    "add_refine_options",
+    "finite_float",
+    "float_option",
+    "gop_of",
+    "non_negative_float",
+    "positive_float",
+    "refine_from_args",
+    "refine_kwargs",
+]
+
+
+def float_option(
+    minimum: float | None = None, *, strict: bool = False, example: str = "1"
+) -> Callable[[str], float]:
+    """An argparse ``type=`` function for a float option: the text must be a finite number
+    (not ``inf``/``nan``, which Python's ``float`` accepts) and, with ``minimum``, at least
+    ``minimum`` (``strict``: above it). argparse reports a refusal as ``argument --NAME:
+    <why>; <the fix>`` and exits 2 before the command runs. ``example`` is a valid value
+    quoted in the fix.
+
+    Raises (from the returned function):
+        argparse.ArgumentTypeError: the text is not a number, not finite, or out of range.
+    """
+    if minimum is None:
+        want = "a finite number"
+    else:
+        want = f"a finite number {'>' if strict else '>='} {minimum:g}"
+
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a number; use {want}, e.g. {example}"
+            ) from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not finite; use {want}, e.g. {example}")
+        if minimum is not None and (value <= minimum if strict else value < minimum):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; use {want}, e.g. {example}")
+        return value
+
+    convert.__name__ = "float"  # argparse names the type in some messages
+    return convert
+
+
+#: ``type=`` of a float option that may take any finite value.
+finite_float = float_option()
+#: ``type=`` of a step size, lambda, timeout...: finite and > 0.
+positive_float = float_option(0.0, strict=True, example="1e-3")
+#: ``type=`` of a tolerance, threshold, resource share...: finite and >= 0.
+non_negative_float = float_option(0.0, example="0")
 
 
 def add_refine_options(p: argparse.ArgumentParser) -> None:
@@ -30,17 +88,19 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
         default=50,
         help="iterations per frame (with a budget: the cap of one frame)",
     )
-    g.add_argument("--lr", type=float, default=1e-3, help="refinement step size (Adam; sga: 5e-3)")
+    g.add_argument(
+        "--lr", type=positive_float, default=1e-3, help="refinement step size (Adam; sga: 5e-3)"
+    )
     g.add_argument(
         "--lambda",
-        type=float,
+        type=positive_float,
         default=None,
         dest="lmbda",
         help="RD trade-off (default: the model's)",
     )
     g.add_argument(
         "--tol",
-        type=float,
+        type=non_negative_float,
         default=1e-3,
         help="per-frame early stop: relative loss improvement over --window (0: run all iterations)",
     )
@@ -67,7 +127,7 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--warm-threshold",
-        type=float,
+        type=non_negative_float,
         default=1000.0,
         help="largest MSE (8-bit RGB) of consecutive frames that still warm-starts",
     )

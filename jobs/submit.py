@@ -17,6 +17,12 @@ transcode``'s: 1 some videos failed, 2 bad options, 5 model, ...) or 1 when ther
 a STOPPED job exits 1. Cluster problems (unreachable, authentication, another Ray version)
 raise :class:`pipeline.errors.ClusterError` (exit 7 via :func:`jobs.cli.main`), naming the
 address.
+
+Nothing secret is printed: ``--dry-run``'s JSON, ``jobs status``/``list`` and every message
+go through :func:`cluster.submission.redacted` / :func:`~cluster.submission.redact_text`
+(secret-looking ``--env`` values such as ``AWS_SECRET_ACCESS_KEY`` or ``AWS_SESSION_TOKEN``
+become ``<redacted>``, ``AWS_ACCESS_KEY_ID`` shows its last 4 characters, URLs lose their
+``user:password@``); the job itself receives the real values.
 """
 
 from __future__ import annotations
@@ -213,8 +219,10 @@ def parse_env(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not key or not key.replace("_", "a").isalnum():
+            shown = key + ("=..." if sep else "")  # never echo a value: it may be a secret
             raise ConfigError(
-                f"--env {item!r} is not KEY=VALUE or KEY", hint="e.g. --env AWS_REGION=eu-west-1"
+                f"--env {shown!r} is not KEY=VALUE or KEY (KEY: letters, digits and _)",
+                hint="e.g. --env AWS_REGION=eu-west-1",
             )
         if not sep:
             if key not in os.environ:
@@ -278,11 +286,15 @@ def cmd_submit(a: argparse.Namespace) -> int:
     """
     sub = sj.build_submission(description_from_args(a))
     if a.dry_run:
-        print(json.dumps(
-            {"submission_id": sub.submission_id, "entrypoint": sub.entrypoint,
-             "runtime_env": sub.runtime_env, "metadata": sub.metadata, "work": sub.work},
-            indent=2,
-        ))  # fmt: skip
+        doc = {
+            "submission_id": sub.submission_id,
+            "entrypoint": sub.entrypoint,
+            "runtime_env": sub.runtime_env,
+            "metadata": sub.metadata,
+            "work": sub.work,
+        }
+        secrets = sj.secret_values(sub.runtime_env.get("env_vars") or {})
+        print(json.dumps(sj.redacted(doc, secrets), indent=2))
         return 0
     client, address, _ = sj.connect(a.address, allow_version_mismatch=a.allow_version_mismatch)
     res = sj.submit(client, address, sub, resubmit_failed=a.resubmit_failed)
@@ -331,11 +343,11 @@ def cmd_jobs_status(a: argparse.Namespace) -> int:
                   "end_time", "driver_exit_code", "metadata", "error_type")  # fmt: skip
         doc = {f: getattr(info, f, None) for f in fields}
         doc["status"] = sj.job_status(info)
-        print(json.dumps(doc, indent=2, default=str))
+        print(json.dumps(sj.redacted(json.loads(json.dumps(doc, default=str))), indent=2))
         return 0
     print(f"job         {a.id} on {address}")
     print(f"status      {sj.describe(info)}")
-    print(f"entrypoint  {info.entrypoint}")
+    print(f"entrypoint  {sj.redact_text(str(info.entrypoint))}")
     if getattr(info, "driver_exit_code", None) is not None:
         print(f"exit code   {info.driver_exit_code}")
     return 0
@@ -387,7 +399,8 @@ def cmd_jobs_list(a: argparse.Namespace) -> int:
     for j in rows:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime((j.start_time or 0) / 1000))
         print(
-            f"{j.submission_id or j.job_id:<28} {sj.job_status(j):<10} {started}Z  {j.entrypoint[:60]}"
+            f"{j.submission_id or j.job_id:<28} {sj.job_status(j):<10} {started}Z  "
+            f"{sj.redact_text(str(j.entrypoint))[:60]}"
         )
     if not rows:
         print(f"no {'' if a.all else 'relatent '}jobs on {address}")

@@ -6,7 +6,8 @@ the only place that initialises Ray and sets process-wide settings (logging).
 
 Exit codes: 0 when every video committed or was already done; 1 when some videos failed
 (each has ``<out>/_errors/<id>.json`` and a line in the summary table); a job-level error
-(bad options, unloadable model) exits with its :mod:`pipeline.errors` code via the CLI.
+(bad options, unloadable model, storage refusing the credentials or permissions anywhere,
+a Ray task included: 6) exits with its :mod:`pipeline.errors` code via the CLI.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from cluster.config import ClusterConfig, ModelSpec, TranscodeJob
-from jobs.refine_options import add_refine_options, refine_kwargs
+from jobs.refine_options import (
+    add_refine_options,
+    non_negative_float,
+    positive_float,
+    refine_kwargs,
+)
 from pipeline.config import RefineConfig
 
 __all__ = [
@@ -63,8 +69,10 @@ def add_encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=4, help="frames refined together in an actor")
     p.add_argument("--shard-frames", type=int, default=32, help="target frames per shard")
     p.add_argument("--actors", type=int, default=None, help="encoder actors (default: 1 per CPU)")
-    p.add_argument("--gpus-per-actor", type=float, default=0.0, help="fractions allowed (0.25)")
-    p.add_argument("--cpus-per-actor", type=float, default=1.0)
+    p.add_argument(
+        "--gpus-per-actor", type=non_negative_float, default=0.0, help="fractions allowed (0.25)"
+    )
+    p.add_argument("--cpus-per-actor", type=non_negative_float, default=1.0)
     p.add_argument("--max-inflight", type=int, default=2, help="shards queued per actor")
     p.add_argument("--max-attempts", type=int, default=3, help="attempts per shard")
     p.add_argument(
@@ -78,7 +86,7 @@ def add_encode_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--actor-start-timeout",
-        type=float,
+        type=positive_float,
         default=600.0,
         help="seconds to wait for the first encoder actor (e.g. while an autoscaler adds GPU "
         "nodes) before failing the job",
@@ -189,6 +197,8 @@ def cmd_transcode(a: argparse.Namespace, on_event: Any = None) -> int:
         ModelError: the model cannot be loaded.
         ClusterError: no encoder actor could start.
         StorageError: the ``--report`` file cannot be written.
+        AccessDeniedError: storage refused the credentials or permissions (in any task:
+            the job stops).
     """
     from cluster.driver import run_job
     from pipeline import storage

@@ -324,14 +324,27 @@ class FrameEncoder:
         for i, fi in enumerate(frame_indices):
             init = inits[i] if inits is not None else FrameInit()
             if init.state is not None:
-                states.append(init.state)
-                continue
-            lat = {k: v[i : i + 1] for k, v in lat0.items()}
-            if init.offset is not None:
-                lat = {k: lat[k] + init.offset[k].to(lat[k].device) for k in lat}
-            stop = cfg.iters if init.stop is None else init.stop
-            states.append(FrameState.start(lat, int(fi), cfg.seed, stop))
+                state = init.state
+            else:
+                lat = {k: v[i : i + 1] for k, v in lat0.items()}
+                if init.offset is not None:
+                    lat = {k: lat[k] + init.offset[k].to(lat[k].device) for k in lat}
+                stop = cfg.iters if init.stop is None else init.stop
+                state = FrameState.start(lat, int(fi), cfg.seed, stop)
+            state.ref = self._reference(int(fi))
+            states.append(state)
         return states
+
+    def _reference(self, frame_index: int) -> Tensor | None:
+        """The ``y_hat`` (``[1, M, h, w]``, on the model's device) that frame
+        ``frame_index`` will be P-coded against, when that frame is already coded: the
+        previous frame's chosen symbols plus the medians. None for a GOP's first frame.
+        Frames are refined in GOP lockstep (:meth:`encode_groups`), so the reference is
+        always final before the frame is refined."""
+        if self.refine.gop <= 1 or frame_index % self.refine.gop == 0:
+            return None
+        sym = self._refs.get(frame_index - 1)
+        return None if sym is None else self.codec.dequantize(sym)
 
     def _encode(
         self,
@@ -343,6 +356,13 @@ class FrameEncoder:
         dev = self.model.device
         h, w = rgbs[0].shape[:2]
         n = len(rgbs)
+        if self.refine.active and self.refine.gop > 1:
+            batch = set(frame_indices)
+            if any(fi % self.refine.gop and fi - 1 in batch for fi in frame_indices):
+                raise ValueError(
+                    "refined P frames are refined against their coded reference: encode a "
+                    "GOP's frames in order (FrameEncoder.encode_groups or encode_frames)"
+                )
         with deterministic(dev):
             refs, x = self._prepare(rgbs)
             with torch.no_grad():
@@ -357,6 +377,11 @@ class FrameEncoder:
                 states = self._start_states(lat0, frame_indices, inits)
                 with torch.enable_grad():
                     seconds = run_states(self.codec, x, states, (h, w), self.refine)
+                # A frame whose refinement diverged (inf/nan latents, e.g. an absurd --lr)
+                # falls back to its unrefined latents (the guard then keeps base).
+                for i, s in enumerate(states):
+                    if not all(bool(torch.isfinite(v).all()) for v in s.params.values()):
+                        s.params = {k: v[i : i + 1].detach().clone() for k, v in lat0.items()}
                 latents = stack_states(states)
                 iters = [s.t for s in states]
                 self.last_refine = RefineResult(

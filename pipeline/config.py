@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
@@ -79,9 +80,21 @@ class RefineConfig:
         Raises:
             ConfigError: an unknown method or autocast mode, a negative ``iters``,
                 ``budget`` or ``tol``, a non-positive ``lr`` or ``lmbda``, ``window`` or
-                ``grid`` < 1, a negative ``warm_threshold``, or (with a budget) ``probe`` < 2
-                or not ``probe <= budget <= iters``.
+                ``grid`` < 1, a negative ``warm_threshold``, a non-finite (``inf``/``nan``)
+                ``lr``, ``lmbda``, ``tol`` or ``warm_threshold``, or (with a budget)
+                ``probe`` < 2 or not ``probe <= budget <= iters``.
         """
+        for flag, value in (
+            ("--lr", self.lr),
+            ("--lambda", self.lmbda),
+            ("--tol", self.tol),
+            ("--warm-threshold", self.warm_threshold),
+        ):
+            if value is not None and not (isinstance(value, int | float) and math.isfinite(value)):
+                raise ConfigError(
+                    f"{flag} {value} is not a finite number",
+                    hint="use a finite value (inf and nan cannot be refined with)",
+                )
         if self.method not in METHODS:
             raise ConfigError(
                 f"unknown refinement method {self.method!r}",
@@ -145,10 +158,11 @@ class RefineConfig:
 
     @property
     def uses_grid(self) -> bool:
-        """Whether frames are coded in grid groups (warm-start chains or budget groups):
-        then the bytes of a frame depend on the other frames of its group, and shard cuts
-        must fall on the grid."""
-        return self.active and (self.warm_start or self.budget > 0)
+        """Whether frames are coded in grid groups (warm-start chains, budget groups, or
+        refined P frames, whose rate depends on the previous frame's coded latents): then
+        the bytes of a frame depend on the other frames of its group, and shard cuts must
+        fall on the grid."""
+        return self.active and (self.warm_start or self.budget > 0 or self.gop > 1)
 
     def resolved(self, model_lmbda: float) -> RefineConfig:
         """The config with ``lmbda`` filled in (what actually runs and is hashed). Method

@@ -199,6 +199,7 @@ def decode_stream(
     *,
     start: int = 0,
     end: int | None = None,
+    model: LoadedModel | None = None,
 ) -> Iterator[DecodedFrame]:
     """Decode frames ``[start, end)`` of a stream, in order (default: all of them).
 
@@ -206,12 +207,18 @@ def decode_stream(
     GOP's first frame up to ``start`` (reading those packets through the index) without
     synthesising those frames.
 
+    ``model``: the weights to decode with, already loaded (checked against the stream;
+    ``checkpoint`` and ``device`` are then unused); default: :func:`model_for_stream`.
+
     Raises:
         ConfigError: the span is not within the stream (:func:`frame_range`).
+        WeightsMismatchError: ``model`` is not the stream's.
         BitstreamError, ModelError, StorageError: unusable stream or weights."""
     with StreamReader(src) as reader:
         start, end = frame_range(reader.header, start, end)
-        dec = FrameDecoder(model_for_stream(reader.header, checkpoint, device), reader.header)
+        if model is None:
+            model = model_for_stream(reader.header, checkpoint, device)
+        dec = FrameDecoder(model, reader.header)
         gop = max(1, reader.header.gop)
         for n in range(start - start % gop, start):
             dec.advance(reader[n])
@@ -281,6 +288,9 @@ def decode_video(
         )
         keep = has_carry and not video_only and fmt is not None and not ranged
         blob = r.carry_blob() if keep else b""
+    color = _stream_color(header, src, ColorInfo)
+    if fmt is not None:  # containers need increasing timestamps (y4m and PNG have none)
+        _check_pts(all_pts, start, src)
     summary = DecodeSummary(header, 0)
     muxer = None
     if has_carry and not video_only:
@@ -308,9 +318,41 @@ def decode_video(
 
     write_frames(
         dst, frames(), frame_rate=header.frame_rate, time_base=header.time_base, pts=all_pts,
-        color=ColorInfo.from_dict(header.color) if header.color else None, extra=muxer,
+        color=color, extra=muxer,
     )  # fmt: skip
     return summary
+
+
+def _stream_color(header: StreamHeader, src: str, color_info: Any) -> Any:
+    """The header's colour description as a ``ColorInfo`` (``color_info``: the class), or
+    None when it has none; a value ``ColorInfo`` refuses is the stream's fault.
+
+    Raises:
+        BitstreamError: the header's ``color`` names an unknown matrix or range, or lacks one.
+    """
+    if not header.color:
+        return None
+    try:
+        return color_info.from_dict(header.color)
+    except ConfigError as exc:
+        raise BitstreamError(
+            f"{src}: header field 'color' is invalid ({exc})",
+            hint="the file is corrupt or from an incompatible writer",
+        ) from exc
+
+
+def _check_pts(pts: list[int], start: int, src: str) -> None:
+    """Refuse packet timestamps that do not increase (a container output needs them to).
+
+    Raises:
+        BitstreamError: frame ``start + n`` has a pts not above the previous frame's.
+    """
+    for n in range(1, len(pts)):
+        if pts[n] <= pts[n - 1]:
+            raise BitstreamError(
+                f"{src}: frame {start + n} has pts {pts[n]} after {pts[n - 1]} (timestamps must increase)",
+                hint="the file is corrupt or from an incompatible writer; decode to .y4m to ignore the timestamps",
+            )
 
 
 def _leave_out(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,15 +37,47 @@ from pipeline.errors import BitstreamError
 from pipeline.models import LoadedModel, fixed_threads
 
 __all__ = [
+    "LATENT_BOUND",
     "Coded",
     "LatentCodec",
+    "bound_latent",
     "cumulative_logits",
     "density_layers",
+    "relaxed_p_bits",
     "symbols_crc",
 ]
 
 #: ``relax(name, v, offset) -> v~``: a relaxation of quantizing ``v`` to ``offset + Z``.
 Relax = Callable[[str, Tensor, "Tensor | None"], Tensor]
+
+#: The hard path (:meth:`LatentCodec.quantize` and :meth:`LatentCodec.compress`, the same
+#: way in both, so the encoder's reconstruction is the decoder's) codes every latent within
+#: ``LATENT_BOUND`` of its centre: the entropy bottleneck's medians (``y`` of the factorized
+#: kind, ``z``), the Gaussian means (``y`` of the mean-scale kind) or 0 (``y`` of the scale
+#: kind). Further values, +-inf included, are clamped to ``centre +- LATENT_BOUND`` and
+#: nan becomes the centre (:func:`bound_latent`). Latents of real images lie within a few
+#: hundred of their centre (the shipped models: under 40 on the shared clips), so this
+#: never touches them; it bounds what a diverged refinement can hand the coder. Symbols
+#: are then ``|s| <= 2^15``: CompressAI's rANS codes a value outside its CDF table with
+#: the escape symbol and at most 5 four-bit bypass symbols (its raw value is below 2^17),
+#: so any frame codes in time linear in its size. Unbounded, ``nan``/``inf``/``|v| >=
+#: 2^31`` wrap to a negative int32 and the coder's bypass loop never ends.
+LATENT_BOUND = 32768.0
+
+
+def bound_latent(v: Tensor, centre: Tensor | None) -> Tensor:
+    """``v`` with every element further than :data:`LATENT_BOUND` from ``centre`` (0 when
+    ``None``; broadcast, e.g. the medians ``[1, C, 1, 1]``) clamped to ``centre +-
+    LATENT_BOUND`` (``+-inf`` too), and ``nan`` replaced by ``centre``. Elements within
+    the bound are returned bit-exact, so streams of sane latents do not change. Same shape,
+    dtype and device as ``v``."""
+    c = torch.zeros((), dtype=v.dtype, device=v.device) if centre is None else centre
+    d = v - c
+    inside = d.abs() <= LATENT_BOUND  # False for nan
+    if bool(inside.all()):
+        return v
+    far = torch.nan_to_num(d, nan=0.0, posinf=LATENT_BOUND, neginf=-LATENT_BOUND)
+    return torch.where(inside, v, c + far.clamp(-LATENT_BOUND, LATENT_BOUND))
 
 
 def symbols_crc(*symbols: Tensor) -> int:
@@ -85,6 +118,44 @@ def cumulative_logits(layers: list[tuple[Tensor, Tensor, Tensor | None]], v: Ten
         if factor is not None:
             logits = logits + factor * torch.tanh(logits)
     return logits
+
+
+@functools.cache
+def _laplace_scales() -> tuple[float, ...]:
+    """The scale ``b_k = -1 / ln(ratio_k / 65536)`` of each Laplacian table of
+    :mod:`pipeline.inter` (0.1 .. 15.6)."""
+    return tuple(-1.0 / math.log(r / 65536) for r in inter.LAPLACE_RATIOS)
+
+
+def relaxed_p_bits(r: Tensor, intra_bits: Tensor) -> Tensor:
+    """The relaxed rate (bits, a 0-d tensor) of one P frame whose relaxed latents differ from
+    the reference's ``y_hat`` by ``r`` (``[M, h, w]``), given the relaxed intra bits of each
+    element (``intra_bits``, ``[M, h, w]``).
+
+    It follows the coder (:mod:`pipeline.inter`): each channel costs the least of its intra
+    bits and of its residual's bits under each Laplacian table ``k``; the frame costs the
+    least of that sum plus the modes (``M log2 18`` bits) and its intra bits (the encoder
+    keeps the smaller packet). A table's residual bits are ``-log2`` of the continuous
+    Laplacian of scale ``b_k`` integrated over ``[r - 1/2, r + 1/2]`` (the density convolved
+    with the unit box, as CompressAI's training rate), in closed form::
+
+        |r| <  1/2:  p = 1 - exp(-1 / (2 b)) cosh(r / b)
+        |r| >= 1/2:  p = exp(-(|r| - 1/2) / b) (1 - exp(-1 / b)) / 2
+
+    The narrowest table (b = 0.1) stands for COPY: about 0.01 bit at r = 0. The minimum over
+    modes is piecewise smooth: its gradient is that of the cheapest mode."""
+    b = torch.tensor(_laplace_scales(), dtype=r.dtype, device=r.device).view(-1, 1, 1, 1)
+    a = r.abs().unsqueeze(0)  # [1, M, h, w]
+    inside = 1.0 - torch.exp(-0.5 / b) * torch.cosh(a.clamp(max=0.5) / b)
+    bits_in = -torch.log2(inside.clamp_min(1e-9))
+    bits_out = (a.clamp(min=0.5) - 0.5) / (b * math.log(2.0)) - torch.log2(
+        0.5 * (1.0 - torch.exp(-1.0 / b))
+    )
+    lap = torch.where(a < 0.5, bits_in, bits_out).sum((2, 3))  # [K, M]
+    intra_c = intra_bits.sum((1, 2))  # [M]
+    per_channel = torch.cat([intra_c.unsqueeze(0), lap]).min(0).values
+    p_total = per_channel.sum() + intra_c.numel() * math.log2(inter.MODES)
+    return torch.minimum(p_total, intra_c.sum())
 
 
 @dataclass
@@ -179,14 +250,27 @@ class LatentCodec:
         latents: dict[str, Tensor],
         relax: Relax,
         synth: Callable[[Tensor], Tensor] | None = None,
+        refs: Sequence[Tensor | None] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Per-frame bits (shape [B]; -log2 of the likelihoods of y~ and z~) and x_tilde
         (``[B, 3, Hp, Wp]``, not clamped) for relaxed latents y~ (and z~).
-        ``synth`` replaces ``g_s`` for x_tilde (e.g. g_s under bf16 autocast)."""
+        ``synth`` replaces ``g_s`` for x_tilde (e.g. g_s under bf16 autocast).
+
+        ``refs[i]`` (factorized kind only) is the reference of frame ``i`` when it will be
+        coded as a P frame: the previous frame's ``y_hat`` (``[1, M, h, w]``), and its bits
+        are then the relaxed conditional rate :func:`relaxed_p_bits`; ``None`` = intra."""
         medians = self.net.entropy_bottleneck._get_medians()
         if self.kind == "factorized":
             y_t = relax("y", latents["y"], medians)
-            bits = -torch.log2(self._bottleneck_likelihood(y_t)).flatten(1).sum(1)
+            intra = -torch.log2(self._bottleneck_likelihood(y_t))
+            bits = intra.flatten(1).sum(1)
+            if refs is not None and any(r is not None for r in refs):
+                bits = torch.stack(
+                    [
+                        bits[i] if r is None else relaxed_p_bits(y_t[i] - r[0], intra[i])
+                        for i, r in enumerate(refs)
+                    ]
+                )
         else:
             z_t = relax("z", latents["z"], medians)
             lz = self._bottleneck_likelihood(z_t)
@@ -214,14 +298,15 @@ class LatentCodec:
     @torch.no_grad()
     def quantize(self, latents: dict[str, Tensor]) -> dict[str, Tensor]:
         """Hard-quantized latents exactly as the decoder will see them (``y_hat`` on the
-        model's device, float32)."""
+        model's device, float32), after :func:`bound_latent` (as :meth:`compress` does)."""
         eb = self.net.entropy_bottleneck
+        med = eb._get_medians()
         if self.kind == "factorized":
-            y_hat = eb.quantize(latents["y"], "dequantize", eb._get_medians())
+            y_hat = eb.quantize(bound_latent(latents["y"], med), "dequantize", med)
             return {"y_hat": y_hat}
-        z_hat = eb.quantize(latents["z"], "dequantize", eb._get_medians())
+        z_hat = eb.quantize(bound_latent(latents["z"], med), "dequantize", med)
         idx, means = self._index_path(z_hat)
-        y = latents["y"].detach().to("cpu", torch.float64)
+        y = bound_latent(latents["y"].detach().to("cpu", torch.float64), means)
         y_hat = torch.round(y) if means is None else torch.round(y - means) + means
         return {
             "y_hat": y_hat.to(self.device, torch.float32),
@@ -233,24 +318,26 @@ class LatentCodec:
     @torch.no_grad()
     def compress(self, latents: dict[str, Tensor]) -> list[Coded]:
         """Entropy-code a batch of latents (``y`` ``[B, M, h, w]``, and ``z`` ``[B, N, h/4,
-        w/4]`` for hyperprior kinds); one :class:`Coded` per frame."""
+        w/4]`` for hyperprior kinds), bounded first (:func:`bound_latent`, as
+        :meth:`quantize` does: any value codes in bounded time); one :class:`Coded` per
+        frame."""
         eb = self.net.entropy_bottleneck
         gc = getattr(self.net, "gaussian_conditional", None)
         out: list[Coded] = []
         if self.kind == "factorized":
-            y = latents["y"].detach()
+            y = bound_latent(latents["y"].detach(), eb._get_medians())
             y_strings = eb.compress(y)
             sym = torch.round(y - eb._get_medians())
             sym_np = sym.to("cpu", torch.int32).numpy()
             for i in range(y.shape[0]):
                 out.append(Coded((y_strings[i],), symbols_crc(sym[i]), sym_np[i]))
             return out
-        z = latents["z"].detach()
+        z = bound_latent(latents["z"].detach(), eb._get_medians())
         z_strings = eb.compress(z)
         z_sym = torch.round(z - eb._get_medians())
         z_hat = eb.quantize(z, "dequantize", eb._get_medians())
         idx, means = self._index_path(z_hat)
-        y64 = latents["y"].detach().to("cpu", torch.float64)
+        y64 = bound_latent(latents["y"].detach().to("cpu", torch.float64), means)
         assert gc is not None
         y_strings = gc.compress(y64, idx, means=means)
         y_sym = torch.round(y64 - means) if means is not None else torch.round(y64)
@@ -274,6 +361,13 @@ class LatentCodec:
         """The rANS string of a P frame: ``symbols`` (``[M, h, w]``) given the previous
         frame's ``ref`` (:func:`pipeline.inter.encode_p`)."""
         return inter.encode_p(symbols, ref, self.inter_tables)[0]
+
+    @torch.no_grad()
+    def dequantize(self, symbols: np.ndarray) -> Tensor:
+        """``y_hat`` (``[1, M, h, w]`` float32 on the model's device) of factorized symbols
+        (``[M, h, w]`` int): symbols + medians, exactly as CompressAI dequantizes."""
+        t = torch.from_numpy(np.ascontiguousarray(symbols, np.int32))[None].to(torch.float32)
+        return (t + self.net.entropy_bottleneck._get_medians().to("cpu")).to(self.device)
 
     @torch.no_grad()
     def decompress_p(self, data: bytes, ref: np.ndarray, where: str = "P frame") -> dict[str, Any]:

@@ -34,6 +34,7 @@ __all__ = [
     "ARCHITECTURES",
     "CARDS_FILE",
     "PAD_MULTIPLE",
+    "REQUIRED_PARTS",
     "WEIGHTS_DIR",
     "ZOO_LAMBDAS",
     "Architecture",
@@ -48,6 +49,7 @@ __all__ = [
     "load_cards",
     "load_model",
     "load_state_dict_bytes",
+    "missing_parts",
     "random_model",
     "resolve_device",
     "save_cards",
@@ -275,14 +277,53 @@ def _unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
     return obj
 
 
-def infer_architecture(state_dict: Mapping[str, Any]) -> str:
-    """Guess the architecture id of a CompressAI state dict from its keys and shapes.
+#: The top-level modules (state-dict key prefixes) a checkpoint of each latent kind must
+#: hold: the transforms, the entropy bottleneck and, for the hyperprior kinds, the hyper
+#: transforms and the Gaussian conditional's tables.
+REQUIRED_PARTS: Mapping[str, tuple[str, ...]] = {
+    "factorized": ("g_a", "g_s", "entropy_bottleneck"),
+    "scale-hyperprior": ("g_a", "g_s", "h_a", "h_s", "entropy_bottleneck", "gaussian_conditional"),
+    "mean-scale-hyperprior": (
+        "g_a", "g_s", "h_a", "h_s", "entropy_bottleneck", "gaussian_conditional",
+    ),
+}  # fmt: skip
+
+
+def missing_parts(state_dict: Mapping[str, Any], kind: LatentKind) -> list[str]:
+    """The parts of :data:`REQUIRED_PARTS` ``[kind]`` with no key in ``state_dict``, in
+    that order (empty: all present)."""
+    present = {k.split(".", 1)[0] for k in state_dict}
+    return [p for p in REQUIRED_PARTS[kind] if p not in present]
+
+
+def _check_parts(
+    state_dict: Mapping[str, Any], kind: LatentKind, source: str, arch_id: str | None = None
+) -> None:
+    """Raise :class:`CorruptWeightsError` naming the parts ``kind`` needs that are absent
+    (``arch_id``: the architecture asked for, named too)."""
+    missing = missing_parts(state_dict, kind)
+    if missing:
+        who = f"{source} does not match architecture {arch_id}: it" if arch_id else source
+        raise CorruptWeightsError(
+            f"{who} has no {', '.join(missing)} weights (a {kind} model needs "
+            f"{', '.join(REQUIRED_PARTS[kind])})",
+            hint="the checkpoint is incomplete or of another architecture: check --model, "
+            "or save the whole model with torch.save(model.state_dict(), path)",
+        )
+
+
+def infer_architecture(state_dict: Mapping[str, Any], source: str = "the checkpoint") -> str:
+    """Guess the architecture id of a CompressAI state dict from its keys and shapes
+    (``source`` names it in errors).
 
     Raises:
         UnknownModelError: an autoregressive checkpoint (mbt2018, cheng2020).
+        CorruptWeightsError: a part the guessed kind needs is absent (e.g. ``h_a`` without
+            ``h_s``), named in the message.
     """
     keys = set(state_dict)
-    if not any(k.startswith("h_a.") for k in keys):
+    if not any(k.startswith(("h_a.", "h_s.")) for k in keys):
+        _check_parts(state_dict, "factorized", source)
         return "bmshj2018-factorized"
     if any(
         k.startswith("context_prediction.") or k.startswith("entropy_parameters.") for k in keys
@@ -291,6 +332,7 @@ def infer_architecture(state_dict: Mapping[str, Any]) -> str:
             "autoregressive checkpoints (mbt2018, cheng2020) are not supported",
             hint="use bmshj2018-factorized, bmshj2018-hyperprior or mbt2018-mean weights",
         )
+    _check_parts(state_dict, "scale-hyperprior", source)  # both hyperprior kinds: same parts
     # ScaleHyperprior's h_s ends in M channels, MeanScaleHyperprior's in 2M.
     hs_last = max(
         (k for k in keys if k.startswith("h_s.") and k.endswith(".weight")),
@@ -323,10 +365,12 @@ def build_frozen(
     network with its N and M (channel counts read from the weights).
 
     Raises:
-        CorruptWeightsError: the weights do not fit ``arch``.
+        CorruptWeightsError: the weights do not fit ``arch`` (a part it needs, e.g. ``h_s``,
+            is absent: named in the message).
     """
     import torch
 
+    _check_parts(state_dict, arch.kind, source, arch.id)
     cls = arch.model_class()
     try:
         net = cls.from_state_dict(state_dict)
@@ -435,7 +479,7 @@ def load_model(
         )
     state = load_state_dict_bytes(data, checkpoint)
     if arch_id is None:
-        arch_id = infer_architecture(state)
+        arch_id = infer_architecture(state, checkpoint)
     arch = get_architecture(arch_id)
     if quality is None:
         quality = 0

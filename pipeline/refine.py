@@ -15,6 +15,13 @@ Methods:
   ``tau = min(0.5, 0.5 * exp(-1e-3 * (t - 700)))`` rescaled from 2000 iterations to the
   budget, so the relaxation anneals towards hard rounding by the last iteration.
 
+P frames (``gop`` > 1) are refined under the rate they are coded with: a state with a
+``ref`` (the previous frame's coded ``y_hat``) counts its bits with the relaxed conditional
+rate of :func:`pipeline.entropy.relaxed_p_bits` (per channel the cheapest of intra and the
+Laplacian residual tables, per frame the cheaper of P and I), so refinement can trade a
+little distortion for latents that match the reference. The encoder refines a GOP's frames
+in order (lockstep over GOPs), so the reference is final when a frame is refined.
+
 Compute savers (docs/refinement.md):
 
 * early stopping (``tol``/``window``): a frame stops when its relaxed loss stops improving;
@@ -199,6 +206,9 @@ class FrameState:
     loss_min: float = math.inf
     converged: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The reference ``y_hat`` (``[1, M, h, w]``) when the frame will be a P frame: its
+    #: rate is then the relaxed conditional rate (:func:`pipeline.entropy.relaxed_p_bits`).
+    ref: Tensor | None = None
 
     @classmethod
     def start(
@@ -290,16 +300,18 @@ def relaxed_loss(
     w: int,
     lmbda: float,
     autocast: str = "none",
+    refs: Sequence[Tensor | None] | None = None,
 ) -> Tensor:
     """Per-frame relaxed RD loss (shape [B]): bits / (h * w) + lambda * 255^2 * MSE, i.e.
     bpp over the valid ``h`` x ``w`` source pixels plus CompressAI's distortion term, the
     MSE taken on [0, 1] over the valid area of ``x`` (``[B, 3, Hp, Wp]`` float32 in [0, 1]).
-    With ``autocast="bf16"`` only g_s runs in bfloat16 (bits and latents stay fp32)."""
+    With ``autocast="bf16"`` only g_s runs in bfloat16 (bits and latents stay fp32).
+    ``refs[i]``: frame i's P-frame reference (see :meth:`LatentCodec.relaxed`), or None."""
     if autocast == "none":
-        bits, x_t = codec.relaxed(latents, relax)
+        bits, x_t = codec.relaxed(latents, relax, refs=refs)
     else:
         bits, x_t = codec.relaxed(
-            latents, relax, synth=lambda y: _autocast_synth(codec, y, autocast)
+            latents, relax, synth=lambda y: _autocast_synth(codec, y, autocast), refs=refs
         )
     d = (x_t[..., :h, :w] - x[..., :h, :w]) ** 2
     mse = d.flatten(1).mean(1)
@@ -350,7 +362,8 @@ def run_states(
         )
         relax = Relaxation(cfg.method, [work[i].gen for i in active], taus)
         xb = x if len(active) == x.shape[0] else x.index_select(0, idx)
-        loss = relaxed_loss(codec, cur, relax, xb, h, w, cfg.lmbda, cfg.autocast)
+        refs = [work[i].ref for i in active]
+        loss = relaxed_loss(codec, cur, relax, xb, h, w, cfg.lmbda, cfg.autocast, refs)
         loss.sum().backward()
         with torch.no_grad():
             for k in keys:

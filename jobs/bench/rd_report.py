@@ -33,6 +33,7 @@ _STYLE = {
     "x265-intra-444": ("tab:green", ":", "^"),
     "svtav1-intra-420": ("tab:purple", "-", "D"),
     "x265-gop-420": ("tab:olive", "-.", "v"),
+    "x264-gop-420": ("tab:brown", "-.", "<"),
 }
 
 
@@ -291,6 +292,12 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
     points and the ``plots`` (file names)."""
     L = ["# Rate-distortion: relatent against the unrefined model and classic codecs", ""]
     L += [*bl.provenance_md(results["provenance"]), ""]
+    L += [
+        "Consecutive clip frames coded **as video** (relatent intra / inter / inter refined "
+        "against x264 and x265 with their default GOP) are in [rd_video.md](rd_video.md) "
+        "(the video section, `relatent bench rd --sections video`).",
+        "",
+    ]
     L += _protocol_md(results)
     L += _bd_md(results)
     L += _equal_quality_md(results)

@@ -13,7 +13,14 @@ repeated measurements (the machine is shared and noisy: medians and per-repeat r
 * peak memory (resident set: VmHWM, reset before each measurement through
   ``/proc/self/clear_refs``; ``ru_maxrss`` where that is not available; CUDA:
   ``torch.cuda.max_memory_allocated``);
-* FLOPs per refinement iteration per megapixel (``torch.utils.flop_counter``).
+* FLOPs per refinement iteration per megapixel (``torch.utils.flop_counter``);
+* the inter section (:mod:`jobs.bench.speed_inter`): on real consecutive frames of the
+  shared clips, encode and decode frames/s at ``--gop 1`` against the default GOP, the
+  decode overhead of inter coding (target <= 1.10x), random-access decode time, and the
+  bytes of both streams.
+
+``--only kodak`` or ``--only inter`` runs one section; the other section's numbers are then
+kept from the ``speed.json`` already in ``--out`` (merged, see :func:`merge_previous`).
 
 On the CPU every encoder runs single-threaded (the determinism contract, see
 ``pipeline/codec.py``): one frame stream per core is how relatent scales on CPUs, so the
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import resource
 import statistics
 import time
@@ -41,7 +49,14 @@ import numpy as np
 
 from jobs.bench import lib as bl
 from jobs.bench.lib import interleaved
+from jobs.bench.speed_inter import (
+    InterProtocol,
+    add_inter_args,
+    bench_inter,
+    inter_protocol_from_args,
+)
 from jobs.bench.speed_report import projection, write_outputs
+from jobs.refine_options import positive_float
 from pipeline.errors import InputError
 
 __all__ = [
@@ -56,6 +71,7 @@ __all__ = [
     "kodak_crops",
     "measure",
     "med",
+    "merge_previous",
     "peak_rss_mb",
     "protocol_from_args",
     "reset_peak_rss",
@@ -70,7 +86,8 @@ class SpeedProtocol:
     (``batch_iters`` iterations), ``repeats`` interleaved repeats per point, points
     predicted over ``max_seconds`` projected instead of run, decode of ``decode_frames``
     frames (refined stream at ``decode_budget``) on ``decode_threads`` threads, the ``crop``
-    of the batch / decode / FLOP measurements, Adam ``lr`` and the ``devices``."""
+    of the batch / decode / FLOP measurements, Adam ``lr`` and the ``devices``; the
+    ``sections`` run (``kodak``: all of the above; ``inter``: the ``inter`` protocol)."""
 
     budgets: list[int] = field(default_factory=lambda: [0, 25, 100, 400])
     sizes: list[int] = field(default_factory=lambda: [256, 512])
@@ -84,6 +101,8 @@ class SpeedProtocol:
     crop: int = 256  # frame size of the batch, decode and FLOP measurements
     lr: float = 5e-3
     devices: list[str] = field(default_factory=lambda: ["cpu"])
+    sections: list[str] = field(default_factory=lambda: ["kodak", "inter"])
+    inter: InterProtocol = field(default_factory=InterProtocol)
 
 
 # --------------------------------------------------------------------------- measurement tools
@@ -473,13 +492,22 @@ def flops_per_iter_per_mp(model: Any, kodak: Path, lr: float, size: int = 256) -
 
 
 def run(
-    kodak: Path, out: Path, proto: SpeedProtocol, log: Any = print, model: Any = None
+    kodak: Path | None,
+    out: Path,
+    proto: SpeedProtocol,
+    log: Any = print,
+    model: Any = None,
+    video: Path | None = None,
 ) -> dict[str, Any]:
-    """All speed measurements with the shipped default model (or ``model``, for tests);
-    writes speed.json / speed.md / speed.png / scale.md under ``out`` and returns the results.
+    """The speed measurements of ``proto.sections`` with the shipped default model (or
+    ``model``, for tests); writes speed.json / speed.md / speed.png / scale.md under ``out``
+    (a section not run keeps its numbers from the ``speed.json`` there: :func:`merge_previous`)
+    and returns the results. ``video``: the shared clips of the inter section (default
+    ``../shared/data/video``; absent clips are skipped).
 
     Raises:
-        InputError: no shipped default model, or no PNG in ``kodak``.
+        InputError: no shipped default model, no PNG in ``kodak`` (the Kodak section), or an
+            unknown inter clip label.
         ModelError: the default model does not load.
     """
     import torch
@@ -503,22 +531,76 @@ def run(
         "model": {"arch": arch, "quality": quality},
         "devices": {},
     }
-    for device in proto.devices:
-        if device == "cuda" and not torch.cuda.is_available():
-            continue
-        model = given.to(device) if given is not None else load_model(arch, quality, device=device)
-        results["model"].update(N=model.N, M=model.M, sha256=model.identity.weights_sha256)
-        log(f"speed on {device}: {arch} q{quality} (N={model.N}, M={model.M})")
-        d: dict[str, Any] = {}
-        d["encode"] = bench_encode(model, device, kodak, proto, log)
-        d["batches"] = bench_batches(model, device, kodak, proto, log)
-        d["decode"] = bench_decode(model, device, kodak, proto, log)
-        results["devices"][device] = d
-    cpu_model = given.to("cpu") if given is not None else load_model(arch, quality, device="cpu")
-    results["flops_per_iter_per_mp"] = flops_per_iter_per_mp(cpu_model, kodak, proto.lr, proto.crop)
-    results["projection"] = projection(results)
-    results["seconds"] = time.perf_counter() - t0
+    loaded: dict[str, Any] = {}
+
+    def model_on(device: str) -> Any:
+        if device not in loaded:
+            loaded[device] = (
+                given.to(device) if given is not None else load_model(arch, quality, device=device)
+            )
+        m = loaded[device]
+        results["model"].update(N=m.N, M=m.M, sha256=m.identity.weights_sha256)
+        return m
+
+    devices = [d for d in proto.devices if d != "cuda" or torch.cuda.is_available()]
+    if "kodak" in proto.sections:
+        if kodak is None:
+            raise InputError("the Kodak section needs --kodak", hint="pass --kodak DIR")
+        for device in devices:
+            m = model_on(device)
+            log(f"speed on {device}: {arch} q{quality} (N={m.N}, M={m.M})")
+            d: dict[str, Any] = {}
+            d["encode"] = bench_encode(m, device, kodak, proto, log)
+            d["batches"] = bench_batches(m, device, kodak, proto, log)
+            d["decode"] = bench_decode(m, device, kodak, proto, log)
+            results["devices"][device] = d
+        results["flops_per_iter_per_mp"] = flops_per_iter_per_mp(
+            model_on("cpu"), kodak, proto.lr, proto.crop
+        )
+        results["projection"] = projection(results)
+    results["seconds"] = time.perf_counter() - t0  # the Kodak sections'
+    if "inter" in proto.sections:
+        t1 = time.perf_counter()
+        clips = video if video is not None else bl.REPO.parent / "shared" / "data" / "video"
+        inter: dict[str, Any] = {
+            "provenance": bl.provenance(
+                "relatent bench speed (inter section)", asdict(proto.inter)
+            ),
+            "protocol": asdict(proto.inter),
+            "devices": {},
+        }
+        for device in devices:
+            m = model_on(device)
+            log(f"speed inter on {device}: {arch} q{quality}, clips under {clips}")
+            inter["devices"][device] = bench_inter(m, device, clips, proto.inter, log)
+        inter["model"] = dict(results["model"])
+        inter["seconds"] = time.perf_counter() - t1
+        inter["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        results["inter"] = inter
+    results = merge_previous(results, out / "speed.json", proto.sections)
     write_outputs(results, out)
+    return results
+
+
+def merge_previous(results: dict[str, Any], previous: Path, sections: list[str]) -> dict[str, Any]:
+    """``results`` of the ``sections`` run, completed from the results file ``previous``
+    (when it exists and parses): without ``kodak``, everything but ``inter`` is the previous
+    file's (its own provenance, protocol and numbers); without ``inter``, the previous
+    ``inter`` section is kept. Nothing is merged when both sections ran."""
+    import json
+
+    if "kodak" in sections and "inter" in sections:
+        return results
+    try:
+        prev = json.loads(previous.read_text())
+    except (OSError, ValueError):
+        return results
+    if not isinstance(prev, dict):
+        return results
+    if "kodak" not in sections and "devices" in prev:
+        return {**prev, "inter": results.get("inter")}
+    if "inter" not in sections and prev.get("inter"):
+        return {**results, "inter": prev["inter"]}
     return results
 
 
@@ -539,6 +621,19 @@ def add_args(p: argparse.ArgumentParser, common: bool = True) -> None:
             default="docs/benchmarks",
             help="where speed.json / speed.md / speed.png / scale.md go",
         )
+        p.add_argument(
+            "--video",
+            default="../shared/data/video",
+            help="folder of the shared clips of the inter section (absent clips are skipped)",
+        )
+        p.add_argument(
+            "--only",
+            choices=["kodak", "inter"],
+            default=None,
+            help="run one section (kodak: encode/batch/decode on Kodak crops and the projection; "
+            "inter: the shared clips at --gop 1 and the default GOP); the other section's "
+            "numbers are kept from the speed.json in --out",
+        )
     p.add_argument(
         "--speed-budgets",
         type=int,
@@ -556,7 +651,7 @@ def add_args(p: argparse.ArgumentParser, common: bool = True) -> None:
     p.add_argument("--repeats", type=int, default=d.repeats, help="interleaved repeats per point")
     p.add_argument(
         "--max-seconds",
-        type=float,
+        type=positive_float,
         default=d.max_seconds,
         help="points predicted to take longer per measurement are projected, not run",
     )
@@ -570,7 +665,10 @@ def add_args(p: argparse.ArgumentParser, common: bool = True) -> None:
         help="iterations of the refined stream",
     )
     p.add_argument(
-        "--decode-threads", type=int, default=d.decode_threads, help="torch threads of the decoder"
+        "--decode-threads",
+        type=int,
+        default=d.decode_threads,
+        help="torch threads of the decoder (both sections)",
     )
     p.add_argument(
         "--speed-crop",
@@ -578,10 +676,13 @@ def add_args(p: argparse.ArgumentParser, common: bool = True) -> None:
         default=d.crop,
         help="frame size for the batch, decode and FLOP measurements",
     )
-    p.add_argument("--speed-lr", type=float, default=d.lr, help="Adam step size of refinement")
+    p.add_argument(
+        "--speed-lr", type=positive_float, default=d.lr, help="Adam step size of refinement"
+    )
     p.add_argument(
         "--devices", nargs="+", default=["cpu", "cuda"], help="cuda is skipped when absent"
     )
+    add_inter_args(p)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -597,10 +698,13 @@ def protocol_from_args(a: argparse.Namespace) -> SpeedProtocol:
     """The :class:`SpeedProtocol` of parsed ``bench speed`` (or ``bench all``) options.
 
     Raises:
-        InputError: --repeats or a batch size < 1, or a negative budget.
+        InputError: --repeats or a batch size < 1, or a negative budget; a bad inter
+            option (:func:`jobs.bench.speed_inter.inter_protocol_from_args`).
     """
     if a.repeats < 1 or any(b < 0 for b in a.speed_budgets) or any(x < 1 for x in a.batches):
         raise InputError("--repeats and --batches must be >= 1 and --speed-budgets >= 0")
+    only = getattr(a, "only", None)
+    inter = inter_protocol_from_args(a)
     return SpeedProtocol(
         budgets=a.speed_budgets,
         sizes=a.sizes,
@@ -614,6 +718,8 @@ def protocol_from_args(a: argparse.Namespace) -> SpeedProtocol:
         crop=a.speed_crop,
         lr=a.speed_lr,
         devices=a.devices,
+        sections=[only] if only else ["kodak", "inter"],
+        inter=inter,
     )
 
 
@@ -621,13 +727,16 @@ def cmd_speed(a: argparse.Namespace) -> int:
     """``relatent bench speed``: measure and write the files.
 
     Raises:
-        InputError: the --kodak folder does not exist, or see :func:`run`.
+        InputError: the --kodak folder does not exist (and the Kodak section runs), or see
+            :func:`run`.
     """
+    proto = protocol_from_args(a)
     kodak = Path(a.kodak)
-    if not kodak.is_dir():
+    if "kodak" in proto.sections and not kodak.is_dir():
         raise InputError(
-            f"--kodak folder {kodak} does not exist", hint="pass --kodak DIR with the Kodak PNGs"
+            f"--kodak folder {kodak} does not exist",
+            hint="pass --kodak DIR with the Kodak PNGs, or --only inter",
         )
-    run(kodak, Path(a.out), protocol_from_args(a))
+    run(kodak, Path(a.out), proto, video=Path(a.video))
     print(f"wrote {Path(a.out) / 'speed.md'} and {Path(a.out) / 'scale.md'}")
     return 0

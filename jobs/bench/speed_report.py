@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from jobs.bench import lib as bl
+from jobs.bench.speed_inter import inter_markdown, plot_inter
 
 __all__ = [
     "CATALOG_HOURS",
@@ -134,8 +135,8 @@ def projection(results: dict[str, Any]) -> dict[str, Any]:
 
 def write_outputs(results: dict[str, Any], out: Path) -> None:
     """Write ``speed.json``, ``speed.png`` (encode frames/s against budget, cost per batch
-    size, decode frames/s; with the provenance in PNG text chunks), ``speed.md`` and
-    ``scale.md`` under ``out`` (created)."""
+    size, decode frames/s, and the inter section's time ratios; with the provenance in PNG
+    text chunks), ``speed.md`` and ``scale.md`` under ``out`` (created)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,8 +145,17 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     bl.write_json(out / "speed.json", results)
     cpu = results["devices"].get("cpu") or next(iter(results["devices"].values()), None)
+    inter_devs = (results.get("inter") or {}).get("devices", {})
+    inter = inter_devs.get("cpu") or next(iter(inter_devs.values()), None)
+    inter = inter if inter and inter["clips"] else None
+    if cpu or inter:
+        n = 3 * bool(cpu) + bool(inter)
+        fig, axes = plt.subplots(1, n, figsize=(5.3 * n, 4.5), squeeze=False)
+        axes = axes[0]
+        if inter:
+            plot_inter(axes[-1], inter)
+            axes[-1].grid(alpha=0.3)
     if cpu:
-        fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
         for s in sorted({p["size"] for p in cpu["encode"]["points"]}):
             pts = [p for p in cpu["encode"]["points"] if p["size"] == s]
             xs = [max(p["budget"], 1) for p in pts]
@@ -177,9 +187,10 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
         )
         axes[2].set_ylabel(f"decode frames/s ({d['size']}x{d['size']})")
         axes[2].set_title(f"ratio refined/unrefined time {d['ratio_refined_over_unrefined']:.3f}")
-        for ax in axes:
+        for ax in axes[:3]:
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7)
+    if cpu or inter:
         fig.tight_layout()
         fig.savefig(out / "speed.png", dpi=100, metadata=bl.png_metadata(results["provenance"]))
         plt.close(fig)
@@ -189,21 +200,30 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
 
 def speed_markdown(results: dict[str, Any]) -> str:
     """``speed.md``: the protocol, then per device encode frames/s, cost per batch size and
-    decode speed, and the FLOPs per iteration."""
+    decode speed, and the FLOPs per iteration; then the inter section (its own provenance)."""
     p = results["protocol"]
     m = results["model"]
     L = ["# Speed and efficiency", "", *bl.provenance_md(results["provenance"]), ""]
-    L += [
-        f"Model: {m['arch']} q{m['quality']} (N={m.get('N')}, M={m.get('M')}). Refinement `campos`, lr {p['lr']}, tol 0. "
-        f"Each point is the median of {p['repeats']} interleaved repeats (order rotated each repeat) on a shared machine; "
-        "ratios are medians of per-repeat ratios. **The CPU encoder is single-threaded by design** (byte determinism): "
-        "the numbers are per core; a machine runs one encoder process per core. "
-        f"Peak memory is the process's resident set (VmHWM, reset before each measurement). Run time {results['seconds'] / 60:.1f} min.",
-        "",
-    ]
+    if results.get("inter") and results["devices"]:
+        L += [
+            "The provenance above is that of the Kodak sections; the inter section at the end "
+            "states its own (`--only` runs one section and keeps the other's numbers).",
+            "",
+        ]
+    if results["devices"]:
+        L += [
+            f"Model: {m['arch']} q{m['quality']} (N={m.get('N')}, M={m.get('M')}). Refinement `campos`, lr {p['lr']}, tol 0. "
+            f"Each point is the median of {p['repeats']} interleaved repeats (order rotated each repeat) on a shared machine; "
+            "ratios are medians of per-repeat ratios. **The CPU encoder is single-threaded by design** (byte determinism): "
+            "the numbers are per core; a machine runs one encoder process per core. "
+            f"Peak memory is the process's resident set (VmHWM, reset before each measurement). Run time {results['seconds'] / 60:.1f} min.",
+            "",
+        ]
     for dev, d in results["devices"].items():
         L += _device_md(dev, d, p)
-    if "cuda" not in results["devices"]:
+    if not results["devices"]:
+        L += ["The Kodak sections (encode, batch sizes, decode, projection) were not run.", ""]
+    elif "cuda" not in results["devices"]:
         L += [
             "No CUDA device on this machine: GPU numbers are projections (see [scale.md](scale.md)).",
             "",
@@ -214,6 +234,8 @@ def speed_markdown(results: dict[str, Any]) -> str:
             "torch.utils.flop_counter, convolutions and matrix products).",
             "",
         ]
+    if results.get("inter"):
+        L += inter_markdown(results["inter"])
     L += ["![speed](speed.png)", ""]
     return "\n".join(L)
 
@@ -315,7 +337,7 @@ def _decode_md(dev: str, dd: dict[str, Any]) -> list[str]:
 def scale_markdown(results: dict[str, Any]) -> str:
     """``scale.md``: every assumption of the projection, then CPU core-hours and (with a
     FLOP count) GPU-hours per hour of 1080p and cluster sizes for the catalog."""
-    pr = results["projection"]
+    pr = results.get("projection") or {}
     L = [
         "# Projection to scale: re-encoding a catalog with refinement",
         "",

@@ -8,10 +8,17 @@ import json
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from fractions import Fraction
 from typing import Any, BinaryIO
 
+from pipeline.bitstream.schema import (
+    HINT_FOREIGN,
+    MAX_HEADER_BYTES,
+    check_carry_info,
+    check_header,
+    loads_bounded,
+)
 from pipeline.errors import (
     BadMagicError,
     BitstreamError,
@@ -89,7 +96,6 @@ FLAG_INTER = 0x02
 # The fixes the errors name.
 HINT_CORRUPT = "the file is corrupt; re-encode or re-download it"
 HINT_CUT_SHORT = "the file was cut short; re-encode or re-download it"
-HINT_FOREIGN = "the file is corrupt or from an incompatible writer"
 HINT_REENCODE = "the file is corrupt; re-encode it"
 
 _HEAD = struct.Struct("<HI")
@@ -176,6 +182,9 @@ class StreamHeader:
         return MAGIC + _HEAD.pack(version, len(body)) + body + U32.pack(crc32(body))
 
 
+_HEADER_FIELDS = tuple(f.name for f in fields(StreamHeader))
+
+
 def version_for(gop: int) -> int:
     """The format version of a stream coded with ``gop`` frames per group:
     :data:`INTER_VERSION` when frames may be P frames, else :data:`VERSION`."""
@@ -208,7 +217,10 @@ def parse_header_version(f: BinaryIO, name: str = "stream") -> tuple[StreamHeade
         TruncatedStreamError: the file ends inside the header.
         UnsupportedVersionError: a format version this reader does not know.
         ChecksumError: the header JSON does not match its CRC.
-        BitstreamError: the header JSON is malformed.
+        BitstreamError: the header JSON is longer than
+            :data:`~pipeline.bitstream.schema.MAX_HEADER_BYTES` (refused before reading
+            it), not JSON, or a field is missing, unknown or out of its bounds
+            (:func:`~pipeline.bitstream.schema.check_header`).
     """
     magic = f.read(len(MAGIC))
     if magic != MAGIC:
@@ -229,15 +241,21 @@ def parse_header_version(f: BinaryIO, name: str = "stream") -> tuple[StreamHeade
             f"{name} uses .rlv format version {version}; this relatent reads {SUPPORTED_VERSIONS}",
             hint="upgrade relatent to a version that supports it",
         )
+    if n > MAX_HEADER_BYTES:
+        raise BitstreamError(
+            f"{name}: header length {n} is above the bound of {MAX_HEADER_BYTES} bytes",
+            hint=HINT_FOREIGN,
+        )
     body = f.read(n)
     crc = f.read(4)
     if len(body) < n or len(crc) < 4:
         raise TruncatedStreamError(f"{name}: header is truncated", hint=HINT_CUT_SHORT)
     if U32.unpack(crc)[0] != crc32(body):
         raise ChecksumError(f"{name}: header CRC mismatch", hint=HINT_CORRUPT)
+    d = check_header(loads_bounded(body, "header is", name), _HEADER_FIELDS, version, name)
     try:
-        header = StreamHeader.from_json(json.loads(body))
-    except (ValueError, TypeError, KeyError) as exc:
+        header = StreamHeader.from_json(d)
+    except (ValueError, TypeError, KeyError, ZeroDivisionError) as exc:
         raise BitstreamError(f"{name}: header is malformed ({exc})", hint=HINT_FOREIGN) from exc
     return header, len(MAGIC) + _HEAD.size + n + 4, version
 
@@ -295,13 +313,17 @@ def _parse_body(body: bytes, where: str) -> Packet:
     return Packet(frame_index, pts, tuple(strings), latent_crc, flags)
 
 
-def read_packet(f: BinaryIO, where: str = "stream") -> Packet:
+def read_packet(f: BinaryIO, where: str = "stream", size: int | None = None) -> Packet:
     """Read one packet at the current position of ``f`` (``where`` names it in errors).
+    ``size``: the bytes the packet must take (its index entry's length), or at most the
+    bytes left in the data when not known exactly (``-size``); the body length is checked
+    against it before the body is read, so a hostile length allocates nothing.
 
     Raises:
         TruncatedStreamError: the file ends inside the packet.
         ChecksumError: the body does not match its CRC.
-        BitstreamError: lost packet sync, or a malformed body.
+        BitstreamError: lost packet sync, a body length other than ``size`` allows, or a
+            malformed body.
     """
     head = f.read(_PKT_HEAD.size)
     if len(head) < _PKT_HEAD.size:
@@ -310,6 +332,17 @@ def read_packet(f: BinaryIO, where: str = "stream") -> Packet:
     if sync != PACKET_SYNC:
         raise BitstreamError(
             f"{where}: lost packet sync", hint="the stream is corrupt or was assembled out of order"
+        )
+    total = _PKT_HEAD.size + n + 4
+    if size is not None and (total != size if size >= 0 else total > -size):
+        if size < 0:
+            raise TruncatedStreamError(
+                f"{where}: packet length {total} overruns the {-size} bytes left",
+                hint=HINT_CUT_SHORT,
+            )
+        raise BitstreamError(
+            f"{where}: packet length {total} differs from its index entry's {size}",
+            hint=HINT_FOREIGN,
         )
     body = f.read(n)
     crc = f.read(4)
@@ -330,7 +363,7 @@ def iter_packets(data: bytes, where: str = "shard") -> Iterator[tuple[int, Packe
     f = io.BytesIO(data)
     while f.tell() < len(data):
         off = f.tell()
-        yield off, read_packet(f, f"{where} @{off}")
+        yield off, read_packet(f, f"{where} @{off}", -(len(data) - off))
 
 
 # --------------------------------------------------------------------------- footer
@@ -425,7 +458,8 @@ def carry_info_of(section: bytes, name: str = "carry section") -> dict[str, Any]
 
     Raises:
         BitstreamError: ``section`` does not start with :data:`CARRY_MAGIC`, or its info
-            is not JSON.
+            is not JSON or not of the shape ``CarryInfo.to_dict`` writes
+            (:func:`~pipeline.bitstream.schema.check_carry_info`).
         TruncatedStreamError: ``section`` ends inside the info or its CRC.
         ChecksumError: the info does not match its CRC.
     """
@@ -437,10 +471,7 @@ def carry_info_of(section: bytes, name: str = "carry section") -> dict[str, Any]
         raise TruncatedStreamError(f"{name}: carry section is truncated", hint=HINT_CUT_SHORT)
     if U32.unpack(crc)[0] != crc32(ij):
         raise ChecksumError(f"{name}: carry info CRC mismatch", hint=HINT_CORRUPT)
-    try:
-        return json.loads(ij)
-    except ValueError as exc:
-        raise BitstreamError(f"{name}: carry info is malformed ({exc})", hint=HINT_CORRUPT) from exc
+    return check_carry_info(loads_bounded(ij, "carry info is", name), name)
 
 
 def read_carry_info(f: BinaryIO, name: str = "carry section") -> dict[str, Any]:
@@ -455,7 +486,18 @@ def read_carry_info(f: BinaryIO, name: str = "carry section") -> dict[str, Any]:
 
 def read_carry_head(f: BinaryIO, name: str, limit: int | None = None) -> tuple[Any, int]:
     """The info of the carry section at the position of ``f`` and the bytes from the
-    section's start to its blob length field; ``limit``: the section's length, if known."""
+    section's start to its blob length field; ``limit``: the section's length, if known
+    (else the bytes left in a seekable ``f``). The info length is checked against it
+    before the info is read.
+
+    Raises:
+        BitstreamError, TruncatedStreamError, ChecksumError: as :func:`carry_info_of`, or
+            an info length that overruns the section.
+    """
+    if limit is None and f.seekable():
+        here = f.tell()
+        limit = f.seek(0, io.SEEK_END) - here
+        f.seek(here)
     head = f.read(8)
     n = U32.unpack_from(head, 4)[0] if len(head) == 8 and head[:4] == CARRY_MAGIC else 0
     if limit is not None and 8 + n + 4 + 12 > limit:

@@ -4,7 +4,6 @@ per-frame stats and the carried streams) and the footer's stats parser."""
 from __future__ import annotations
 
 import io
-import json
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,20 +31,31 @@ from pipeline.bitstream.format import (
     read_carry_head,
     read_packet,
 )
+from pipeline.bitstream.schema import MIN_PACKET_BYTES, check_stats_record, loads_bounded
 from pipeline.errors import BitstreamError, ChecksumError, TruncatedStreamError
 from pipeline.stats import FrameStats
 
-__all__ = ["StreamReader"]
+__all__ = ["STATS_BYTES_PER_FRAME", "StreamReader", "max_footer_bytes"]
 
 
-#: Largest inflated footer stats accepted from a version-3 stream, per frame (bytes).
+#: Largest footer stats accepted per frame (bytes; inflated, for a version-3 stream), plus
+#: 64 KiB for the whole block.
 STATS_BYTES_PER_FRAME = 4096
+_STATS_SLACK = 65536
+#: The footer's fixed fields: magic, count, stats_len, carry fields, CRC (bytes).
+_FOOTER_FIXED = 4 + 8 + 4 + 16 + 4
+
+
+def max_footer_bytes(frames: int) -> int:
+    """The largest footer (magic to CRC) a reader accepts for a stream of ``frames``
+    frames: the index, the stats bound and the fixed fields."""
+    return _FOOTER_FIXED + frames * (ENTRY_STRUCT.size + STATS_BYTES_PER_FRAME) + _STATS_SLACK
 
 
 def _inflate_stats(raw: bytes, frames: int, name: str) -> bytes:
     """The zlib-compressed stats of a version-3 footer, inflated with a bound (so a hostile
     stream cannot make the reader allocate more than ~4 KiB a frame)."""
-    limit = STATS_BYTES_PER_FRAME * max(1, frames) + 65536
+    limit = STATS_BYTES_PER_FRAME * max(1, frames) + _STATS_SLACK
     try:
         d = zlib.decompressobj()
         out = d.decompress(raw, limit)
@@ -58,18 +68,21 @@ def _inflate_stats(raw: bytes, frames: int, name: str) -> bytes:
     return out
 
 
-def _parse_stats(raw: bytes, name: str) -> list[FrameStats]:
-    """The footer's ``stats_json`` as :class:`FrameStats` (``name``: the stream, for errors)."""
-    try:
-        records = json.loads(raw)["frames"]
-        if not isinstance(records, list):
-            raise TypeError(f"'frames' is a {type(records).__name__}, not a list")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BitstreamError(
-            f"{name}: footer stats are malformed ({exc})", hint=HINT_FOREIGN
-        ) from exc
+def _parse_stats(raw: bytes, frames: int, name: str) -> list[FrameStats]:
+    """The footer's ``stats_json`` as :class:`FrameStats` (at most one record per frame of
+    the ``frames``; ``name``: the stream, for errors)."""
+    doc = loads_bounded(raw, "footer stats are", name)
+    records = doc.get("frames") if isinstance(doc, dict) else None
+    if not isinstance(records, list) or len(records) > frames:
+        why = (
+            f"{len(records)} records for {frames} frames"
+            if isinstance(records, list)
+            else "not an object with a 'frames' list"
+        )
+        raise BitstreamError(f"{name}: footer stats are malformed ({why})", hint=HINT_FOREIGN)
     stats = []
     for n, record in enumerate(records):
+        check_stats_record(record, n, name)
         try:
             stats.append(FrameStats.from_stream(record))
         except (KeyError, TypeError, ValueError) as exc:
@@ -114,65 +127,118 @@ class StreamReader:
             raise
 
     def _load(self) -> None:
-        f = self._f
+        f, name = self._f, self.name
         f.seek(0)
-        self.header, self.header_size, self.version = parse_header_version(f, self.name)
+        self.header, self.header_size, self.version = parse_header_version(f, name)
         end = f.seek(0, io.SEEK_END)
-        if end < self.header_size + TRAILER_SIZE:
-            raise TruncatedStreamError(
-                f"{self.name}: no footer (file is truncated)", hint=HINT_CUT_SHORT
+        fc = self.header.frame_count
+        # Every frame takes a packet and an index entry: bound frame_count by the file.
+        if self.header_size + fc * (MIN_PACKET_BYTES + ENTRY_STRUCT.size) + TRAILER_SIZE > end:
+            if end < self.header_size + TRAILER_SIZE:
+                raise TruncatedStreamError(
+                    f"{name}: no footer (file is truncated)", hint=HINT_CUT_SHORT
+                )
+            raise BitstreamError(
+                f"{name}: header field 'frame_count' is invalid ({fc} frames cannot fit in "
+                f"{end} bytes)",
+                hint=HINT_FOREIGN,
             )
         f.seek(end - TRAILER_SIZE)
         trailer = f.read(TRAILER_SIZE)
         (footer_off,) = U64.unpack(trailer[:8])
         if trailer[8:] != END_MAGIC or not self.header_size <= footer_off < end - TRAILER_SIZE:
-            raise TruncatedStreamError(
-                f"{self.name}: footer missing or truncated", hint=HINT_CUT_SHORT
+            raise TruncatedStreamError(f"{name}: footer missing or truncated", hint=HINT_CUT_SHORT)
+        size = end - TRAILER_SIZE - footer_off
+        if size > max_footer_bytes(fc):
+            raise BitstreamError(
+                f"{name}: footer of {size} bytes is above the bound for {fc} frames "
+                f"({max_footer_bytes(fc)})",
+                hint=HINT_FOREIGN,
             )
         f.seek(footer_off)
-        block = f.read(end - TRAILER_SIZE - footer_off)
+        block = f.read(size)
         if len(block) < 4 or U32.unpack(block[-4:])[0] != crc32(block[:-4]):
-            raise ChecksumError(f"{self.name}: footer CRC mismatch", hint=HINT_CORRUPT)
+            raise ChecksumError(f"{name}: footer CRC mismatch", hint=HINT_CORRUPT)
         body = block[:-4]
         if body[:4] != FOOTER_MAGIC:
-            raise BitstreamError(f"{self.name}: footer magic missing", hint="the file is corrupt")
+            raise BitstreamError(f"{name}: footer magic missing", hint="the file is corrupt")
+        tail = 16 if self.version >= CARRY_VERSION else 0  # the carry fields
+        if len(body) < 12 + 4 + tail:
+            raise BitstreamError(
+                f"{name}: footer is too short ({len(body)} bytes)", hint=HINT_FOREIGN
+            )
         (count,) = U64.unpack_from(body, 4)
-        pos = 12
+        if count != fc:
+            raise BitstreamError(
+                f"{name}: index lists {count} frames, header declares {fc}",
+                hint="the stream was assembled incompletely",
+            )
+        pos = 12 + count * ENTRY_STRUCT.size
+        if pos + 4 + tail > len(body):
+            raise BitstreamError(
+                f"{name}: footer index of {count} entries overruns the footer", hint=HINT_FOREIGN
+            )
         self.index = [
-            IndexEntry(*ENTRY_STRUCT.unpack_from(body, pos + i * ENTRY_STRUCT.size))
+            IndexEntry(*ENTRY_STRUCT.unpack_from(body, 12 + i * ENTRY_STRUCT.size))
             for i in range(count)
         ]
-        pos += count * ENTRY_STRUCT.size
         (slen,) = U32.unpack_from(body, pos)
-        #: The per-frame statistics the encoder recorded, in stream order.
+        if pos + 4 + slen + tail != len(body):
+            raise BitstreamError(
+                f"{name}: footer stats length {slen} does not fit the footer "
+                f"({len(body) - pos - 4 - tail} bytes left)",
+                hint=HINT_FOREIGN,
+            )
         raw = body[pos + 4 : pos + 4 + slen]
         if self.version >= INTER_VERSION:
-            raw = _inflate_stats(raw, self.header.frame_count, self.name)
-        self.stats: list[FrameStats] = _parse_stats(raw, self.name)
+            raw = _inflate_stats(raw, fc, name)
+        elif slen > STATS_BYTES_PER_FRAME * fc + _STATS_SLACK:
+            raise BitstreamError(f"{name}: footer stats are above their bound", hint=HINT_FOREIGN)
+        #: The per-frame statistics the encoder recorded, in stream order.
+        self.stats: list[FrameStats] = _parse_stats(raw, fc, name)
         pos += 4 + slen
         #: Where the carry section is (None: no section, or a version 1 stream).
         self.carry: CarryRef | None = None
+        packets_end = footer_off
         if self.version >= CARRY_VERSION:
-            if len(body) < pos + 16:
-                raise BitstreamError(f"{self.name}: footer has no carry fields", hint=HINT_FOREIGN)
             c_off, c_len = U64.unpack_from(body, pos)[0], U64.unpack_from(body, pos + 8)[0]
-            if c_len:
+            if c_len or c_off:
                 if (
                     c_off < self.header_size
                     or c_off + c_len != footer_off
                     or c_len < CARRY_FIXED_SIZE
                 ):
                     raise BitstreamError(
-                        f"{self.name}: carry section [{c_off}, {c_off + c_len}) does not end at the footer ({footer_off})",
+                        f"{name}: carry section [{c_off}, {c_off + c_len}) does not end at the footer ({footer_off})",
                         hint="the stream was assembled incompletely; re-encode it",
                     )
                 self.carry = CarryRef(c_off, c_len)
-        if count != self.header.frame_count:
-            raise BitstreamError(
-                f"{self.name}: index lists {count} frames, header declares {self.header.frame_count}",
-                hint="the stream was assembled incompletely",
-            )
+                packets_end = c_off
+        self._check_index(packets_end)
         self.footer_offset = footer_off
+
+    def _check_index(self, packets_end: int) -> None:
+        """Every index entry inside ``[header_size, packets_end)``, in frame order, without
+        overlaps, at least a minimal packet long."""
+        prev_end, prev_frame = self.header_size, -1
+        for n, e in enumerate(self.index):
+            if not (
+                e.offset >= prev_end
+                and e.offset + e.length <= packets_end
+                and e.length >= MIN_PACKET_BYTES
+            ):
+                raise BitstreamError(
+                    f"{self.name}: index entry {n} points outside the stream "
+                    f"([{e.offset}, {e.offset + e.length}) is not within [{prev_end}, {packets_end}))",
+                    hint=HINT_FOREIGN,
+                )
+            if e.frame_index <= prev_frame:
+                raise BitstreamError(
+                    f"{self.name}: index entry {n} has frame {e.frame_index}, not above "
+                    f"the previous entry's {prev_frame}",
+                    hint=HINT_FOREIGN,
+                )
+            prev_end, prev_frame = e.offset + e.length, e.frame_index
 
     def __len__(self) -> int:
         return len(self.index)
@@ -189,7 +255,7 @@ class StreamReader:
             raise IndexError(f"frame {n} out of range 0..{len(self.index) - 1}")
         e = self.index[n]
         self._f.seek(e.offset)
-        p = read_packet(self._f, f"{self.name} frame {n}")
+        p = read_packet(self._f, f"{self.name} frame {n}", e.length)
         if p.frame_index != e.frame_index:
             raise BitstreamError(
                 f"{self.name}: index points frame {e.frame_index} at a packet of frame {p.frame_index}",

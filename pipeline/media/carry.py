@@ -212,9 +212,9 @@ class CarryInfo:
                 video=dict(d.get("video", {})),
                 span=tuple(d.get("span", (None, None))),  # type: ignore[arg-type]
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ConfigError(
-                f"carry info is incomplete or malformed ({exc})",
+                f"carry info is incomplete or malformed ({type(exc).__name__}: {exc})",
                 hint="pass a dict written by CarryInfo.to_dict",
             ) from exc
 
@@ -603,7 +603,14 @@ class CarryMuxer:
         self._input: av.container.InputContainer | None = None
         if not self.blob or not info.streams:
             return
-        with av.open(io.BytesIO(self.blob)) as blob_in:
+        try:
+            blob_in = av.open(io.BytesIO(self.blob))
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise BitstreamError(
+                f"{dst}: the carry blob is not a readable {info.format or 'media'} file ({exc})",
+                hint="the stream is corrupt; decode with --video-only, or re-encode it",
+            ) from exc
+        with blob_in:
             if len(blob_in.streams) != len(info.streams):
                 raise BitstreamError(
                     f"{dst}: the carry blob holds {len(blob_in.streams)} streams, its info lists "

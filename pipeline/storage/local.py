@@ -3,7 +3,19 @@
 Writes are atomic: a hidden temporary file (``.<name>.<random>.rltmp``) in the destination
 directory is written, fsynced and moved into place with :func:`os.replace`; create-only
 writes use :func:`os.link`, which fails when the destination exists. Parent directories are
-created as needed, like S3 which has no directories.
+created as needed, like S3 which has no directories. Files are created with mode
+``0666 & ~umask`` (and any default ACL), like ``open(path, "wb")``: the committed file has
+the mode every other file tool would give it.
+
+Leftovers of killed writers: the writer holds an exclusive ``flock`` on its temporary file
+from creation until it is published or removed, and the kernel drops that lock when the
+process dies, even by ``SIGKILL``. :func:`remove_stale_temps` removes a temporary file only
+when it can take that lock (its writer is gone); a live writer's file, of this process or
+another, is never touched. Every :meth:`LocalBackend.open_write` first removes the stale
+temporary files of its own target name (a rerun cleans what the killed run left), and
+:func:`cluster.commit.clean_staging` removes those under a committed video's staging folder.
+On a filesystem without ``flock`` a temporary file is removed only once it has not been
+modified for :data:`STALE_TEMP_AGE` seconds (the default lease TTL).
 
 Compare-and-swap uses ``os.link`` (create) and an exclusive ``flock`` of the directory
 (replace, delete), with the content MD5 as the ETag (what S3 reports for a single-part
@@ -13,8 +25,12 @@ upload). ``OSError`` is translated into the :mod:`pipeline.errors` storage error
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
-import tempfile
+import re
+import secrets
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -29,13 +45,24 @@ from pipeline.storage.backend import ObjectInfo, content_etag, lost_race, strip_
 from pipeline.storage.uri import local_path, same_form
 
 __all__ = [
+    "STALE_TEMP_AGE",
     "TMP_SUFFIX",
     "LocalBackend",
+    "is_temp_name",
     "local_error",
     "local_errors",
+    "remove_stale_temps",
 ]
 
 TMP_SUFFIX = ".rltmp"  # local temporary files: ".<name>.<random>.rltmp" next to the target
+
+#: Seconds after its last change that a temporary file counts as abandoned where ``flock``
+#: is not available (the default lease TTL, ``--lease-ttl``); with ``flock`` the lock decides.
+STALE_TEMP_AGE = 900.0
+
+# ".<name>.<random>.rltmp": <random> is hex here, [a-z0-9_] in the mkstemp names of earlier
+# versions; never a dot, so "o.rlv" does not claim the temporary files of "o.rlv.x".
+_TEMP_RANDOM = re.compile(r"[A-Za-z0-9_]+")
 
 
 # --------------------------------------------------------------------------- errors
@@ -90,10 +117,116 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def is_temp_name(filename: str, target_name: str | None = None) -> bool:
+    """Whether ``filename`` is a local temporary file (``.<name>.<random>.rltmp``); with
+    ``target_name``, one of the file ``target_name`` (same directory)."""
+    if not (filename.startswith(".") and filename.endswith(TMP_SUFFIX)):
+        return False
+    if target_name is None:
+        return True
+    head = f".{target_name}."
+    middle = filename[len(head) : -len(TMP_SUFFIX)]
+    return filename.startswith(head) and bool(_TEMP_RANDOM.fullmatch(middle))
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (not removed or replaced)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _try_lock(fd: int) -> bool | None:
+    """Take the exclusive ``flock`` of ``fd`` without waiting: True when taken, False when
+    another open file holds it, None when the filesystem has no ``flock``."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return None
+        raise
+    return True
+
+
+def _remove_if_stale(path: Path, now: float) -> bool:
+    """Remove the temporary file ``path`` if its writer is gone (see the module docstring);
+    True when removed. Files this user cannot open are left alone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # gone already, a symlink, or not ours to read
+        return False
+    try:
+        locked = _try_lock(fd)
+        if locked is False:
+            return False  # a live writer holds it
+        if locked is None and now - os.fstat(fd).st_mtime < STALE_TEMP_AGE:
+            return False  # no locks here: only abandoned (old) files go
+        if not _same_file(fd, path):
+            return False  # published or removed meanwhile
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_stale_temps(
+    directory: str | os.PathLike[str], *, name: str | None = None, recursive: bool = False
+) -> list[Path]:
+    """Remove the temporary files in ``directory`` (``recursive``: and below it) whose
+    writer is gone: killed, crashed or interrupted. With ``name``, only those of the target
+    file ``name``. A temporary file a live process is writing is never removed (its writer
+    holds an exclusive ``flock`` on it; without ``flock``, only files unchanged for
+    :data:`STALE_TEMP_AGE` seconds go). Returns the removed paths; a missing directory and
+    files that vanish or cannot be opened are skipped.
+
+    Raises:
+        OSError: only for errors other than a missing or unreadable file (e.g. EIO).
+    """
+    root = Path(directory)
+    now = time.time()
+    removed: list[Path] = []
+    walk = os.walk(root) if recursive else [(str(root), [], _names(root))]
+    for dirpath, _dirs, filenames in walk:
+        for fn in filenames:
+            if is_temp_name(fn, name):
+                p = Path(dirpath, fn)
+                if _remove_if_stale(p, now):
+                    removed.append(p)
+    return removed
+
+
+def _names(directory: Path) -> list[str]:
+    """The names in ``directory`` (none when it is missing or unreadable)."""
+    try:
+        return os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return []
+
+
 def _local_temp(target: Path) -> tuple[int, Path]:
+    """Create and lock a new temporary file next to ``target``: the descriptor (held locked
+    by this process until it is closed) and the path. Mode ``0666 & ~umask``, like
+    ``open(path, "wb")``. Stale temporary files of ``target`` are removed first."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
-    return fd, Path(tmp)
+    remove_stale_temps(target.parent, name=target.name)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    for _ in range(100):
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        if _try_lock(fd) is not False and _same_file(fd, tmp):
+            return fd, tmp
+        os.close(fd)  # another run's cleanup took it between the create and the lock
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(target))
 
 
 def _local_publish(tmp: Path, target: Path, uri: str, if_none_match: bool) -> None:
@@ -192,17 +325,19 @@ class LocalBackend:
         target = local_path(uri)
         with local_errors(uri, "write"):
             fd, tmp = _local_temp(target)
+        f = os.fdopen(fd, "wb")
         try:
-            with os.fdopen(fd, "wb") as f:
-                yield f  # type: ignore[misc]
-                with local_errors(uri, "write"):
-                    f.flush()
-                    os.fsync(f.fileno())
+            yield f  # type: ignore[misc]
             with local_errors(uri, "write"):
+                f.flush()
+                os.fsync(f.fileno())
                 _local_publish(tmp, target, uri, if_none_match)
         finally:
+            # Removed while the lock is still held (closing the file releases it).
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+            with contextlib.suppress(OSError):  # flushed and fsynced already on success
+                f.close()
 
     def write_bytes(self, uri: str, data: bytes, *, if_none_match: bool = False) -> None:
         """Temporary file in the same directory + fsync + rename.
@@ -313,7 +448,7 @@ class LocalBackend:
                     first = fn if rel == "." else rel.split(os.sep, 1)[0]
                     if not first.startswith(name_prefix):
                         continue
-                    if fn.startswith(".") and fn.endswith(TMP_SUFFIX):
+                    if is_temp_name(fn):
                         continue  # an in-flight atomic write
                     if not keep(fn):
                         continue

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -389,18 +390,24 @@ def test_warm_start_and_budget_on_ray_match_relatent_encode(
 
 
 @pytest.mark.parametrize(
-    "refine_kw",
+    ("refine_kw", "shard_frames", "starts"),
     [
-        {"method": "none", "gop": 3},
-        {"iters": 3, "lr": 5e-3, "tol": 0.0, "gop": 4, "warm_start": True, "warm_threshold": 1e9},
+        ({"method": "none", "gop": 3}, 5, [0, 6, 12]),
+        # two GOPs a shard (batch 2: in lockstep); lr 0.2: this random model's latents gain
+        # only at large steps, so refined P frames are coded
+        (
+            {"iters": 3, "lr": 0.2, "tol": 0.0, "gop": 4, "warm_start": True, "warm_threshold": 1e9},
+            9, [0, 8],
+        ),
     ],
-)
+)  # fmt: skip
 def test_gop_streams_on_ray_match_relatent_encode(
-    ray_local, tmp_path, clips, checkpoint, refine_kw
+    ray_local, tmp_path, clips, checkpoint, refine_kw, shard_frames, starts
 ) -> None:
     """Inter-coded streams through the Ray path: shards cut on the GOP (shard_frames is not a
-    multiple of it), two actors, the same bytes as `relatent encode`; a version-3 stream."""
-    from pipeline.bitstream import StreamReader
+    multiple of it) in several layouts, two actors, the same bytes as `relatent encode`; a
+    version-3 stream. In-process, more layouts: tests/cluster/test_gop_shards.py."""
+    from pipeline.bitstream import FLAG_INTER, FLAG_REFINED, StreamReader
     from pipeline.config import RefineConfig
 
     refine = RefineConfig(**refine_kw)
@@ -413,7 +420,7 @@ def test_gop_streams_on_ray_match_relatent_encode(
         out=str(tmp_path / "out"),
         model=ModelSpec(checkpoint=str(checkpoint), quality=3),
         refine=refine,
-        shard_frames=5,
+        shard_frames=shard_frames,
         batch=2,
         cluster=ClusterConfig(actors=2, max_inflight=2),
     )
@@ -421,11 +428,41 @@ def test_gop_streams_on_ray_match_relatent_encode(
     assert v.status == "committed" and Path(v.stream).read_bytes() == ref.read_bytes()
     with StreamReader(v.stream) as r:
         assert r.version == 3 and r.header.gop == refine.gop
+        flags = [p.flags for p in r]
+    assert any(f & FLAG_INTER for f in flags)
+    assert any(f & FLAG_INTER and f & FLAG_REFINED for f in flags) == refine.active
     rows = mf.read_rows(v.manifest).to_pylist()
-    starts = [
+    shard_starts = [
         r["frame_index"]
         for r in rows
         if r["frame_index"] == 0 or r["shard"] != rows[r["frame_index"] - 1]["shard"]
     ]
-    assert len(starts) > 1 and all(s % refine.gop == 0 for s in starts)
+    assert shard_starts == starts  # cut on the GOP
     assert mf.read_summary(v.manifest)["container_version"] == 3
+
+
+def test_bad_s3_credentials_exit_6_on_every_path(
+    ray_local, tmp_path, clips, checkpoint, s3_server, s3_prefix, capsys
+) -> None:
+    """Storage refusing the job's credentials is the storage error's exit code (6, README),
+    not 1 (some videos failed): moto then checks signatures, and the session's keys were
+    never issued (403 InvalidAccessKeyId). Inside a Ray task (the prepare task reading the
+    source: the error arrives wrapped in a RayTaskError) and on the driver (the checkpoint)."""
+    from jobs.cli import main
+
+    src = upload(clips["a"], s3_prefix + "in/a.mp4")
+    ckpt = upload(checkpoint, s3_prefix + "ckpt.pth")
+    out = s3_prefix + "out/"
+    base = ["transcode", src, "--out", out, "--quality", "3", "--iters", "2", "--tol", "0",
+            "--actors", "1", "--shard-frames", "8", "--no-progress"]  # fmt: skip
+    with s3_server.enforce_auth():
+        for ck in (str(checkpoint), ckpt):  # task path, then driver path
+            assert main([*base, "--checkpoint", ck]) == 6
+            out_s, err = capsys.readouterr()
+            denied = src if ck == str(checkpoint) else ckpt
+            line = (
+                f"relatent transcode: error: cannot (stat|read) {re.escape(denied)}: access denied"
+            )
+            assert re.search(line, err) and "check the AWS credentials" in err, err
+            assert "Traceback" not in err and "testing" not in out_s + err
+    assert [u for u in storage.list_prefix(out) if u.endswith((".rlv", ".parquet"))] == []

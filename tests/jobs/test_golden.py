@@ -13,6 +13,8 @@ had been checked against the originals before that (commits 48f386a..be5beab).
 ``golden_gop.rlv`` (format version 3, P frames) was added with inter-frame coding, and
 ``golden_sga.rlv`` re-made with ``--gop 3`` when ``--grid`` became its deprecated alias;
 both version-3 files were re-made once more when version 3's footer stats became zlib-compressed.
+``golden_sga.rlv`` was re-made when P frames began to be refined under their conditional
+rate (issue 17 item 5: the decoder is unchanged; the encoder's latents differ).
 
 Any later refactoring that changes one byte of what ``encode`` writes for the same input,
 model and options fails here. A deliberate format change must say so and replace the files
