@@ -182,6 +182,7 @@ def check_video(
     manifests: set[str] | None = None,
     *,
     explain: bool = True,
+    video_stream: int | None = None,
 ) -> CatalogItem:
     """Plan one video. ``manifests`` (names from :func:`list_manifests`) saves a request
     per video that has none; ``None`` reads the manifest directly (a fresh check).
@@ -191,7 +192,7 @@ def check_video(
     Raises:
         StorageError: a manifest or the source cannot be read.
     """
-    vid = video_id(obj.uri, ident, refine, carry)
+    vid = video_id(obj.uri, ident, refine, carry, video_stream)
     paths = OutputPaths.for_video(out, vid)
     item = CatalogItem(obj.uri, vid, obj.size, "encode")
     summary = None
@@ -255,6 +256,7 @@ def plan_catalog(
     refine: RefineConfig,
     carry: bool,
     threads: int = 16,
+    video_stream: int | None = None,
 ) -> list[CatalogItem]:
     """:func:`check_video` for every listed video (``threads`` at a time: each check is a
     few small requests), in listing order.
@@ -265,7 +267,14 @@ def plan_catalog(
     objs = list(objs)
     manifests = list_manifests(out)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        return list(pool.map(lambda o: check_video(o, out, ident, refine, carry, manifests), objs))
+        return list(
+            pool.map(
+                lambda o: check_video(
+                    o, out, ident, refine, carry, manifests, video_stream=video_stream
+                ),
+                objs,
+            )
+        )
 
 
 # --------------------------------------------------------------------------- the run
@@ -386,7 +395,10 @@ def run_catalog(
             f"no videos under {run.src} (extensions {' '.join(suffixes)})",
             hint="check the catalog prefix (S3 prefixes are case-sensitive) or pass --ext",
         )
-    items = plan_catalog(objs, run.out, ident, refine, carry, threads=run.plan_threads)
+    items = plan_catalog(
+        objs, run.out, ident, refine, carry, threads=run.plan_threads,
+        video_stream=template.video_stream,
+    )  # fmt: skip
     t_plan = time.time()
     if run.dry_run:
         return CatalogOutcome(items, rp.count_items(items))
@@ -399,7 +411,10 @@ def run_catalog(
     t_enc = t_plan
 
     def recheck(item: CatalogItem) -> CatalogItem:
-        return check_video(by_obj[item.video_id], run.out, ident, refine, carry, explain=False)
+        return check_video(
+            by_obj[item.video_id], run.out, ident, refine, carry, explain=False,
+            video_stream=template.video_stream,
+        )  # fmt: skip
 
     def hook(event: str, fields: dict[str, Any]) -> None:
         if event in ("video_committed", "video_failed", "video_skipped"):

@@ -116,8 +116,10 @@ def clean_staging(paths: OutputPaths) -> int:
     for o in objs:
         storage.delete(o.uri)
     if not storage.is_s3(paths.staging_root):
-        # Remove the emptied local directories too (S3 has none).
+        # Remove what killed writers left (never a live writer's file) and the emptied
+        # local directories (S3 has none).
         root = storage.local_path(paths.staging_root)
+        storage.remove_stale_temps(root, recursive=True)
         for d in sorted(root.glob("**/"), key=lambda p: len(p.parts), reverse=True):
             with contextlib.suppress(OSError):
                 d.rmdir()

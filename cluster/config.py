@@ -149,6 +149,8 @@ class TranscodeJob:
             section, like ``relatent encode`` does by default.
         drop_broken: a corrupt audio stream is left out of the carry section (a warning,
             and a ``dropped_streams`` record in the manifest) instead of failing its video.
+        video_stream: the number of each source's video stream to code (``--video-stream``;
+            None: the default-flagged, then the largest; the others are named in warnings).
         job_id: free-form label used in logs and metric tags.
     """
 
@@ -163,6 +165,7 @@ class TranscodeJob:
     carry: bool = True
     drop_broken: bool = False
     job_id: str = "transcode"
+    video_stream: int | None = None
 
     def validate(self) -> TranscodeJob:
         """``self``, once every field (the refine and cluster configs too) is checked.
@@ -187,6 +190,10 @@ class TranscodeJob:
             raise ConfigError(f"keyframe_slack {self.keyframe_slack} must be in [0, 1)")
         if self.batch < 1:
             raise ConfigError(f"batch {self.batch} must be at least 1")
+        if self.video_stream is not None and self.video_stream < 0:
+            raise ConfigError(
+                f"--video-stream {self.video_stream} must be a stream number (0 or more)"
+            )
         self.refine.validate()
         self.cluster.validate()
         return self

@@ -194,13 +194,14 @@ class Driver:
             and len(self.queue) < 2 * self.cfg.slots
         ):
             source = pending.popleft()
-            vid = video_id(source, self.ident, self.refine, self.carry)
+            vid = video_id(source, self.ident, self.refine, self.carry, self.job.video_stream)
             video = _Video(VideoResult(source, vid), OutputPaths.for_video(self.job.out, vid))
             self.videos.append(video)
             self.report.videos.append(video.result)
             ref = prepare_task.options(**helper_task_options()).remote(
-                source, self.job.out, self.ident, self.refine, self.carry, self.job.drop_broken
-            )
+                source, self.job.out, self.ident, self.refine, self.carry, self.job.drop_broken,
+                self.job.video_stream,
+            )  # fmt: skip
             self.refs[ref] = ("prepare", video)
             inflight += 1
 

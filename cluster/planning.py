@@ -87,26 +87,40 @@ def source_stem(uri: str) -> str:
     return stem[:80]
 
 
-def output_key(source: str, model: ModelIdentity, refine: RefineConfig, carry: bool = True) -> str:
-    """12 hex digits from (source, model, resolved config, carry, container version)."""
-    return _digest(
-        {
-            "carry": carry,
-            "source": source,
-            "arch": model.arch,
-            "quality": model.quality,
-            "lmbda": model.lmbda,
-            "weights": model.weights_sha256,
-            "tables": model.tables_sha256,
-            "refine": refine.hash(),
-            "container": STREAM_VERSION,
-        }
-    )
+def output_key(
+    source: str,
+    model: ModelIdentity,
+    refine: RefineConfig,
+    carry: bool = True,
+    video_stream: int | None = None,
+) -> str:
+    """12 hex digits from (source, model, resolved config, carry, container version, and the
+    ``--video-stream`` choice when one is made)."""
+    doc: dict[str, object] = {
+        "carry": carry,
+        "source": source,
+        "arch": model.arch,
+        "quality": model.quality,
+        "lmbda": model.lmbda,
+        "weights": model.weights_sha256,
+        "tables": model.tables_sha256,
+        "refine": refine.hash(),
+        "container": STREAM_VERSION,
+    }
+    if video_stream is not None:  # the default choice keeps the keys of earlier runs
+        doc["video_stream"] = video_stream
+    return _digest(doc)
 
 
-def video_id(source: str, model: ModelIdentity, refine: RefineConfig, carry: bool = True) -> str:
+def video_id(
+    source: str,
+    model: ModelIdentity,
+    refine: RefineConfig,
+    carry: bool = True,
+    video_stream: int | None = None,
+) -> str:
     """The output name of ``source``: ``<source stem>-<output key>``."""
-    return f"{source_stem(source)}-{output_key(source, model, refine, carry)}"
+    return f"{source_stem(source)}-{output_key(source, model, refine, carry, video_stream)}"
 
 
 @dataclass(frozen=True)

@@ -45,9 +45,9 @@ log = logging.getLogger("relatent.cluster")
 Warn = Callable[[str], None]
 
 
-def probe_source(source: str, etag: str) -> media.VideoInfo:
+def probe_source(source: str, etag: str, video_stream: int | None = None) -> media.VideoInfo:
     """Probe ``source`` (packets only, no decoding), refusing an S3 object whose ETag is no
-    longer ``etag``.
+    longer ``etag``; ``video_stream`` as for :func:`pipeline.media.probe`.
 
     Raises:
         InputError: the S3 object changed since it was stat-ed.
@@ -62,12 +62,15 @@ def probe_source(source: str, etag: str) -> media.VideoInfo:
                     f"{source} changed while the job was starting",
                     hint="rerun the job once the upload is complete",
                 )
-            return media.probe(f)
-    return media.probe(source)
+            return media.probe(f, video_stream=video_stream)
+    return media.probe(source, video_stream=video_stream)
 
 
 def stage_carry(
-    source: str, drop_broken: bool = False, warn: Warn | None = None
+    source: str,
+    drop_broken: bool = False,
+    warn: Warn | None = None,
+    video_stream: int | None = None,
 ) -> tuple[bytes, int]:
     """The carry section ``relatent encode`` writes for ``source`` (whole video,
     :func:`pipeline.bitstream.carry_bytes`), and how many corrupt streams ``drop_broken``
@@ -79,9 +82,13 @@ def stage_carry(
     """
     if storage.is_s3(source):
         with storage.open_read(source) as f:
-            blob, info = media.extract_carry(f, drop_broken=drop_broken, warn=warn)
+            blob, info = media.extract_carry(
+                f, drop_broken=drop_broken, warn=warn, video_stream=video_stream
+            )
     else:
-        blob, info = media.extract_carry(source, drop_broken=drop_broken, warn=warn)
+        blob, info = media.extract_carry(
+            source, drop_broken=drop_broken, warn=warn, video_stream=video_stream
+        )
     broken = sum(d.kind == "broken" for d in info.dropped)
     return carry_bytes(info.to_dict(), blob), broken
 
@@ -115,11 +122,17 @@ def _reuse_staged(
 
 
 def _stage(
-    source: str, etag: str, staging: str, carry: bool, drop_broken: bool, warn: Warn
+    source: str,
+    etag: str,
+    staging: str,
+    carry: bool,
+    drop_broken: bool,
+    warn: Warn,
+    video_stream: int | None = None,
 ) -> _Probed:
     """Probe ``source`` and stage the result (and, with ``carry``, the carry section,
     written first: ``probe.json`` marks the prepare step complete)."""
-    info = probe_source(source, etag)
+    info = probe_source(source, etag, video_stream)
     if info.frame_count < 1:
         raise CorruptSourceError(f"{source}: no decodable frames", hint="check the source")
     warnings: list[str] = []
@@ -128,9 +141,10 @@ def _stage(
         warnings.append(msg)
         warn(msg)
 
+    media.warn_left_out(info, note)  # video streams not coded
     carry_size, broken = 0, 0
     if carry:
-        section, broken = stage_carry(source, drop_broken, note)
+        section, broken = stage_carry(source, drop_broken, note, info.stream_index)
         storage.write_bytes(carry_uri(staging), section)
         carry_size = len(section)
     doc = {
@@ -152,8 +166,13 @@ def prepare_video(
     carry: bool = True,
     drop_broken: bool = False,
     warn: Warn | None = None,
+    video_stream: int | None = None,
 ) -> VideoPlan:
     """Probe one source (packets only, no decoding) and decide what to do with it.
+
+    ``video_stream`` is the number of the video stream to code (None: the default choice,
+    see :func:`pipeline.media.probe`); the video streams not coded are reported through
+    ``warn``.
 
     Returns a :class:`VideoPlan`; ``skipped=True`` when a committed manifest already
     matches this source version, model and config. The probe result goes to staging so the
@@ -170,7 +189,7 @@ def prepare_video(
     """
     warn = warn or log.warning
     st = storage.stat(source)
-    key = output_key(source, ident, refine, carry)
+    key = output_key(source, ident, refine, carry, video_stream)
     vid = f"{source_stem(source)}-{key}"
     paths = OutputPaths.for_video(out, vid)
     fp = staging_fingerprint(key, st.etag, st.version)
@@ -201,7 +220,7 @@ def prepare_video(
         )
     probed = _reuse_staged(staging, st.etag, carry, drop_broken, warn)
     if probed is None:
-        probed = _stage(source, st.etag, staging, carry, drop_broken, warn)
+        probed = _stage(source, st.etag, staging, carry, drop_broken, warn, video_stream)
     info = probed.info
     return VideoPlan(
         **base,

@@ -8,17 +8,21 @@ one library function and prints its result. The subcommands live in :mod:`jobs.c
 :func:`main` is the only place where errors become exit codes: an error from the library's
 hierarchy (:mod:`pipeline.errors`) becomes a one-line message on stderr and its class's
 ``exit_code`` (2 config, 3 source, 4 bitstream, 5 model, 6 storage, 7 cluster); Ctrl-C
-exits 130. Building the parser imports neither torch nor ray (``relatent --help`` starts
+exits 130, SIGTERM 143 (both after removing the temporary file of an unfinished output). Building the parser imports neither torch nor ray (``relatent --help`` starts
 fast); each command imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 from jobs import codec_cmds, model_cmds
 from pipeline.errors import RelatentError
@@ -47,6 +51,29 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     from jobs import bench
 
     bench.add_parser(sub)
+
+
+class _Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so that ``finally`` blocks (the temporary files
+    of atomic writes) run before the process exits 143 (128 + SIGTERM)."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` for the block (main thread only; the previous
+    handler is restored afterwards)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --------------------------------------------------------------------------- main
@@ -81,13 +108,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_unwinds():
+            return int(args.func(args) or 0)
     except RelatentError as exc:
         print(f"relatent {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"relatent {args.command}: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"relatent {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # the reader of stdout went away (``relatent info x | head``)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python docs' recipe
         return 0

@@ -15,7 +15,14 @@ from typing import Any
 from jobs.console import progress_bar, set_threads, warn_printer
 from jobs.refine_options import add_refine_options
 
-__all__ = ["add_model_options", "add_parsers", "cmd_decode", "cmd_encode", "cmd_info"]
+__all__ = [
+    "add_model_options",
+    "add_parsers",
+    "add_video_stream_option",
+    "cmd_decode",
+    "cmd_encode",
+    "cmd_info",
+]
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -26,6 +33,18 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "--checkpoint", default=None, help="CompressAI state dict: path, file:// or s3:// URI"
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+
+
+def add_video_stream_option(p: argparse.ArgumentParser) -> None:
+    """``--video-stream N``: which of a source's video streams is coded."""
+    p.add_argument(
+        "--video-stream",
+        type=int,
+        default=None,
+        metavar="N",
+        help="code the source's stream number N (as ffprobe numbers them; default: the "
+        "default-flagged video stream, else the largest; the others are named in a warning)",
+    )
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +75,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave corrupt audio tracks out (with a warning) instead of failing",
     )
+    add_video_stream_option(p)
     p.add_argument(
         "--no-progress",
         action="store_true",
@@ -124,7 +144,7 @@ def cmd_encode(a: argparse.Namespace) -> int:
     check_stream_output(a.dst, a.src)  # before the source is even probed
     refine = refine_from_args(a)
     model = load_model(a.model, a.quality, a.checkpoint, device=a.device)
-    info = probe(a.src)
+    info = probe(a.src, video_stream=a.video_stream)
     total = (info.frame_count if a.end is None else a.end) - a.start
     bar = progress_bar(total, "encode", a.no_progress)
     summary = encode_video(
@@ -132,6 +152,7 @@ def cmd_encode(a: argparse.Namespace) -> int:
         max_pixels=a.max_pixels or DEFAULT_MAX_PIXELS,
         on_frame=lambda s: bar.update(1) if bar else None,
         carry=not a.no_carry, drop_broken=a.drop_broken_streams, warn=warn_printer("encode"),
+        video_stream=a.video_stream,
     )  # fmt: skip
     if bar:
         bar.close()

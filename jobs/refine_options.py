@@ -18,7 +18,15 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.config import AUTOCAST, DEFAULT_GOP, METHODS, RefineConfig
+from pipeline.config import (
+    AUTOCAST,
+    DEFAULT_GOP,
+    DEFAULT_ITERS,
+    DEFAULT_LR,
+    DEFAULT_METHOD,
+    METHODS,
+    RefineConfig,
+)
 from pipeline.errors import ConfigError
 
 __all__ = [
@@ -26,6 +34,7 @@ __all__ = [
     "finite_float",
     "float_option",
     "gop_of",
+    "lr_of",
     "non_negative_float",
     "positive_float",
     "refine_from_args",
@@ -80,16 +89,23 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     --warm-threshold --budget-iters-per-frame --probe --autocast`` to ``p``."""
     g = p.add_argument_group("refinement (docs/refinement.md)")
     g.add_argument(
-        "--refine", default="campos", choices=list(METHODS), help="method (default campos)"
+        "--refine",
+        default=DEFAULT_METHOD,
+        choices=list(METHODS),
+        help=f"method (default {DEFAULT_METHOD}; docs/refinement.md#defaults)",
     )
     g.add_argument(
         "--iters",
         type=int,
-        default=50,
-        help="iterations per frame (with a budget: the cap of one frame)",
+        default=DEFAULT_ITERS,
+        help=f"iterations per frame (with a budget: the cap of one frame; default {DEFAULT_ITERS})",
     )
     g.add_argument(
-        "--lr", type=positive_float, default=1e-3, help="refinement step size (Adam; sga: 5e-3)"
+        "--lr",
+        type=positive_float,
+        default=None,
+        help=f"refinement step size (Adam; default {DEFAULT_LR['sga']:g} for sga, "
+        f"{DEFAULT_LR['campos']:g} for campos: the measured best)",
     )
     g.add_argument(
         "--lambda",
@@ -174,6 +190,11 @@ def gop_of(a: argparse.Namespace) -> int:
     return DEFAULT_GOP if a.gop is None else int(a.gop)
 
 
+def lr_of(a: argparse.Namespace) -> float:
+    """``--lr``, else the measured default of the method (:data:`pipeline.config.DEFAULT_LR`)."""
+    return float(a.lr) if a.lr is not None else DEFAULT_LR[a.refine]
+
+
 def refine_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     """The RefineConfig fields the options of :func:`add_refine_options` give.
 
@@ -181,7 +202,7 @@ def refine_kwargs(a: argparse.Namespace) -> dict[str, Any]:
         ConfigError: conflicting ``--grid``/``--gop`` (:func:`gop_of`).
     """
     return {
-        "method": a.refine, "iters": a.iters, "lr": a.lr, "lmbda": a.lmbda, "tol": a.tol, "window": a.window,
+        "method": a.refine, "iters": a.iters, "lr": lr_of(a), "lmbda": a.lmbda, "tol": a.tol, "window": a.window,
         "seed": a.seed, "warm_start": a.warm_start, "warm_threshold": a.warm_threshold,
         "budget": a.budget, "probe": a.probe, "autocast": a.autocast, "gop": gop_of(a),
     }  # fmt: skip

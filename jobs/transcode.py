@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cluster.config import ClusterConfig, ModelSpec, TranscodeJob
+from jobs.codec_cmds import add_video_stream_option
 from jobs.refine_options import (
     add_refine_options,
     non_negative_float,
@@ -84,6 +85,7 @@ def add_encode_options(p: argparse.ArgumentParser) -> None:
         help="leave corrupt audio tracks out (a warning, recorded in the manifest) instead of "
         "failing the video",
     )
+    add_video_stream_option(p)
     p.add_argument(
         "--actor-start-timeout",
         type=positive_float,
@@ -131,6 +133,7 @@ def job_from_args(
         carry=not a.no_carry,
         drop_broken=a.drop_broken_streams,
         job_id=a.job_id if job_id is None else job_id,
+        video_stream=getattr(a, "video_stream", None),
     ).validate()
 
 

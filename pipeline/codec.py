@@ -528,7 +528,8 @@ def make_header(
         refine=refine.to_json(),
         refine_hash=refine.hash(),
         latent_kind=model.arch.kind,
-        source={"pix_fmt": info.pix_fmt},
+        source={"pix_fmt": info.pix_fmt}
+        | ({"video_stream": info.stream_index} if getattr(info, "left_out", ()) else {}),
         gop=refine.gop,
     )
 
@@ -630,8 +631,12 @@ def encode_video(
     carry: bool = True,
     drop_broken: bool = False,
     warn: Callable[[str], None] | None = None,
+    video_stream: int | None = None,
 ) -> EncodeSummary:
     """Encode frames [start, end) of ``src`` to the stream ``dst`` (written atomically).
+
+    ``video_stream`` is the number of the source's video stream to code (None: the
+    default-flagged, then the largest); every other video stream is named in a ``warn``-ing.
 
     With ``carry`` (the default) the source's other streams (audio, subtitles, ...) are
     copied into the stream's carry section, trimmed to the coded frames' time span
@@ -652,7 +657,8 @@ def encode_video(
         raise ConfigError(f"--batch {batch} must be at least 1")
     t0 = time.perf_counter()
     enc = FrameEncoder(model, refine)
-    info = fio.probe(src)
+    info = fio.probe(src, video_stream=video_stream)
+    fio.warn_left_out(info, warn)
     end = info.frame_count if end is None else end
     fio.check_range(info, start, end)
     carried = None
@@ -663,8 +669,9 @@ def encode_video(
         span_start = info.pts[start] * info.time_base if start > 0 else None
         span_end = info.pts[end] * info.time_base if end < info.frame_count else None
         blob, carried = extract_carry(
-            src, start=span_start, end=span_end, drop_broken=drop_broken, warn=warn
-        )
+            src, start=span_start, end=span_end, drop_broken=drop_broken, warn=warn,
+            video_stream=info.stream_index,
+        )  # fmt: skip
         section = carry_bytes(carried.to_dict(), blob)
     header = make_header(model, info, enc.refine, frame_count=end - start)
     all_stats: list[FrameStats] = []

@@ -12,6 +12,8 @@ One module per benchmark, each with its ``add_parser`` and command function:
   memory (worker processes: :mod:`~jobs.bench.pipeline_standalone`,
   :mod:`~jobs.bench.pipeline_rss`, run with ``python -m``).
 * :mod:`~jobs.bench.all`: models, rd and speed in one run.
+* :mod:`~jobs.bench.defaults`: refinement recipes and the CLI's default on the shared clips
+  with inter coding: RD cost against encode time.
 * :mod:`~jobs.bench.startup`: how long ``relatent --help`` and ``relatent info`` take to
   start, in this checkout and others.
 
@@ -30,7 +32,7 @@ __all__ = ["add_parser"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``bench`` and every benchmark under it on the CLI's subcommands ``sub``."""
     from jobs.bench import all as bench_all
-    from jobs.bench import gop, models, pipeline, rd, speed, startup
+    from jobs.bench import defaults, gop, models, pipeline, rd, speed, startup
 
     p = sub.add_parser(
         "bench", help="benchmarks that write JSON, Markdown and plots to docs/benchmarks"
@@ -43,3 +45,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bench_all.add_parser(bsub)
     startup.add_parser(bsub)
     gop.add_parser(bsub)
+    defaults.add_parser(bsub)

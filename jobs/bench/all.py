@@ -62,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     and ``speed`` together)."""
     p = sub.add_parser(
         "all",
-        help="regenerate the long benchmarks in one run: models, rd, speed (and scale); gop, startup and pipeline run on their own",
+        help="regenerate the long benchmarks in one run: models, rd, speed (and scale); gop, defaults, startup and pipeline run on their own",
     )
     rd.add_args(p)
     speed.add_args(p, common=False)

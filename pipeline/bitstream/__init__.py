@@ -31,6 +31,10 @@ the distributed commit (:mod:`cluster.commit`) all get their tail from :func:`st
 
 Per-frame statistics travel as :class:`pipeline.stats.FrameStats`; the footer stores
 their :meth:`~pipeline.stats.FrameStats.to_stream` records.
+
+Reading trusts no field: :mod:`pipeline.bitstream.schema` holds the bounds every header,
+footer and carry field is checked against, and every length is checked against the bytes
+that can hold it before anything is read or allocated (docs/bitstream.md, Field bounds).
 """
 
 from pipeline.bitstream.format import *  # noqa: F403

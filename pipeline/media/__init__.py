@@ -30,7 +30,14 @@ from pipeline.media.carry import (
 )
 from pipeline.media.colour import LUMA_COEFFS, ColorInfo
 from pipeline.media.decode import Frame, read_frames
-from pipeline.media.probe import DEFAULT_MAX_PIXELS, VideoInfo, check_limit, check_range, probe
+from pipeline.media.probe import (
+    DEFAULT_MAX_PIXELS,
+    VideoInfo,
+    check_limit,
+    check_range,
+    probe,
+    warn_left_out,
+)
 from pipeline.media.source import Source
 from pipeline.media.write import ExtraStreams, write_frames
 
@@ -52,5 +59,6 @@ __all__ = [
     "extract_carry",
     "probe",
     "read_frames",
+    "warn_left_out",
     "write_frames",
 ]

@@ -287,9 +287,14 @@ def extract_carry(
     drop_broken: bool = False,
     verify: bool = True,
     warn: Warn | None = None,
+    video_stream: int | None = None,
 ) -> tuple[bytes | None, CarryInfo]:
     """Copy every non-video stream of ``source`` (path, ``file://`` URI or seekable binary
     file object) into a blob, and describe it.
+
+    ``video_stream`` is the number of the coded video stream (as given to
+    :func:`~pipeline.media.probe.probe`; None: the default choice of ``select_video_stream``).
+    The other video streams are not carried: :attr:`CarryInfo.dropped` lists each of them.
 
     ``start``/``end`` (seconds) trim the carried packets to the coded video's span (see the
     module docstring). ``verify`` decodes every audio packet; a corrupt stream raises
@@ -305,7 +310,7 @@ def extract_carry(
     """
     warn = warn or log.warning
     with open_source(source) as (fh, name), open_container(fh, name) as container:
-        video = select_video_stream(container, name)
+        video = select_video_stream(container, name, video_stream)
         vinfo: dict[str, Any] = {
             "index": video.index,
             "language": video.metadata.get("language"),

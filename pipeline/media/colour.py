@@ -14,6 +14,19 @@ dropped. Bayer, XYZ, hardware and floating-point YUV formats and the less common
 (FCC, SMPTE 240M, YCgCo, BT.2020 constant luminance, ICtCp, ...) raise
 :class:`~pipeline.errors.UnsupportedPixelFormatError`.
 
+Why not swscale's own YUV->RGB: its default conversion takes the nearest chroma sample
+(no interpolation) and rounds to 8 bits, so high bit depths would lose their extra
+precision; the conversion here keeps float precision and the standard chroma siting. It is
+tested against FFmpeg's conversion of the same frames (the ``scale`` filter told the same
+chroma siting; range and matrix are FFmpeg's own choice from the tags, or its defaults) for
+every pixel format PyAV decodes (tests/pipeline/media/test_pixel_formats.py).
+
+A pixel format is classified by its components in FFmpeg's descriptor
+(:func:`pixel_family`), never by its name: three colour components that are not RGB are
+YUV whatever their layout (planar, semi-planar ``nv24``/``p010``, packed ``vuya``/``yuyv422``),
+one is grey. An untagged YUV source is limited range unless it is JPEG-style (what swscale
+assumes); untagged grey and RGB are full range.
+
 Formulas: ITU-T H.273 (the MatrixCoefficients equations of clause 8.3, and the code
 points of the name tables, named as FFmpeg's libavutil/pixdesc.c names them) and ITU-R
 BT.601/BT.709/BT.2020 for the luma coefficients (:data:`LUMA_COEFFS`) and the
@@ -34,6 +47,7 @@ from pipeline.errors import ConfigError, UnsupportedPixelFormatError
 from pipeline.media.source import SUPPORTED_HINT
 
 __all__ = [
+    "FAMILIES",
     "LUMA_COEFFS",
     "MATRICES",
     "RANGES",
@@ -47,6 +61,7 @@ __all__ = [
     "matrix_code",
     "output_color",
     "pix_format",
+    "pixel_family",
     "plan_for",
     "primaries_code",
     "rgb_to_ycbcr",
@@ -180,6 +195,50 @@ def pix_format(pix_fmt: str, name: str) -> av.VideoFormat:
         ) from exc
 
 
+#: The pixel-format families of :func:`pixel_family`.
+FAMILIES = ("yuv", "rgb", "grey", "palette")
+
+
+def pixel_family(fmt: av.VideoFormat, name: str) -> str:
+    """The family of the pixel format ``fmt`` (one of :data:`FAMILIES`), from its
+    components in FFmpeg's descriptor (``AVPixFmtDescriptor``; ``name``: for messages).
+
+    ``"palette"``: the PAL flag (``pal8``). ``"rgb"``: the RGB flag (packed or planar RGB or
+    BGR, with alpha or padding, float too). ``"yuv"``: three colour (non-alpha) components
+    and neither flag, in any layout: planar (``yuv444p``), semi-planar (``nv12``, ``nv24``,
+    ``nv42``, ``p010le``), packed (``yuyv422``, ``uyvy422``, ``vuya``, ``xv30le``), with or
+    without alpha. ``"grey"``: one colour component (``gray*``, ``ya8``, ``monob``).
+    PyAV's ``VideoFormatComponent.is_chroma`` is FFmpeg's log2 chroma subsampling, so it is
+    false for every 4:4:4 format: it is not used.
+
+    Raises:
+        UnsupportedPixelFormatError: a hardware or opaque format (no components), raw
+            Bayer data, CIE XYZ, or a component count that fits no family.
+    """
+    colour = [c for c in fmt.components if not c.is_alpha]
+
+    def unsupported(why: str) -> UnsupportedPixelFormatError:
+        return UnsupportedPixelFormatError(
+            f"{name}: pixel format {fmt.name} is not supported ({why})", hint=SUPPORTED_HINT
+        )
+
+    if not colour or fmt.name.startswith(_HW_FORMATS):
+        raise unsupported("a hardware or opaque format")
+    if fmt.is_bayer:
+        raise unsupported("raw Bayer sensor data needs demosaicing")
+    if fmt.name.startswith("xyz"):  # FFmpeg's XYZ flag is not exposed by PyAV
+        raise unsupported("CIE XYZ needs a colour-managed conversion")
+    if fmt.has_palette:
+        return "palette"
+    if fmt.is_rgb:
+        return "rgb"
+    if len(colour) == 3:
+        return "yuv"
+    if len(colour) == 1:
+        return "grey"
+    raise unsupported(f"{len(colour)} colour components")
+
+
 def is_jpeg_style(pix_fmt: str, codec_name: str) -> bool:
     """Whether a source follows JPEG conventions (``yuvj*`` or a JPEG codec): BT.601 full
     range by default, and chroma centred in both directions."""
@@ -193,17 +252,20 @@ def color_info(
     points in ``colorspace``, ``color_range``, ``color_primaries``, ``color_trc``), its
     pixel format and height (for the untagged default matrix).
 
+    An untagged range is limited for YUV (full for JPEG-style sources) and full for grey,
+    as swscale assumes; RGB and palettes are always full range.
+
     Raises:
-        UnsupportedPixelFormatError: the stream is tagged with a matrix other than BT.601,
+        UnsupportedPixelFormatError: the pixel format is not supported (see
+            :func:`pixel_family`), or the stream is tagged with a matrix other than BT.601,
             BT.709, BT.2020 non-constant luminance or RGB.
     """
+    family = pixel_family(fmt, name)
     colour_bits = [c.bits for c in fmt.components if not c.is_alpha]
-    bit_depth = max(colour_bits) if colour_bits else 8
-    if fmt.has_palette:
-        bit_depth = 8
+    bit_depth = 8 if family == "palette" else max(colour_bits)
     primaries = _PRIMARIES_NAMES.get(int(cc.color_primaries or 2), "unknown")
     transfer = _TRANSFER_NAMES.get(int(cc.color_trc or 2), "unknown")
-    if fmt.is_rgb or fmt.has_palette:
+    if family in ("rgb", "palette"):
         return ColorInfo("rgb", "full", primaries, transfer, bit_depth)
     code = int(cc.colorspace if cc.colorspace is not None else 2)
     jpeg = is_jpeg_style(pix_fmt, codec_name)
@@ -217,14 +279,13 @@ def color_info(
             "(only BT.601, BT.709, BT.2020 non-constant luminance and RGB are)",
             hint=_MATRIX_HINT,
         )
-    has_chroma = any(c.is_chroma for c in fmt.components)
     range_code = int(cc.color_range or 0)
     if range_code == 2:
         rng = "full"
     elif range_code == 1:
         rng = "limited"
     else:  # unspecified: yuvj* and grey are full range (like swscale), other YUV limited
-        rng = "full" if jpeg or not has_chroma else "limited"
+        rng = "full" if jpeg or family == "grey" else "limited"
     return ColorInfo(matrix, rng, primaries, transfer, bit_depth)
 
 
@@ -290,11 +351,22 @@ def _log2_subsampling(fmt: av.VideoFormat) -> tuple[int, int]:
 def plan_for(pix_fmt: str, name: str) -> ConversionPlan:
     """The :class:`ConversionPlan` for frames in ``pix_fmt`` (``name``: for messages).
 
+    The family comes from :func:`pixel_family`; YUV other than planar is repacked to the
+    planar format of the same subsampling (8 or 16 bits), grey to ``gray``/``gray16le``,
+    packed RGB and palettes to ``rgb24``/``rgb48le``; the repack is tried once on a blank
+    frame, so a format swscale cannot read fails here, not mid-job.
+
     Raises:
         UnsupportedPixelFormatError: ``pix_fmt`` is unknown, a hardware or opaque format,
-            Bayer, XYZ, floating-point YUV/grey, or has an unusual subsampling or depth.
+            Bayer, XYZ, floating-point YUV/grey, has an unusual subsampling or depth, or
+            swscale cannot read it.
     """
+    return _checked(_plan(pix_fmt, name), pix_fmt, name)
+
+
+def _plan(pix_fmt: str, name: str) -> ConversionPlan:
     fmt = pix_format(pix_fmt, name)
+    family = pixel_family(fmt, name)
     comps = list(fmt.components)
     colour = [c for c in comps if not c.is_alpha]
 
@@ -303,14 +375,8 @@ def plan_for(pix_fmt: str, name: str) -> ConversionPlan:
             f"{name}: pixel format {pix_fmt} is not supported ({why})", hint=SUPPORTED_HINT
         )
 
-    if not colour or pix_fmt.startswith(_HW_FORMATS):
-        raise unsupported("a hardware or opaque format")
-    if fmt.is_bayer:
-        raise unsupported("raw Bayer sensor data needs demosaicing")
-    if pix_fmt.startswith("xyz"):
-        raise unsupported("CIE XYZ needs a colour-managed conversion")
     is_float = any(tag in pix_fmt for tag in ("f16", "f32", "f64"))
-    if fmt.has_palette:
+    if family == "palette":
         return ConversionPlan("packed_rgb", "rgb24")
     # Every component in its own plane, LSB-aligned integers: the planes are read directly.
     direct = (
@@ -320,7 +386,7 @@ def plan_for(pix_fmt: str, name: str) -> ConversionPlan:
         and colour[0].bits <= 16
         and "msb" not in pix_fmt
     )
-    if fmt.is_rgb:
+    if family == "rgb":
         if is_float:
             return ConversionPlan("float_rgb", "gbrpf32le")
         if direct and len(colour) == 3:
@@ -334,13 +400,32 @@ def plan_for(pix_fmt: str, name: str) -> ConversionPlan:
     if direct:
         return ConversionPlan("planar", None)
     bits = max(c.bits for c in colour)
-    if not any(c.is_chroma for c in colour):
+    if family == "grey":
         return ConversionPlan("planar", "gray" if bits <= 8 else "gray16le")
     table = _YUV8_TARGETS if bits <= 8 else _YUV16_TARGETS
     target = table.get(_log2_subsampling(fmt))
     if target is None or bits > 16:
         raise unsupported("unusual chroma subsampling or bit depth")
     return ConversionPlan("planar", target)
+
+
+def _checked(plan: ConversionPlan, pix_fmt: str, name: str) -> ConversionPlan:
+    """``plan`` once swscale has shown it can repack ``pix_fmt`` to the plan's target (a
+    blank 16x16 frame is converted: swscale reads some formats only as outputs).
+
+    Raises:
+        UnsupportedPixelFormatError: swscale cannot read ``pix_fmt``.
+    """
+    if plan.target is None or plan.target == pix_fmt:
+        return plan
+    try:
+        av.VideoFrame(16, 16, pix_fmt).reformat(format=plan.target, threads=1)
+    except (av.error.FFmpegError, ValueError, NotImplementedError) as exc:
+        raise UnsupportedPixelFormatError(
+            f"{name}: pixel format {pix_fmt} is not supported (FFmpeg's swscale cannot read it)",
+            hint=SUPPORTED_HINT,
+        ) from exc
+    return plan
 
 
 def _read_plane(frame: av.VideoFrame, index: int, bits: int, big_endian: bool) -> np.ndarray:
@@ -471,9 +556,14 @@ def frame_to_rgb(
     ``plan`` is :func:`plan_for` of the frame's pixel format, ``color`` the source's
     :class:`ColorInfo` (it decides the matrix and range), ``jpeg_siting`` centres the
     chroma horizontally too (:func:`is_jpeg_style` sources).
+
+    The swscale repack runs on one thread: with sliced threads, FFmpeg 8's swscale
+    sometimes writes wrong chroma rows at the slice boundaries (seen with ``nv20le`` and
+    ``y210le`` repacked to ``yuv422p16le``, a few runs in a hundred), which would make the
+    decoded frames, and so the streams, differ from run to run.
     """
     if plan.target is not None and frame.format.name != plan.target:
-        frame = frame.reformat(format=plan.target)
+        frame = frame.reformat(format=plan.target, threads=1)
     if plan.kind == "packed_rgb":
         arr = frame.to_ndarray()
         peak = 255.0 if arr.dtype == np.uint8 else 65535.0

@@ -6,7 +6,8 @@ so the frame indices are exact. When the timestamps cannot identify the frames (
 duplicated timestamps) or a seek lands after ``start``, it falls back to an earlier
 keyframe and finally to decoding from the first frame, counting. Containers without
 presentation timestamps (AVI, raw H.264/HEVC/MPEG-4 streams) are numbered in decode order
-(AVI: by their frame numbers) and always decoded from frame 0. Fewer frames than
+(AVI: by their frame numbers) and always decoded from frame 0. The stream decoded is the one
+the probe chose (:attr:`~pipeline.media.probe.VideoInfo.stream_index`). Fewer frames than
 requested, decoder errors and frames the decoder flags as damaged raise
 :class:`~pipeline.errors.CorruptSourceError`. The conversion to RGB is
 :func:`pipeline.media.colour.frame_to_rgb`.
@@ -191,7 +192,7 @@ def _decode(source: Source, info: VideoInfo, start: int, end: int) -> Iterator[F
     name = source_name(source)
     dec = RangeDecoder(info, name, start, end)
     with open_source(source) as (fh, name), open_container(fh, name) as container:
-        stream = select_video_stream(container, name)
+        stream = select_video_stream(container, name, info.stream_index)
         _configure(stream)
         if not has_real_pts(container):
             dec.index_of = None  # count frames in decode order
@@ -206,7 +207,7 @@ def _decode(source: Source, info: VideoInfo, start: int, end: int) -> Iterator[F
                 return
     # The seeks did not land where they should: decode from the first frame instead.
     with open_source(source) as (fh, name), open_container(fh, name) as container:
-        stream = select_video_stream(container, name)
+        stream = select_video_stream(container, name, info.stream_index)
         _configure(stream)
         yield from dec.sequential(container, stream)
 

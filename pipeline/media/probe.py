@@ -2,10 +2,20 @@
 
 :func:`probe` demuxes every packet of the video stream (no decoding) to record the exact
 frame count, the per-frame presentation timestamps and the keyframes. The video stream is
-the first one that is not an attached picture (cover art); audio, subtitle and data
-streams are ignored. One packet is one frame (VP8 invisible alt-ref packets and packets
-the demuxer marks as discarded are skipped). Demuxing is cheap, but it does read the whole
-file once (over S3: downloads it).
+the one :func:`pipeline.media.source.select_video_stream` picks (``video_stream``, else the
+default-flagged, then the largest); :attr:`VideoInfo.left_out` names the other video
+streams. Audio, subtitle and data streams are not coded. One packet is one frame (VP8
+invisible alt-ref packets and packets the demuxer marks as discarded are skipped).
+Demuxing is cheap, but it does read the whole file once (over S3: downloads it).
+
+Completeness: what a container declares is checked against what is present, and a source
+that ends early raises :class:`~pipeline.errors.CorruptSourceError` (a partial upload must
+not become a finished encode of the wrong length). Declared frame counts (MP4/MOV index,
+AVI header) must all be present; declared durations (Matroska/WebM segment duration and
+the muxer's per-stream ``DURATION`` tag, FLV ``onMetaData``, ASF file properties) must be
+covered by the packets present, within :data:`DURATION_SLACK` seconds or two frames.
+Formats that declare neither (MPEG-TS, raw streams, fragmented or live-written MP4/MKV)
+cannot be checked and are taken as they are.
 
 Containers without presentation timestamps (AVI, raw H.264/HEVC/MPEG-4 streams) are
 numbered in decode order, timed by their decode timestamps when those increase (AVI: frame
@@ -16,7 +26,8 @@ numbers), else by the frame rate. Still images are one-frame sources with
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -27,24 +38,42 @@ import av.container
 from pipeline.errors import ConfigError, CorruptSourceError, EmptySourceError, FrameTooLargeError
 from pipeline.media.colour import ColorInfo, color_info, pix_format, plan_for
 from pipeline.media.source import (
+    TRUNCATED_HINT,
     Source,
+    describe_stream,
     error_reason,
     open_container,
     open_source,
+    other_video_streams,
     select_video_stream,
+    truncation_evidence,
 )
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "DURATION_SLACK",
     "VideoInfo",
     "check_limit",
     "check_range",
     "has_real_pts",
     "probe",
+    "warn_left_out",
 ]
+
+log = logging.getLogger("relatent.media")
 
 #: Default limit on width * height of a decoded frame (~8K); raise it with ``--max-pixels``.
 DEFAULT_MAX_PIXELS = 8192 * 4352
+
+#: Seconds a declared duration may exceed the packets present (or two frames, if longer):
+#: muxers round durations (Matroska to 1 ms) and may count a last frame's display time.
+DURATION_SLACK = Fraction(1, 10)
+
+# Demuxers whose header declares the file's duration, written when the muxer finishes
+# (a live-written file declares none). Estimates (MPEG-TS, raw streams) are not declarations.
+_DECLARED_DURATION = {"matroska", "webm", "flv", "asf"}
+# Demuxers whose index or header declares the video's frame count (``stream.frames``).
+_DECLARED_FRAMES = {"mov", "mp4", "avi"}
 
 _IMAGE_FORMATS = {"image2", "gif", "apng", "webp"}
 # Demuxers without real presentation timestamps (FFmpeg guesses them, wrongly once frames
@@ -76,6 +105,11 @@ class VideoInfo:
     is_still: bool
     keyframes: tuple[int, ...]
     pts: tuple[int, ...]
+    #: The coded stream's number in the container (None: unknown, e.g. an old ``to_dict``;
+    #: decoding then picks the stream by the default rule).
+    stream_index: int | None = None
+    #: The other video streams, not coded (e.g. ``video stream #0 (h264 32x32, "preview")``).
+    left_out: tuple[str, ...] = ()
 
     @property
     def duration(self) -> Fraction:
@@ -96,6 +130,8 @@ class VideoInfo:
             "is_still": self.is_still,
             "keyframes": list(self.keyframes),
             "pts": list(self.pts),
+            "stream_index": self.stream_index,
+            "left_out": list(self.left_out),
         }
 
     @classmethod
@@ -118,6 +154,8 @@ class VideoInfo:
                 is_still=bool(d["is_still"]),
                 keyframes=tuple(int(k) for k in d["keyframes"]),
                 pts=tuple(int(p) for p in d["pts"]),
+                stream_index=None if d.get("stream_index") is None else int(d["stream_index"]),
+                left_out=tuple(str(x) for x in d.get("left_out", ())),
             )
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
             raise ConfigError(
@@ -137,37 +175,130 @@ def has_real_pts(container: av.container.InputContainer) -> bool:
     return not set(container.format.name.split(",")) & _NO_PTS_FORMATS
 
 
+@dataclass
+class _Scan:
+    """What demuxing found: the video's frames (pts, dts, keyframe flags, in decode order),
+    its packet counts, and where each demuxed stream's packets end (seconds)."""
+
+    stamps: list[int | None]
+    decode_stamps: list[int | None]
+    keys: list[bool]
+    total: int = 0  # non-empty video packets (frames plus skipped packets)
+    slots: int = 0  # video packets including empty AVI "drop" packets
+    ends: dict[int, Fraction] | None = None  # stream index -> end of its last packet
+
+
 def _scan_packets(
-    container: av.container.InputContainer, stream: av.VideoStream, name: str
-) -> tuple[list[int | None], list[int | None], list[bool], int]:
-    """Demux every packet of ``stream``: (pts, dts, keyframe flags) of its frames in decode
-    order, and the number of non-empty packets demuxed (frames plus skipped packets).
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    name: str,
+    every_stream: bool = False,
+) -> _Scan:
+    """Demux every packet of ``stream`` (``every_stream``: of every stream, to see where
+    each ends) and record the video's frames (see :class:`_Scan`).
 
     Raises:
         CorruptSourceError: demuxing fails part way (a truncated or damaged file).
     """
-    stamps: list[int | None] = []
-    decode_stamps: list[int | None] = []
-    keys: list[bool] = []
-    total = 0
+    scan = _Scan([], [], [], ends={})
+    assert scan.ends is not None
     vp8 = stream.codec_context.name == "vp8"
+    frame = 1 / Fraction(stream.average_rate or 25)
     try:
-        for packet in container.demux(stream):
-            if packet.size == 0:  # flush packets (and empty AVI "drop" packets)
+        for packet in container.demux() if every_stream else container.demux(stream):
+            if packet.size == 0 and packet.pts is None and packet.dts is None:
+                continue  # flush packets
+            if packet.pts is not None and packet.time_base:
+                tb = Fraction(packet.time_base)
+                dur = (
+                    packet.duration * tb
+                    if packet.duration
+                    else (frame if packet.stream.index == stream.index else Fraction(0))
+                )
+                end = packet.pts * tb + dur
+                idx = packet.stream.index
+                if end > scan.ends.get(idx, end - 1):
+                    scan.ends[idx] = end
+            if packet.stream.index != stream.index:
                 continue
-            total += 1
+            scan.slots += 1
+            if packet.size == 0:  # empty AVI "drop" packets
+                continue
+            scan.total += 1
             if packet.is_discard or (vp8 and _is_invisible_vp8(packet)):
                 continue
-            stamps.append(packet.pts)
-            decode_stamps.append(packet.dts)
-            keys.append(bool(packet.is_keyframe))
+            scan.stamps.append(packet.pts)
+            scan.decode_stamps.append(packet.dts)
+            scan.keys.append(bool(packet.is_keyframe))
     except (av.error.FFmpegError, OSError, EOFError) as exc:
         raise CorruptSourceError(
-            f"{name}: reading the video packets failed after {len(stamps)} frames "
+            f"{name}: reading the video packets failed after {len(scan.stamps)} frames "
             f"({error_reason(exc)})",
             hint="the file is probably truncated or damaged; copy or export it again",
         ) from exc
-    return stamps, decode_stamps, keys, total
+    return scan
+
+
+def _seconds(x: Fraction) -> str:
+    """``x`` seconds for a message: at most 3 decimals, no trailing zeros."""
+    return f"{float(round(x, 3)):g}"
+
+
+def _tag_duration(stream: av.stream.Stream) -> Fraction | None:
+    """The duration a Matroska muxer wrote in the stream's ``DURATION`` tag
+    (``HH:MM:SS.nnnnnnnnn``), or None. Language-suffixed copies (``DURATION-eng``, mkvmerge
+    statistics) are not trusted: remuxing tools copy them stale."""
+    for key, value in stream.metadata.items():
+        if key.upper() != "DURATION":
+            continue
+        try:
+            h, m, sec = str(value).strip().split(":")
+            return int(h) * 3600 + int(m) * 60 + Fraction(sec)
+        except (ValueError, ZeroDivisionError):
+            return None
+    return None
+
+
+def _check_complete(
+    container: av.container.InputContainer, stream: av.VideoStream, name: str, scan: _Scan
+) -> None:
+    """Compare what ``container`` declares (frame counts, durations) with the packets
+    present (see the module docstring).
+
+    Raises:
+        CorruptSourceError: the file ends before what it declares.
+    """
+    fmts = set(container.format.name.split(","))
+    declared = int(stream.frames or 0)
+    if fmts & _DECLARED_FRAMES and declared and scan.slots < declared:
+        raise CorruptSourceError(
+            f"{name}: only {scan.slots} of the {declared} video frames listed in its index "
+            "are present (the file looks truncated)",
+            hint=TRUNCATED_HINT,
+        )
+    ends = scan.ends or {}
+    if stream.index not in ends:
+        return
+    frame = 1 / Fraction(stream.average_rate or 25)
+    slack = max(DURATION_SLACK, 2 * frame)
+    present = ends[stream.index]
+    checks: list[tuple[Fraction, Fraction, str]] = []
+    if fmts & _DECLARED_DURATION:
+        tagged = _tag_duration(stream)
+        if tagged:
+            checks.append((tagged, present, "the frames present cover"))
+        if container.duration and container.duration > 0:  # every stream was demuxed
+            everything = max(ends.values())
+            checks.append(
+                (Fraction(container.duration, 1_000_000), everything, "its streams end at")
+            )
+    for want, got, what in checks:
+        if got < want - slack:
+            raise CorruptSourceError(
+                f"{name}: the file ends early: {what} {_seconds(got)} s of the declared "
+                f"{_seconds(want)} s ({scan.total} video frames present; the file looks truncated)",
+                hint=TRUNCATED_HINT,
+            )
 
 
 def _frame_rate(stream: av.VideoStream, pts: Sequence[int], time_base: Fraction) -> Fraction:
@@ -214,44 +345,49 @@ def _timestamps(
     return pts, keyframes
 
 
-def probe(source: Source) -> VideoInfo:
+def probe(source: Source, *, video_stream: int | None = None) -> VideoInfo:
     """Describe ``source`` (size, exact frame rate, timestamps, keyframes, colour).
 
     ``source`` is a path, a ``file://`` URI or a seekable binary file object. The whole
-    file is demuxed once (not decoded).
+    file is demuxed once (not decoded). ``video_stream`` is the number of the stream to
+    code (``--video-stream``; None: the default-flagged, then the largest, see
+    :func:`~pipeline.media.source.select_video_stream`).
 
     Raises:
-        ConfigError: ``source`` is not a usable path, URI or file object.
+        ConfigError: ``source`` is not a usable path, URI or file object, or
+            ``video_stream`` is not the number of one of its video streams.
         SourceNotFoundError: the file does not exist.
         NotVideoError: the file is not media, or has no video stream.
         CorruptSourceError: the file is truncated or damaged (cannot be opened, the frame
-            size is unknown, demuxing fails, or frames listed in an MP4 index are missing).
+            size is unknown, demuxing fails, or it ends before the frames or duration it
+            declares).
         EmptySourceError: the file is empty, or its video stream has no frames.
         UnsupportedPixelFormatError: the pixel format or colour matrix is not supported.
         InputError: the file cannot be read, or its codec is not in this FFmpeg build.
     """
     with open_source(source) as (fh, name), open_container(fh, name) as container:
-        stream = select_video_stream(container, name)
+        stream = select_video_stream(container, name, video_stream, fh)
+        left_out = tuple(describe_stream(s) for s in other_video_streams(container, stream))
         cc = stream.codec_context
         width, height = int(cc.width or 0), int(cc.height or 0)
         pix_fmt = cc.pix_fmt
         if width <= 0 or height <= 0 or not pix_fmt:
+            evidence = truncation_evidence(fh)
             raise CorruptSourceError(
-                f"{name}: the frame size or pixel format of the video stream is unknown",
-                hint="the file is probably damaged; copy or export it again",
+                f"{name}: the frame size or pixel format of the video stream is unknown"
+                + (f" (the file looks truncated: {evidence})" if evidence else ""),
+                hint=TRUNCATED_HINT
+                if evidence
+                else "the file is probably damaged; copy or export it again",
             )
         fmt = pix_format(pix_fmt, name)
         plan_for(pix_fmt, name)  # unsupported formats fail at probe, not mid-job
         color = color_info(cc, pix_fmt, fmt, height, name, cc.name)
         time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
-        stamps, decode_stamps, keys, total = _scan_packets(container, stream, name)
-        declared = int(stream.frames or 0)
-        if container.format.name.startswith("mov") and declared and total < declared:
-            raise CorruptSourceError(
-                f"{name}: only {total} of the {declared} video frames listed in its index "
-                "are present",
-                hint="the file is truncated; copy or export it again",
-            )
+        every = bool(set(container.format.name.split(",")) & _DECLARED_DURATION)
+        scan = _scan_packets(container, stream, name, every_stream=every)
+        _check_complete(container, stream, name, scan)
+        stamps, decode_stamps, keys = scan.stamps, scan.decode_stamps, scan.keys
         if not stamps:
             raise EmptySourceError(
                 f"{name}: the video stream has no frames",
@@ -273,7 +409,22 @@ def probe(source: Source) -> VideoInfo:
             is_still=is_still,
             keyframes=tuple(keyframes),
             pts=tuple(pts),
+            stream_index=stream.index,
+            left_out=left_out,
         )
+
+
+def warn_left_out(info: VideoInfo, warn: Callable[[str], None] | None = None) -> list[str]:
+    """Report each video stream of ``info``'s source that is not coded through ``warn``
+    (default: this module's logger); returns the messages."""
+    msgs = [
+        f"{info.source}: {other} is not coded (stream #{info.stream_index} is; choose with "
+        "--video-stream N)"
+        for other in info.left_out
+    ]
+    for msg in msgs:
+        (warn or log.warning)(msg)
+    return msgs
 
 
 def check_limit(info: VideoInfo, max_pixels: int | None) -> None:

@@ -12,9 +12,17 @@ known container (:data:`SIGNATURES`) is damaged media
 (:class:`~pipeline.errors.CorruptSourceError`), anything else is not media
 (:class:`~pipeline.errors.NotVideoError`).
 
-The video stream is the first one that is not an attached picture (cover art); audio,
-subtitle and data streams are ignored by probing and decoding (:mod:`pipeline.media.carry`
-copies them).
+The video stream (:func:`select_video_stream`) is the one asked for by index (``--video-stream
+N``: the container's stream number, as ``ffprobe`` and ``relatent info`` print it), else the
+one a player shows: among the video streams that are not attached pictures (cover art), the
+default-flagged ones if any, and among those the largest (width x height; the first on a
+tie). The other video streams are not coded (:func:`other_video_streams` names them for
+the warning). Audio, subtitle and data streams are ignored by probing and decoding
+(:mod:`pipeline.media.carry` copies them).
+
+:func:`truncation_evidence` reads the sizes a file declares for itself (MP4 top-level boxes,
+the Matroska Segment) so that a file that cannot be opened, or has no video stream, is
+reported as truncated when it is.
 """
 
 from __future__ import annotations
@@ -44,14 +52,18 @@ __all__ = [
     "IO_BUFFER",
     "SIGNATURES",
     "SUPPORTED_HINT",
+    "TRUNCATED_HINT",
     "Source",
+    "describe_stream",
     "error_reason",
     "local_path",
     "media_kind",
     "open_container",
     "open_source",
+    "other_video_streams",
     "select_video_stream",
     "source_name",
+    "truncation_evidence",
 ]
 
 #: What the frame I/O functions accept as a source (see the module docstring).
@@ -59,6 +71,11 @@ Source: TypeAlias = "str | os.PathLike[str] | BinaryIO"
 
 #: PyAV's I/O buffer size in bytes for file-object sources.
 IO_BUFFER = 256 * 1024
+
+#: The fix suggested for a source that ends early.
+TRUNCATED_HINT = (
+    "the copy, upload or export was probably interrupted; copy or export the file again"
+)
 
 #: The fix suggested for a source whose codec or pixel format cannot be used.
 SUPPORTED_HINT = (
@@ -248,6 +265,13 @@ def open_container(fh: BinaryIO, name: str) -> Iterator[av.container.InputContai
     except (av.error.FFmpegError, OSError, EOFError, ValueError) as exc:
         kind = media_kind(head)
         if kind is not None:
+            evidence = truncation_evidence(fh)
+            if evidence is not None:
+                raise CorruptSourceError(
+                    f"{name}: looks like a truncated file ({evidence}); it cannot be opened "
+                    f"({error_reason(exc)})",
+                    hint=TRUNCATED_HINT,
+                ) from exc
             raise CorruptSourceError(
                 f"{name}: looks like {kind} but cannot be opened ({error_reason(exc)})",
                 hint="the file is probably truncated or damaged; copy or export it again",
@@ -265,22 +289,107 @@ def open_container(fh: BinaryIO, name: str) -> Iterator[av.container.InputContai
         yield container
 
 
-def select_video_stream(container: av.container.InputContainer, name: str) -> av.VideoStream:
-    """The video stream to code: the first video stream that is not an attached picture.
+def _is_picture(stream: av.stream.Stream) -> bool:
+    """Whether ``stream`` is a video stream that is not an attached picture (cover art)."""
+    return stream.type == "video" and not int(stream.disposition) & int(
+        av.stream.Disposition.attached_pic
+    )
+
+
+def _area(stream: av.stream.Stream) -> int:
+    cc = getattr(stream, "codec_context", None)
+    return int(getattr(cc, "width", 0) or 0) * int(getattr(cc, "height", 0) or 0)
+
+
+def describe_stream(stream: av.stream.Stream) -> str:
+    """``video stream #1 (h264 96x64, "main", default)``: how messages name a stream."""
+    cc = getattr(stream, "codec_context", None)
+    parts = [getattr(cc, "name", None) or "unknown codec"]
+    if stream.type == "video":
+        w, h = int(getattr(cc, "width", 0) or 0), int(getattr(cc, "height", 0) or 0)
+        parts[0] += f" {w}x{h}"
+    title = stream.metadata.get("title")
+    if title:
+        parts.append(f'"{title}"')
+    if int(stream.disposition) & int(av.stream.Disposition.default):
+        parts.append("default")
+    return f"{stream.type} stream #{stream.index} ({', '.join(parts)})"
+
+
+def other_video_streams(
+    container: av.container.InputContainer, chosen: av.VideoStream
+) -> list[av.VideoStream]:
+    """The video streams (not cover art) of ``container`` other than ``chosen``: the ones
+    that are not coded."""
+    return [s for s in container.streams.video if _is_picture(s) and s.index != chosen.index]
+
+
+def _pick(container: av.container.InputContainer, name: str, index: int) -> av.VideoStream:
+    """The video stream number ``index`` of ``container`` (``--video-stream``)."""
+    pictures = [s for s in container.streams.video if _is_picture(s)]
+    listed = ", ".join(describe_stream(s) for s in pictures) or "none"
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ConfigError(
+            f"{name}: --video-stream {index!r} is not a stream number",
+            hint=f"pass the number of a video stream: {listed}",
+        )
+    found = [s for s in container.streams if s.index == index]
+    if not found or not _is_picture(found[0]):
+        what = (
+            f"stream #{index} is {'cover art' if found[0].type == 'video' else found[0].type}"
+            if found
+            else f"there is no stream #{index} (streams are numbered from 0)"
+        )
+        raise ConfigError(
+            f"{name}: --video-stream {index}: {what}, not a video stream that can be coded",
+            hint=f"pass the number of a video stream: {listed}",
+        )
+    return found[0]  # type: ignore[return-value]
+
+
+def select_video_stream(
+    container: av.container.InputContainer,
+    name: str,
+    index: int | None = None,
+    fh: BinaryIO | None = None,
+) -> av.VideoStream:
+    """The video stream to code (see the module docstring): stream number ``index`` when
+    given, else the default-flagged (then the largest) video stream that is not cover art.
+    ``fh``, the file ``container`` reads, lets a missing video stream be reported as a
+    truncated file when it is one (:func:`truncation_evidence`).
 
     Raises:
-        InputError: that stream's codec cannot be decoded by this FFmpeg build.
-        NotVideoError: there is no such stream (the message lists what there is).
+        ConfigError: ``index`` is not the number of a video stream of ``container``.
+        InputError: the chosen stream's codec cannot be decoded by this FFmpeg build.
+        CorruptSourceError: there is no video stream and the file looks truncated.
+        NotVideoError: there is no video stream (the message lists what there is).
     """
-    attached = av.stream.Disposition.attached_pic
-    for stream in container.streams.video:
-        if not stream.disposition & attached:
-            if getattr(stream, "codec_context", None) is None:
-                raise InputError(
-                    f"{name}: its video codec cannot be decoded by this build of FFmpeg",
-                    hint=SUPPORTED_HINT,
-                )
-            return stream
+    if index is not None:
+        chosen: av.VideoStream | None = _pick(container, name, index)
+    else:
+        pictures = [s for s in container.streams.video if _is_picture(s)]
+        default = int(av.stream.Disposition.default)
+        pool = [s for s in pictures if int(s.disposition) & default] or pictures
+        chosen = max(pool, key=_area) if pool else None  # max keeps the first on a tie
+    if chosen is not None:
+        if getattr(chosen, "codec_context", None) is None:
+            raise InputError(
+                f"{name}: the codec of its {describe_stream(chosen)} cannot be decoded by "
+                "this build of FFmpeg",
+                hint=SUPPORTED_HINT
+                + (
+                    " (or pick another stream with --video-stream N)"
+                    if len(container.streams.video) > 1
+                    else ""
+                ),
+            )
+        return chosen
+    evidence = truncation_evidence(fh) if fh is not None else None
+    if evidence is not None:
+        raise CorruptSourceError(
+            f"{name}: looks like a truncated file ({evidence}): no video stream can be read",
+            hint=TRUNCATED_HINT,
+        )
     kinds: dict[str, int] = {}
     for stream in container.streams:
         kind = stream.type
@@ -292,3 +401,100 @@ def select_video_stream(container: av.container.InputContainer, name: str) -> av
         f"{name}: has no video stream (it contains {found})",
         hint="pass a file with a video track, or an image",
     )
+
+
+# --------------------------------------------------------------------------- truncation
+
+_MP4_TOP_BOXES = {
+    b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"moof", b"mfra", b"meta",
+    b"uuid", b"pdin", b"sidx", b"styp", b"emsg", b"prft", b"pnot", b"PICT", b"junk",
+}  # fmt: skip
+_EBML_ID = b"\x1a\x45\xdf\xa3"
+_SEGMENT_ID = b"\x18\x53\x80\x67"
+_MAX_BOXES = 4096  # top-level boxes walked (fragmented files have many; stop early)
+
+
+def _vint(buf: bytes, i: int, keep_marker: bool = False) -> tuple[int, int] | None:
+    """An EBML variable-size integer at ``buf[i:]``: (value, length in bytes), or None
+    when it is malformed or cut. The value of an all-ones size ("unknown") is -1."""
+    if i >= len(buf) or buf[i] == 0:
+        return None
+    length = 9 - buf[i].bit_length()
+    if i + length > len(buf):
+        return None
+    value = buf[i] if keep_marker else buf[i] & (0xFF >> length)
+    for k in range(1, length):
+        value = (value << 8) | buf[i + k]
+    if not keep_marker and value == (1 << (7 * length)) - 1:
+        return -1, length
+    return value, length
+
+
+def _mkv_evidence(head: bytes, size: int) -> str | None:
+    """The Matroska Segment's declared size against the file's, from the first bytes."""
+    hdr = _vint(head, 4)  # the EBML header's size
+    if hdr is None or hdr[0] < 0:
+        return None
+    i = 4 + hdr[1] + hdr[0]
+    if head[i : i + 4] != _SEGMENT_ID:
+        return None
+    seg = _vint(head, i + 4)
+    if seg is None or seg[0] < 0:  # written as a live stream: no size declared
+        return None
+    end = i + 4 + seg[1] + seg[0]
+    if end > size:
+        return f"its Matroska segment declares {end} bytes but the file has {size}"
+    return None
+
+
+def _mp4_evidence(fh: BinaryIO, size: int) -> str | None:
+    """The MP4/MOV top-level boxes' declared sizes against the file's, and the index."""
+    offset, seen = 0, set()
+    for _ in range(_MAX_BOXES):
+        if offset + 8 > size:
+            break
+        fh.seek(offset)
+        hdr = fh.read(16)
+        box, kind = int.from_bytes(hdr[0:4], "big"), hdr[4:8]
+        if box == 1 and len(hdr) >= 16:
+            box = int.from_bytes(hdr[8:16], "big")
+        elif box == 0:
+            box = size - offset
+        if kind not in _MP4_TOP_BOXES or box < 8:
+            return None  # not a box structure we know: damaged, not truncated
+        seen.add(kind)
+        if offset + box > size:
+            kind_s = kind.decode("latin-1")
+            return f"its '{kind_s}' box ends at byte {offset + box} but the file has {size} bytes"
+        offset += box
+    else:
+        return None  # too many boxes to walk: no verdict
+    if b"moov" not in seen and b"moof" not in seen:
+        return "it has no 'moov' box, the index an MP4/MOV file is played from"
+    return None
+
+
+def truncation_evidence(fh: BinaryIO) -> str | None:
+    """Why the seekable binary file ``fh`` looks truncated, or None: an MP4/MOV top-level box,
+    or the Matroska segment, that declares more bytes than the file has, or an MP4/MOV
+    without its index (``moov``). Other formats declare no size here (None). The file
+    position is restored."""
+    try:
+        pos = fh.tell()
+    except (OSError, ValueError, AttributeError):
+        return None
+    try:
+        fh.seek(0, io.SEEK_END)
+        size = fh.tell()
+        fh.seek(0)
+        head = fh.read(64)
+        if head[:4] == _EBML_ID:
+            return _mkv_evidence(head, size)
+        if head[4:8] in _MP4_TOP_BOXES:
+            return _mp4_evidence(fh, size)
+        return None
+    except (OSError, ValueError):
+        return None
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            fh.seek(pos)

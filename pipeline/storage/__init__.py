@@ -20,7 +20,9 @@ Local storage
     Writes are atomic: a hidden temporary file in the destination directory is written,
     fsynced and moved into place with :func:`os.replace` (create-only writes use
     :func:`os.link`, which fails when the destination exists). Parent directories are
-    created as needed, like S3 which has no directories.
+    created as needed, like S3 which has no directories. Files get ``0666 & ~umask``.
+    Temporary files of killed writers are removed by the next write of the same name and
+    by :func:`remove_stale_temps`, never while their writer lives (it holds a ``flock``).
 
 S3
     The client comes from the standard AWS chain (environment, profiles, instance roles);
@@ -67,6 +69,7 @@ from pipeline.storage.api import (
 )
 from pipeline.storage.backend import ObjectInfo
 from pipeline.storage.config import MIN_PART_SIZE, StorageConfig, get_config, set_config
+from pipeline.storage.local import remove_stale_temps
 from pipeline.storage.s3 import S3RangeReader
 from pipeline.storage.s3_client import make_s3_client, reset_s3_clients, set_s3_client_factory
 from pipeline.storage.uri import check_distinct, is_s3, join, local_path, same_object
@@ -92,6 +95,7 @@ __all__ = [
     "put_if_absent",
     "read_bytes",
     "read_versioned",
+    "remove_stale_temps",
     "replace_if_match",
     "reset_s3_clients",
     "same_object",

@@ -132,7 +132,7 @@ def is_temp_name(filename: str, target_name: str | None = None) -> bool:
 def _same_file(fd: int, path: Path) -> bool:
     """Whether ``path`` still names the file open as ``fd`` (not removed or replaced)."""
     try:
-        st = os.stat(path, follow_symlinks=False)
+        st = path.lstat()
     except FileNotFoundError:
         return False
     mine = os.fstat(fd)
@@ -205,7 +205,7 @@ def remove_stale_temps(
 def _names(directory: Path) -> list[str]:
     """The names in ``directory`` (none when it is missing or unreadable)."""
     try:
-        return os.listdir(directory)
+        return [p.name for p in directory.iterdir()]
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return []
 

@@ -179,6 +179,18 @@ def test_actor_sigkill_mid_job_is_byte_identical(
     assert Path(report.videos[0].stream).read_bytes() == references["long"]
     assert report.actor_deaths >= 1 and report.shard_retries >= 1
     assert report.actors_started >= 3  # a replacement was started
+    assert_only_outputs(tmp_path)
+
+
+def assert_only_outputs(out: Path) -> None:
+    """After a job with kills: no temporary file left (issue 18 kind 7), no staging folder
+    of a committed video, and outputs with the umask's mode (0644 under 022)."""
+    assert not list(out.rglob("*.rltmp"))
+    assert not [p for p in (out / "_staging").glob("*") if p.is_dir()]
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [*out.glob("*.rlv"), *out.glob("*.manifest.parquet")]:
+        assert p.stat().st_mode & 0o777 == 0o666 & ~umask, p
 
 
 def _cli_args(*argv: str):
@@ -195,7 +207,7 @@ def test_driver_killed_then_rerun_reuses_staged_shards(
     out = tmp_path / "out"
     argv = [
         str(clips["long"]), "--out", str(out), "--checkpoint", str(checkpoint), "--quality", "3",
-        "--iters", "2", "--lr", "5e-3", "--tol", "0", "--batch", "3", "--shard-frames", "4", "--gop", "1",
+        "--iters", "2", "--refine", "campos", "--lr", "5e-3", "--tol", "0", "--batch", "3", "--shard-frames", "4", "--gop", "1",
         "--actors", "2", "--address", ray_local, "--no-progress", "--log-level", "info",
     ]  # fmt: skip
     proc = subprocess.Popen(
@@ -231,6 +243,7 @@ def test_driver_killed_then_rerun_reuses_staged_shards(
     assert report["ok"] and report["shards_reused"] == len(reused)
     stream = next(out.glob("*.rlv"))
     assert stream.read_bytes() == references["long"]
+    assert_only_outputs(out)
 
 
 def test_gpu_actors_on_a_cluster_without_gpus_wait_then_fail_naming_the_cluster(
@@ -268,7 +281,7 @@ def test_carried_streams_through_transcode_s3_to_s3(
     out = s3_prefix + "out"
     rc = cmd_transcode(_cli_args(
         uri, "--out", out, "--checkpoint", str(checkpoint), "--quality", "3", "--iters", "2",
-        "--lr", "5e-3", "--tol", "0", "--batch", "3", "--shard-frames", "4", "--gop", "1", "--actors", "2",
+        "--refine", "campos", "--lr", "5e-3", "--tol", "0", "--batch", "3", "--shard-frames", "4", "--gop", "1", "--actors", "2",
         "--address", ray_local, "--no-progress",
     ))  # fmt: skip
     table = capsys.readouterr().out
@@ -320,7 +333,7 @@ def test_corrupt_audio_fails_the_video_or_is_dropped_with_the_flag(
     out = tmp_path / "out"
     argv = [
         str(src), "--out", str(out), "--checkpoint", str(checkpoint), "--quality", "3",
-        "--iters", "2", "--lr", "5e-3", "--tol", "0", "--batch", "3", "--shard-frames", "4", "--gop", "1",
+        "--iters", "2", "--refine", "campos", "--lr", "5e-3", "--tol", "0", "--batch", "3", "--shard-frames", "4", "--gop", "1",
         "--actors", "1", "--address", ray_local, "--no-progress",
     ]  # fmt: skip
     assert cmd_transcode(_cli_args(*argv)) == 1

@@ -430,10 +430,13 @@ def test_refine_options_are_shared_by_encode_and_transcode(tmp_path: Path, capsy
     assert cfg == job_from_args(tr_args).refine
     assert (cfg.method, cfg.warm_start, cfg.gop, cfg.budget, cfg.probe) == ("sga", True, 2, 3, 2)
     assert cfg.resolved(0.01).grid == 2  # warm-start chains and budget groups follow the GOP
-    # the defaults are the library's, with the command line's GOP
+    # the command line's measured defaults (docs/refinement.md#defaults): SGA at 2e-2, 50
+    # iterations, GOP 16; campos without --lr gets its own measured step size
     assert refine_from_args(p.parse_args(["encode", "a", "b"])) == config.RefineConfig(
-        gop=config.DEFAULT_GOP
+        method="sga", lr=2e-2, iters=50, gop=config.DEFAULT_GOP
     )
+    assert refine_from_args(p.parse_args(["encode", "a", "b", "--refine", "campos"])).lr == 5e-3
+    assert refine_from_args(p.parse_args(["encode", "a", "b", "--lr", "1e-3"])).lr == 1e-3
 
     torch.manual_seed(3)
     ckpt = tmp_path / "f.pth"
