@@ -209,6 +209,9 @@ class FrameState:
     #: The reference ``y_hat`` (``[1, M, h, w]``) when the frame will be a P frame: its
     #: rate is then the relaxed conditional rate (:func:`pipeline.entropy.relaxed_p_bits`).
     ref: Tensor | None = None
+    #: The frame's own RD trade-off, when it is not the config's (e.g. a per-GOP lambda
+    #: chosen for a target quality); None = ``cfg.lmbda``.
+    lmbda: float | None = None
 
     @classmethod
     def start(
@@ -298,7 +301,7 @@ def relaxed_loss(
     x: Tensor,
     h: int,
     w: int,
-    lmbda: float,
+    lmbda: float | Sequence[float],
     autocast: str = "none",
     refs: Sequence[Tensor | None] | None = None,
 ) -> Tensor:
@@ -306,7 +309,10 @@ def relaxed_loss(
     bpp over the valid ``h`` x ``w`` source pixels plus CompressAI's distortion term, the
     MSE taken on [0, 1] over the valid area of ``x`` (``[B, 3, Hp, Wp]`` float32 in [0, 1]).
     With ``autocast="bf16"`` only g_s runs in bfloat16 (bits and latents stay fp32).
-    ``refs[i]``: frame i's P-frame reference (see :meth:`LatentCodec.relaxed`), or None."""
+    ``refs[i]``: frame i's P-frame reference (see :meth:`LatentCodec.relaxed`), or None.
+    ``lmbda`` is one value for the batch or one per frame; either way the factor
+    ``lambda * 255^2`` is formed in double precision and rounded once to the MSE's dtype, so
+    a frame's loss is bit-identical whichever form carries its lambda."""
     if autocast == "none":
         bits, x_t = codec.relaxed(latents, relax, refs=refs)
     else:
@@ -315,7 +321,10 @@ def relaxed_loss(
         )
     d = (x_t[..., :h, :w] - x[..., :h, :w]) ** 2
     mse = d.flatten(1).mean(1)
-    return bits / (h * w) + lmbda * 255.0**2 * mse
+    if isinstance(lmbda, int | float):
+        return bits / (h * w) + lmbda * 255.0**2 * mse
+    coef = torch.tensor([float(v) * 255.0**2 for v in lmbda], dtype=mse.dtype, device=mse.device)
+    return bits / (h * w) + coef * mse
 
 
 def _autocast_synth(codec: LatentCodec, y: Tensor, mode: str) -> Tensor:
@@ -363,7 +372,9 @@ def run_states(
         relax = Relaxation(cfg.method, [work[i].gen for i in active], taus)
         xb = x if len(active) == x.shape[0] else x.index_select(0, idx)
         refs = [work[i].ref for i in active]
-        loss = relaxed_loss(codec, cur, relax, xb, h, w, cfg.lmbda, cfg.autocast, refs)
+        lams = [cfg.lmbda if work[i].lmbda is None else work[i].lmbda for i in active]
+        lam: float | list[float] = cfg.lmbda if all(v == cfg.lmbda for v in lams) else lams
+        loss = relaxed_loss(codec, cur, relax, xb, h, w, lam, cfg.autocast, refs)
         loss.sum().backward()
         with torch.no_grad():
             for k in keys:

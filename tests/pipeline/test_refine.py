@@ -4,6 +4,8 @@ halving) and what goes into the config hash."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -276,3 +278,46 @@ def test_budget_counts_the_probe_in_time_and_iterations(fact) -> None:
     )  # the probe is the whole budget
     out = run(fact, cfg, frames(4, 48, 64), 4)
     assert all(e.stats.iters == 2 and e.stats.refine_seconds > 0 for e in out)
+
+
+def test_a_frames_own_lambda_steers_it_and_does_not_depend_on_its_batch(fact) -> None:
+    """Per-frame lambdas (the per-GOP lambda of a target quality): a frame refined in a batch
+    under its own lambda ends exactly where it ends alone; a frame whose lambda is the
+    config's is bit-identical to one refined without an override; a larger lambda buys
+    distortion with bits (lower MSE of the refined latents' reconstruction)."""
+    from pipeline.codec import to_batch
+    from pipeline.entropy import LatentCodec
+    from pipeline.models import fixed_threads
+    from pipeline.refine import FrameState, run_states
+
+    codec = LatentCodec(fact)
+    cfg = RefineConfig(method="campos", iters=5, lr=5e-2, tol=0).resolved(0.01)
+    imgs = frames(3, seed=11)
+    x = to_batch(imgs, fact.device, fact.arch.pad_multiple)
+    with torch.no_grad():
+        y0 = codec.analyze(x)["y"]
+    lams = [None, 0.2, 0.0005]
+
+    def refine(idx: list[int], override: bool = True) -> list[torch.Tensor]:
+        states = [FrameState.start({"y": y0[i : i + 1]}, i, 0, cfg.iters) for i in idx]
+        for s, i in zip(states, idx, strict=True):
+            s.lmbda = lams[i] if override else None
+        run_states(codec, x[idx], states, imgs[0].shape[:2], cfg)
+        return [s.params["y"] for s in states]
+
+    with fixed_threads(1):  # the encoder's contract: one thread, so batches do not matter
+        together = refine([0, 1, 2])
+        alone = [refine([i])[0] for i in range(3)]
+        plain = refine([0], override=False)[0]
+    for i in range(3):
+        assert torch.equal(alone[i], together[i])  # batch-invariant
+    assert torch.equal(plain, together[0])  # None = cfg.lmbda
+
+    def coded_bytes(y: torch.Tensor) -> int:
+        return len(codec.compress({"y": y})[0].strings[0])
+
+    steer = replace(cfg, iters=20, lr=0.1)
+    same = [FrameState.start({"y": y0[:1]}, 0, 0, steer.iters) for _ in range(2)]
+    same[0].lmbda, same[1].lmbda = 0.2, 1e-6
+    run_states(codec, torch.cat([x[:1], x[:1]]), same, imgs[0].shape[:2], steer)
+    assert coded_bytes(same[1].params["y"]) < coded_bytes(same[0].params["y"])  # rate wins
