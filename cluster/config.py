@@ -171,15 +171,24 @@ class TranscodeJob:
         """``self``, once every field (the refine and cluster configs too) is checked.
 
         Raises:
-            ConfigError: no sources, a source listed twice, an empty ``out`` or a field
+            ConfigError: no sources, a source listed twice (by any spelling,
+                :func:`cluster.planning.canonical_source`), an empty ``out`` or a field
                 out of range.
         """
         if not self.sources:
             raise ConfigError("no sources given", hint="pass one or more video paths or URIs")
-        if len(set(self.sources)) != len(self.sources):
-            raise ConfigError(
-                "the same source is listed twice", hint="list every video once per job"
-            )
+        from cluster.planning import canonical_source  # planning imports storage
+
+        seen: dict[str, str] = {}
+        for src in self.sources:
+            canon = canonical_source(src)
+            twin = seen.get(canon)
+            seen[canon] = src
+            if twin is not None:
+                raise ConfigError(
+                    f"the same source is listed twice ({twin!r} and {src!r})",
+                    hint="list every video once per job",
+                )
         if not self.out:
             raise ConfigError("--out is empty", hint="pass an output folder or s3:// prefix")
         if self.shard_frames < 1:

@@ -11,8 +11,10 @@ Layout under the job's ``out`` prefix (``<id>`` = ``<source stem>-<12 hex key>``
     <out>/_staging/<id>/<fp>/carry.bin          the carry section (the source's other streams)
     <out>/_staging/<id>/<fp>/footer.bin         index + stats + trailer, made at commit
 
-The key is a digest of (source URI, model weights and tables, resolved refine config,
-carry setting, container version), so the same job always writes the same names. ``fp``
+The key is a digest of (the source's canonical identity, model weights and tables, resolved
+refine config, carry setting, container version), so the same job always writes the same
+names, however the source was spelled (:func:`canonical_source`: ``clip.mp4``,
+``./clip.mp4``, ``/abs/clip.mp4`` and ``file:///abs/clip.mp4`` are one video). ``fp``
 adds the source's ETag/version, so staged shards of an older version of a source are never
 reused.
 
@@ -26,6 +28,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import posixpath
 import re
 from collections.abc import Sequence
@@ -48,6 +51,7 @@ __all__ = [
     "OutputPaths",
     "ShardSpec",
     "VideoPlan",
+    "canonical_source",
     "carry_uri",
     "footer_uri",
     "output_key",
@@ -87,6 +91,22 @@ def source_stem(uri: str) -> str:
     return stem[:80]
 
 
+def canonical_source(uri: str) -> str:
+    """The one spelling of a source that names its output: a local path or ``file://`` URI
+    becomes the absolute path with symlinks resolved (:func:`os.path.realpath`, relative
+    to the current directory); an ``s3://`` URI becomes ``s3://bucket/key`` with a
+    lower-case scheme and a normalised key (no ``//``, ``.`` or ``..`` parts). An already
+    canonical spelling is returned unchanged, so its output names stay what they were.
+
+    Raises:
+        ConfigError: an unsupported scheme, or a ``file://`` URI naming a host.
+    """
+    if storage.is_s3(uri):
+        bucket, _, key = uri[5:].partition("/")
+        return f"s3://{bucket}/{posixpath.normpath('/' + key).lstrip('/')}"
+    return os.path.realpath(storage.local_path(uri))
+
+
 def output_key(
     source: str,
     model: ModelIdentity,
@@ -94,11 +114,15 @@ def output_key(
     carry: bool = True,
     video_stream: int | None = None,
 ) -> str:
-    """12 hex digits from (source, model, resolved config, carry, container version, and the
-    ``--video-stream`` choice when one is made)."""
+    """12 hex digits from (the source's :func:`canonical_source`, model, resolved config,
+    carry, container version, and the ``--video-stream`` choice when one is made).
+
+    Raises:
+        ConfigError: ``source`` has an unsupported scheme.
+    """
     doc: dict[str, object] = {
         "carry": carry,
-        "source": source,
+        "source": canonical_source(source),
         "arch": model.arch,
         "quality": model.quality,
         "lmbda": model.lmbda,
@@ -119,7 +143,12 @@ def video_id(
     carry: bool = True,
     video_stream: int | None = None,
 ) -> str:
-    """The output name of ``source``: ``<source stem>-<output key>``."""
+    """The output name of ``source``: ``<source stem>-<output key>`` (the same for every
+    spelling of the source, :func:`canonical_source`).
+
+    Raises:
+        ConfigError: ``source`` has an unsupported scheme.
+    """
     return f"{source_stem(source)}-{output_key(source, model, refine, carry, video_stream)}"
 
 

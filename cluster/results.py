@@ -81,7 +81,9 @@ class JobReport:
         return d
 
     def table(self) -> str:
-        """The final summary table (plain text)."""
+        """The final summary table (plain text). ``file bytes`` is the committed stream's
+        size; ``bpp`` is the per-frame mean computed from the frames' packet bytes (the
+        header, carry section and footer excluded), as ``relatent info`` shows them."""
         head = [
             "video",
             "status",
@@ -89,7 +91,7 @@ class JobReport:
             "shards",
             "reused",
             "retries",
-            "bytes",
+            "file bytes",
             "bpp",
             "PSNR",
             "s",
@@ -109,7 +111,8 @@ class JobReport:
             f"{ok}/{len(self.videos)} videos done, {len(self.failed)} failed; "
             f"{self.frames_encoded} frames encoded ({self.fps:.2f} frames/s), "
             f"{self.frames_reused} reused from staging; {self.shard_retries} shard retries, "
-            f"{self.actor_deaths} actor deaths; {self.seconds:.1f} s"
+            f"{self.actor_deaths} actor deaths; {self.seconds:.1f} s "
+            "(file bytes: each stream's size; bpp: from its frames' packet bytes)"
         )
         for v in self.failed:
             lines.append(f"FAILED {v.video_id} ({v.source}): {v.error}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import socket
 import time
@@ -303,6 +304,8 @@ class ShardEncoder:
             BitstreamError: the refine config resolves differently here.
             ConfigError: the shard does not start and end on the refine grid.
             CorruptSourceError: the range decoded to other frames than planned.
+            InsufficientMemoryError: one frame at a time needs more memory than the actor
+                has (a larger ``spec.batch`` is made smaller instead).
             InputError: the source changed since it was planned.
             StorageError: the source or staging cannot be read or written.
         """
@@ -334,8 +337,21 @@ class ShardEncoder:
         )  # fmt: skip
 
     def _write_shard(self, spec: ShardSpec, enc: FrameEncoder, info: media.VideoInfo) -> _Written:
-        """Decode, code and write the shard's bytes (header first for shard 0)."""
+        """Decode, code and write the shard's bytes (header first for shard 0), with the
+        largest batch up to ``spec.batch`` that fits this actor's memory
+        (:func:`pipeline.memory.fit_batch`; the bytes do not depend on the batch).
+
+        Raises:
+            InsufficientMemoryError: one frame at a time does not fit either.
+        """
         from pipeline.codec import encode_frames, make_header
+        from pipeline.memory import fit_batch
+
+        batch = fit_batch(
+            info.width, info.height, spec.batch, enc.refine, channels=self.model.N,
+            device=str(self.model.device), name=spec.name,
+            warn=logging.getLogger("relatent.cluster").warning,
+        )  # fmt: skip
 
         h = hashlib.sha256()
         packets: list[tuple[int, int]] = []
@@ -352,7 +368,7 @@ class ShardEncoder:
                 h.update(prefix)
                 size += len(prefix)
             frames = media.read_frames(src, spec.start, spec.end, info=info)
-            for e in encode_frames(enc, ((g.rgb, g.index, g.pts) for g in frames), spec.batch):
+            for e in encode_frames(enc, ((g.rgb, g.index, g.pts) for g in frames), batch):
                 pb = e.packet.to_bytes()
                 f.write(pb)
                 h.update(pb)

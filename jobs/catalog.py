@@ -114,7 +114,7 @@ def _print_run(
         f"catalog run {report['run_id']}: {c['listed']} listed, {c['skipped']} skipped "
         f"({c['current']} current, {c['done_elsewhere']} done by another run), "
         f"{c['encoded']} encoded, {c['failed']} failed, {c['leased']} leased by another run; "
-        f"{report['bytes']['stream_encoded']} stream bytes written; {report['seconds']:.1f} s"
+        f"{report['bytes']['stream_encoded']} file bytes of streams written; {report['seconds']:.1f} s"
     )
     print(f"report: {uri}")
 

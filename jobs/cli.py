@@ -7,7 +7,8 @@ one library function and prints its result. The subcommands live in :mod:`jobs.c
 
 :func:`main` is the only place where errors become exit codes: an error from the library's
 hierarchy (:mod:`pipeline.errors`) becomes a one-line message on stderr and its class's
-``exit_code`` (2 config, 3 source, 4 bitstream, 5 model, 6 storage, 7 cluster); Ctrl-C
+``exit_code`` (2 config, 3 source, 4 bitstream, 5 model, 6 storage, 7 cluster, 8 memory:
+:mod:`pipeline.memory`); Ctrl-C
 exits 130, SIGTERM 143 (both after removing the temporary file of an unfinished output). Building the parser imports neither torch nor ray (``relatent --help`` starts
 fast); each command imports what it needs when it runs.
 """
@@ -27,7 +28,7 @@ from types import FrameType
 from jobs import codec_cmds, model_cmds
 from pipeline.errors import RelatentError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["DefaultsHelpFormatter", "build_parser", "main", "version_text"]
 
 
 # Warnings our dependencies print on every run that a user cannot act on: CompressAI 1.2.8
@@ -76,15 +77,92 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+# --------------------------------------------------------------------------- help
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, with ``(default: X)`` after the help of every option that has
+    a real default (not None, False or an empty list) and whose help does not already say
+    what its default is (the help text then contains the word "default")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or default is None
+            or default is False
+            or default == argparse.SUPPRESS
+            or (isinstance(default, (list, tuple)) and not default)
+            or "default" in text.lower()
+        ):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+def version_text() -> str:
+    """What ``relatent --version`` prints: the installed package's version (from its
+    metadata), the ``.rlv`` format versions this build writes and reads, the manifest
+    format, and the versions of the libraries the format depends on. Imports neither torch
+    nor ray (versions come from package metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from pipeline.bitstream import INTER_VERSION, SUPPORTED_VERSIONS, VERSION
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    reads = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
+    return (
+        f"relatent {installed('relatent')}\n"
+        f".rlv format: writes version {VERSION} (all-intra, --gop 1) and {INTER_VERSION} "
+        f"(--gop > 1); reads versions {reads}\n"
+        f"manifests: relatent-manifest/1; shard sidecars: relatent-shard/1\n"
+        f"compressai {installed('compressai')}, torch {installed('torch')}, "
+        f"ray {installed('ray')}, av {installed('av')}"
+    )
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print :func:`version_text` and exit 0 (computed only when asked)."""
+
+    def __init__(
+        self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kw: object
+    ) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+            help="print the version, the .rlv format versions written and read, and exit",
+        )  # fmt: skip
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:  # fmt: skip
+        print(version_text())
+        parser.exit()
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """``parser`` and every subcommand parser below it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _parsers(child)
+
+
 # --------------------------------------------------------------------------- main
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``relatent`` parser with every subcommand (each sets ``func``, its handler)."""
+    """The ``relatent`` parser with every subcommand (each sets ``func``, its handler); the
+    help of every command shows the options' defaults (:class:`DefaultsHelpFormatter`)."""
     parser = argparse.ArgumentParser(
         prog="relatent",
         description="Batch video transcoding with learned image codecs and per-frame latent refinement.",
     )
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     codec_cmds.add_parsers(sub)
     from jobs import transcode
@@ -99,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_jobs_parser(sub)
     model_cmds.add_parsers(sub)
     _add_bench(sub)
+    for p in _parsers(parser):
+        p.formatter_class = DefaultsHelpFormatter
     return parser
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from jobs.console import progress_bar, set_threads, warn_printer
@@ -22,15 +23,23 @@ __all__ = [
     "cmd_decode",
     "cmd_encode",
     "cmd_info",
+    "stream_uris",
 ]
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """``--model --quality --checkpoint --device``: which weights code the stream."""
     p.add_argument("--model", default=None, help="architecture id (default: the shipped default)")
-    p.add_argument("--quality", type=int, default=None, help="rate point of the shipped weights")
     p.add_argument(
-        "--checkpoint", default=None, help="CompressAI state dict: path, file:// or s3:// URI"
+        "--quality",
+        type=int,
+        default=None,
+        help="rate point of the shipped weights (default: the shipped default)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="CompressAI state dict: path, file:// or s3:// URI (default: the shipped weights)",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
 
@@ -60,10 +69,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default=4,
         help="frames refined together (with a GOP, --warm-start or a budget: that many GOPs in lockstep)",
     )
-    p.add_argument("--start", type=int, default=0, help="first frame")
-    p.add_argument("--end", type=int, default=None, help="end frame (exclusive)")
+    p.add_argument("--start", type=int, default=0, help="first frame to code")
     p.add_argument(
-        "--max-pixels", type=int, default=None, help="refuse frames larger than this many pixels"
+        "--end", type=int, default=None, help="end frame, exclusive (default: the last frame)"
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="refuse frames larger than this many pixels (default: 8192x4352)",
     )
     p.add_argument(
         "--no-carry",
@@ -128,7 +142,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("info", help="show a stream's header, size and quality summary")
-    p.add_argument("src")
+    p.add_argument(
+        "src",
+        nargs="+",
+        help=".rlv streams (paths, file:// or s3:// URIs) or folders/s3:// prefixes ending in / "
+        "(every .rlv under them, e.g. a transcode's --out)",
+    )
     p.add_argument("--frames", action="store_true", help="print the per-frame table")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
@@ -137,6 +156,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def cmd_encode(a: argparse.Namespace) -> int:
     """Encode ``a.src`` to ``a.dst`` and print the stream's summary."""
     from jobs.refine_options import refine_from_args
+    from pipeline import storage
     from pipeline.codec import check_stream_output, encode_video
     from pipeline.media import DEFAULT_MAX_PIXELS, probe
     from pipeline.models import load_model
@@ -144,9 +164,15 @@ def cmd_encode(a: argparse.Namespace) -> int:
     check_stream_output(a.dst, a.src)  # before the source is even probed
     refine = refine_from_args(a)
     model = load_model(a.model, a.quality, a.checkpoint, device=a.device)
-    info = probe(a.src, video_stream=a.video_stream)
-    total = (info.frame_count if a.end is None else a.end) - a.start
-    bar = progress_bar(total, "encode", a.no_progress)
+    bar = None
+    if not a.no_progress and sys.stderr.isatty():  # the bar's length: probe a local source
+        if a.end is not None:
+            total: int | None = a.end - a.start
+        elif storage.is_s3(a.src):
+            total = None  # probing would download the object once more
+        else:
+            total = probe(a.src, video_stream=a.video_stream).frame_count - a.start
+        bar = progress_bar(total, "encode", a.no_progress)
     summary = encode_video(
         a.src, a.dst, model, refine, batch=a.batch, start=a.start, end=a.end,
         max_pixels=a.max_pixels or DEFAULT_MAX_PIXELS,
@@ -157,15 +183,17 @@ def cmd_encode(a: argparse.Namespace) -> int:
     if bar:
         bar.close()
     t = summary.totals
+    file_bytes = storage.stat(a.dst).size
     print(
-        f"{a.dst}: {t.frames} frames, {t.bytes} packet bytes, {t.bpp:.4f} bpp, {t.psnr:.2f} dB PSNR, "
+        f"{a.dst}: {t.frames} frames, {file_bytes} file bytes ({t.bytes} packet bytes), "
+        f"{t.bpp:.4f} bpp from packet bytes, {t.psnr:.2f} dB PSNR, "
         f"{t.refined}/{t.frames} refined, {t.iters_per_frame:.1f} iterations/frame, "
         f"{summary.seconds:.1f} s ({model.identity.describe()})"
     )
     if summary.carry is not None:
         c = summary.carry
         print(
-            f"carried     {len(c.streams)} stream(s), {c.total_bytes} bytes, {len(c.chapters)} chapter(s)"
+            f"carried     {len(c.streams)} stream(s), {c.total_bytes} payload bytes, {len(c.chapters)} chapter(s)"
             + (f"; dropped {len(c.dropped)}" if c.dropped else "")
         )
     return 0
@@ -199,35 +227,93 @@ def cmd_decode(a: argparse.Namespace) -> int:
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    """Print a stream's header, totals, carried streams and (``--frames``) per-frame table;
-    ``--json`` prints the same as one JSON document."""
+    """Print each stream's header, byte counts, totals, carried streams and (``--frames``)
+    per-frame table, streams separated by a blank line; ``--json`` prints the same as one
+    JSON document (one stream named by itself) or a list of them (several, or a folder).
+
+    Raises:
+        SourceNotFoundError: a folder holds no ``.rlv`` stream.
+        BitstreamError: a stream is damaged.
+        StorageError: a stream or folder cannot be read.
+    """
+    uris = stream_uris(a.src)
+    docs = []
+    for n, uri in enumerate(uris):
+        if n and not a.json:
+            print()
+        docs.append(_info_one(uri, a))
+    if a.json:
+        single = len(a.src) == 1 and uris == list(a.src)
+        print(json.dumps(docs[0] if single else docs, indent=2))
+    return 0
+
+
+def stream_uris(sources: list[str]) -> list[str]:
+    """The streams ``sources`` name: each stream as given, and for a local folder or an
+    ``s3://`` prefix ending in ``/`` every ``.rlv`` under it, sorted (the committed streams
+    of a transcode's ``--out``; staged shards are ``.rlvs`` and are not listed).
+
+    Raises:
+        SourceNotFoundError: a folder or prefix holds no ``.rlv`` stream.
+        StorageError: the listing failed.
+    """
+    from pipeline import storage
+    from pipeline.bitstream import STREAM_SUFFIX
+    from pipeline.errors import SourceNotFoundError
+
+    out: list[str] = []
+    for src in sources:
+        folder = src.endswith("/") if storage.is_s3(src) else storage.local_path(src).is_dir()
+        if not folder:
+            out.append(src)
+            continue
+        found = [o.uri for o in storage.list_prefix(src, suffixes=(STREAM_SUFFIX,))]
+        if not found:
+            raise SourceNotFoundError(
+                f"{src}: no {STREAM_SUFFIX} stream in this folder",
+                hint="name a stream, or the --out folder of a finished encode or transcode",
+            )
+        out.extend(found)
+    return out
+
+
+def _info_one(src: str, a: argparse.Namespace) -> dict[str, Any]:
+    """Print (text) or return (``a.json``) what ``relatent info`` shows of one stream."""
+    from pipeline import storage
     from pipeline.bitstream import StreamReader
     from pipeline.media import CarryInfo
+    from pipeline.media.display import stream_display
     from pipeline.stats import summarize
 
-    with StreamReader(a.src) as r:
+    with StreamReader(src) as r:
         h = r.header
         stats = r.stats
-        size = r.footer_offset
         version = r.version
         carry_dict = r.carry_info()
+        sizes = _byte_counts(r, storage.stat(src).size)
     carry = CarryInfo.from_dict(carry_dict) if carry_dict is not None else None
+    display = stream_display(h.display, carry_dict)
     t = summarize(stats)
     summary = {
-        "frames": t.frames, "bytes": t.bytes, "bpp": t.bpp, "psnr": t.psnr, "psnr_y": t.psnr_y,
+        "frames": t.frames, "bytes": t.bytes, "packet_bytes": t.bytes,
+        "file_bytes": sizes["file"], "bpp": t.bpp, "psnr": t.psnr, "psnr_y": t.psnr_y,
         "ms_ssim": t.ms_ssim, "refined": t.refined,
     }  # fmt: skip
     if a.json:
         out: dict[str, Any] = {
-            "header": h.to_json(), "summary": summary, "version": version,
+            "stream": src, "header": h.to_json(), "summary": summary, "version": version, "sizes": sizes,
             "carry": carry.to_dict() if carry else None,
             "carried_streams": carry.to_rows() if carry else [],
+            "display": _display_json(display, h),
         }  # fmt: skip
         if a.frames:
             out["frames"] = [{**s.to_stream(), "type": s.frame_type} for s in stats]
-        print(json.dumps(out, indent=2))
-        return 0
-    print(f"stream      {a.src} ({size} bytes before the index, format version {version})")
+        return out
+    print(f"stream      {src} (format version {version})")
+    print(
+        f"size        {sizes['file']} file bytes = {sizes['header']} header + {sizes['packets']} "
+        f"packet + {sizes['carry']} carry + {sizes['footer']} index/footer"
+    )
     print(
         f"model       {h.arch} q{h.quality} lambda {h.lmbda} weights sha256 {h.weights_sha256[:16]}…"
     )
@@ -236,22 +322,59 @@ def cmd_info(a: argparse.Namespace) -> int:
     )
     print(f"frames      {h.frame_count}")
     print(f"color       {h.color}")
+    print(f"display     {_display_line(display, h)}")
     print(f"refinement  {h.refine} (hash {h.refine_hash})")
     print(
-        f"summary     {t.bytes} packet bytes, {t.bpp:.4f} bpp, PSNR {t.psnr:.2f} dB "
+        f"summary     {t.bytes} packet bytes, {t.bpp:.4f} bpp from packet bytes, PSNR {t.psnr:.2f} dB "
         f"(Y {t.psnr_y:.2f}), MS-SSIM {t.ms_ssim:.4f}, {t.refined}/{t.frames} refined"
     )
     _print_carry(carry)
     if a.frames:
         print(
-            f"{'frame':>6} {'type':>4} {'pts':>8} {'bytes':>8} {'bpp':>8} {'psnr':>8} {'ms_ssim':>8} {'rd_before':>10} {'rd_after':>10} {'iters':>6} refined"
+            f"{'frame':>6} {'type':>4} {'pts':>8} {'pkt_bytes':>9} {'bpp':>8} {'psnr':>8} {'ms_ssim':>8} {'rd_before':>10} {'rd_after':>10} {'iters':>6} refined"
         )
         for s in stats:
             print(
-                f"{s.index:>6} {s.frame_type:>4} {s.pts:>8} {s.bytes:>8} {s.bpp:>8.4f} {s.psnr:>8.3f} {s.ms_ssim:>8.5f} "
+                f"{s.index:>6} {s.frame_type:>4} {s.pts:>8} {s.bytes:>9} {s.bpp:>8.4f} {s.psnr:>8.3f} {s.ms_ssim:>8.5f} "
                 f"{s.rd_before:>10.5f} {s.rd_after:>10.5f} {s.iters:>6} {s.refined}"
             )
-    return 0
+    return {}
+
+
+def _display_line(display: Any, h: Any) -> str:
+    """How the frames display (a ``DisplayInfo``) and the source's bit depth, colour tags."""
+    c = h.color or {}
+    depth = f"{c.get('bit_depth', 8)}-bit source" if c else "source depth unknown"
+    tags = f"primaries {c.get('primaries', 'unknown')}, transfer {c.get('transfer', 'unknown')}"
+    return f"{display.describe(h.width, h.height)}; {depth}, {tags}"
+
+
+def _display_json(display: Any, h: Any) -> dict[str, Any]:
+    """``info --json``'s ``display``: every display field, defaults included."""
+    sar = display.sar or 1
+    dar = display.display_aspect(h.width, h.height)
+    return {
+        "rotation": display.rotation, "hflip": display.hflip,
+        "matrix": list(display.matrix) if display.matrix is not None else None,
+        "sar": f"{sar.numerator}:{sar.denominator}", "dar": f"{dar.numerator}:{dar.denominator}",
+        "field_order": display.field_order, "title": display.title,
+        "bit_depth": (h.color or {}).get("bit_depth"),
+    }  # fmt: skip
+
+
+def _byte_counts(r: Any, file_bytes: int) -> dict[str, int]:
+    """The byte counts of an open :class:`~pipeline.bitstream.StreamReader`'s file of
+    ``file_bytes`` bytes, named as everywhere in relatent: ``file`` (the file's size) =
+    ``header`` + ``packets`` (the frames' packets, packet headers included: what bpp is
+    computed from) + ``carry`` (the carried streams' section) + ``footer`` (index, stats
+    and trailer)."""
+    return {
+        "file": file_bytes,
+        "header": r.header_size,
+        "packets": sum(e.length for e in r.index),
+        "carry": r.carry.length if r.carry is not None else 0,
+        "footer": file_bytes - r.footer_offset,
+    }
 
 
 def _print_carry(carry: Any) -> None:
@@ -259,7 +382,7 @@ def _print_carry(carry: Any) -> None:
         print("carried     none (video only)")
         return
     print(
-        f"carried     {len(carry.streams)} stream(s), {carry.total_bytes} bytes, {len(carry.chapters)} chapter(s)"
+        f"carried     {len(carry.streams)} stream(s), {carry.total_bytes} payload bytes, {len(carry.chapters)} chapter(s)"
         + (f", stored as {carry.format}" if carry.format else "")
     )
     rows = carry.to_rows()

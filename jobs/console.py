@@ -22,9 +22,9 @@ def warn_printer(command: str) -> Callable[[str], None]:
     return warn
 
 
-def progress_bar(total: int, desc: str, disabled: bool) -> Any:
-    """A tqdm bar of ``total`` frames on stderr, or None when ``disabled`` or stderr is not
-    a terminal (logs and pipes get no bar)."""
+def progress_bar(total: int | None, desc: str, disabled: bool) -> Any:
+    """A tqdm bar of ``total`` frames (None: unknown, a counter) on stderr, or None when
+    ``disabled`` or stderr is not a terminal (logs and pipes get no bar)."""
     if disabled or not sys.stderr.isatty():
         return None
     from tqdm import tqdm

@@ -25,22 +25,39 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--run-dir", required=True, help="folder of the run; resumes if it holds last.pt"
     )
     p.add_argument("--model", default="bmshj2018-factorized", help="architecture id")
-    p.add_argument("--N", type=int, default=64, dest="N")
-    p.add_argument("--M", type=int, default=96, dest="M")
-    p.add_argument("--lambda", type=positive_float, default=0.0067, dest="lmbda")
+    p.add_argument("--N", type=int, default=64, dest="N", help="channels of the transforms")
+    p.add_argument("--M", type=int, default=96, dest="M", help="channels of the latent")
+    p.add_argument(
+        "--lambda",
+        type=positive_float,
+        default=0.0067,
+        dest="lmbda",
+        help="rate-distortion trade-off (CompressAI's scale: MSE x 255^2)",
+    )
     p.add_argument("--data", nargs="+", required=True, help="folders of images and/or videos")
     p.add_argument("--exclude", nargs="*", default=[], help="path parts to skip (e.g. val)")
-    p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=positive_float, default=1e-3)
-    p.add_argument("--lr-schedule", default="cosine", choices=["constant", "cosine"])
-    p.add_argument("--warmup-steps", type=int, default=200)
-    p.add_argument("--total-steps", type=int, default=20000)
+    p.add_argument(
+        "--crop", type=int, default=128, help="side of the random training crops (a multiple of 64)"
+    )
+    p.add_argument("--batch", type=int, default=8, help="crops per training step")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam step size of the networks")
+    p.add_argument(
+        "--lr-schedule",
+        default="cosine",
+        choices=["constant", "cosine"],
+        help="step size over the run (cosine: decays to 0 at --total-steps)",
+    )
+    p.add_argument(
+        "--warmup-steps", type=int, default=200, help="steps of linear step-size warm-up"
+    )
+    p.add_argument(
+        "--total-steps", type=int, default=20000, help="length of the run (and of the schedule)"
+    )
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many more steps")
     p.add_argument(
         "--max-minutes", type=positive_float, default=None, help="stop after this much wall time"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the crops and the weights' init")
     p.add_argument(
         "--quant",
         default="noise",
@@ -48,12 +65,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="decoder input while training: noisy latent (CompressAI) or the rounded one (straight-through)",
     )
     p.add_argument("--init-from", default=None, help="start from these weights (fine-tuning)")
-    p.add_argument("--log-every", type=int, default=100)
-    p.add_argument("--checkpoint-every", type=int, default=250)
-    p.add_argument("--snapshot-every", type=int, default=2000)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--log-every", type=int, default=100, help="steps between log lines")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=250, help="steps between resumable last.pt saves"
+    )
+    p.add_argument(
+        "--snapshot-every", type=int, default=2000, help="steps between kept snapshots/step-N.pth"
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar",
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -98,12 +123,14 @@ def _add_ship(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ship", help="export a training run's weights into the package, with a model card"
     )
-    p.add_argument("--run-dir", required=True)
+    p.add_argument("--run-dir", required=True, help="the training run whose weights are shipped")
     p.add_argument(
         "--quality", type=int, required=True, help="rate point number (CompressAI's numbering)"
     )
     p.add_argument(
-        "--data", default="../shared/data/train (BSDS500, Sun_Hays80, Urban100 subset; no Kodak)"
+        "--data",
+        default="../shared/data/train (BSDS500, Sun_Hays80, Urban100 subset; no Kodak)",
+        help="what the model card says the model was trained on",
     )
     p.add_argument("--default", action="store_true", help="make this the default model")
     p.set_defaults(func=cmd_ship)
@@ -122,7 +149,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export", help="write a training run's weights (or a snapshot's) as a CompressAI checkpoint"
     )
-    p.add_argument("--run-dir", required=True)
+    p.add_argument("--run-dir", required=True, help="the training run to export")
     p.add_argument(
         "--out", required=True, help="the .pth file to write (e.g. for --init-from or --checkpoint)"
     )

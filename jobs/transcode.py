@@ -55,7 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_encode_options(p)
     add_runtime_options(p)
     p.add_argument("--job-id", default="transcode", help="label for logs and metrics")
-    p.add_argument("--report", default=None, help="also write the job report as JSON here")
+    p.add_argument(
+        "--report", default=None, help="also write the job report as JSON here (path or URI)"
+    )
     p.set_defaults(func=cmd_transcode)
     return p
 
@@ -64,16 +66,35 @@ def add_encode_options(p: argparse.ArgumentParser) -> None:
     """The model, refinement, shard layout, actor sizing and carry options (shared by
     ``transcode`` and ``catalog``; :func:`job_from_args` reads them)."""
     p.add_argument("--model", default=None, help="architecture id (default: the shipped default)")
-    p.add_argument("--quality", type=int, default=None, help="rate point of the shipped weights")
-    p.add_argument("--checkpoint", default=None, help="CompressAI state dict: path or URI")
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=None,
+        help="rate point of the shipped weights (default: the shipped default)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="CompressAI state dict: path or URI (default: the shipped weights)",
+    )
     add_refine_options(p)
     p.add_argument("--batch", type=int, default=4, help="frames refined together in an actor")
     p.add_argument("--shard-frames", type=int, default=32, help="target frames per shard")
-    p.add_argument("--actors", type=int, default=None, help="encoder actors (default: 1 per CPU)")
     p.add_argument(
-        "--gpus-per-actor", type=non_negative_float, default=0.0, help="fractions allowed (0.25)"
+        "--actors", type=int, default=None, help="encoder actors (default: CPUs / --cpus-per-actor)"
     )
-    p.add_argument("--cpus-per-actor", type=non_negative_float, default=1.0)
+    p.add_argument(
+        "--gpus-per-actor",
+        type=non_negative_float,
+        default=0.0,
+        help="GPUs each encoder actor reserves; fractions share a GPU (0.25: four actors a GPU; 0: CPU actors)",
+    )
+    p.add_argument(
+        "--cpus-per-actor",
+        type=non_negative_float,
+        default=1.0,
+        help="CPUs each encoder actor reserves (the encoder codes with one torch thread)",
+    )
     p.add_argument("--max-inflight", type=int, default=2, help="shards queued per actor")
     p.add_argument("--max-attempts", type=int, default=3, help="attempts per shard")
     p.add_argument(
@@ -97,10 +118,20 @@ def add_encode_options(p: argparse.ArgumentParser) -> None:
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
     """Where the job runs (Ray address or embedded) and how it reports progress."""
-    p.add_argument("--address", default=None, help="join this Ray cluster (default: embedded)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
+    p.add_argument(
+        "--address",
+        default=None,
+        help="join this Ray cluster (ray://host:10001, or auto inside a Ray job; default: an embedded local Ray)",
+    )
+    p.add_argument(
+        "--num-cpus", type=int, default=None, help="CPUs of the embedded Ray (default: all)"
+    )
     p.add_argument("--log-level", default="warning", help="structured (JSON) event log level")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (none is drawn when stderr is not a terminal)",
+    )
 
 
 def job_from_args(
@@ -139,7 +170,9 @@ def job_from_args(
 
 def init_ray(address: str | None, num_cpus: int | None) -> bool:
     """Connect to (``address``) or start (embedded) Ray. Returns whether this call did it
-    (an already-connected process keeps its connection).
+    (an already-connected process keeps its connection). An embedded Ray runs with token
+    authentication (``RAY_AUTH_MODE=token`` unless the environment sets it), chosen
+    explicitly so that Ray does not print its token-authentication warning.
 
     Raises:
         ConnectionError: Ray's own error when the cluster at ``address`` cannot be joined.
@@ -151,6 +184,16 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
+        # Ray 2.60 turns token authentication on for a new local cluster and warns about it
+        # on every run unless the mode is chosen explicitly (RAY_AUTH_MODE, Ray's documented
+        # switch: docs.ray.io/en/latest/ray-security/token-auth.html). Choose the same
+        # secure mode it would pick, silently; a user's own RAY_AUTH_MODE wins. Ray reads
+        # the mode once per process, so it is re-read here as Ray's own default does.
+        if "RAY_AUTH_MODE" not in os.environ:
+            from ray._raylet import Config
+
+            os.environ["RAY_AUTH_MODE"] = "token"
+            Config.initialize("")
         ray.init(
             num_cpus=num_cpus or os.cpu_count() or 1,
             include_dashboard=False,

@@ -43,6 +43,7 @@ from pipeline.entropy import LatentCodec
 from pipeline.errors import (
     ConfigError,
 )
+from pipeline.memory import fit_batch
 from pipeline.models import PAD_MULTIPLE, LoadedModel, fixed_threads
 from pipeline.refine import (
     FrameState,
@@ -506,9 +507,20 @@ class FrameEncoder:
 
 
 def make_header(
-    model: LoadedModel, info: Any, refine: RefineConfig, frame_count: int | None = None
+    model: LoadedModel,
+    info: Any,
+    refine: RefineConfig,
+    frame_count: int | None = None,
+    *,
+    tags_carried: bool = True,
 ) -> StreamHeader:
-    """The stream header of ``model`` coding the video ``info`` (a VideoInfo) with ``refine``."""
+    """The stream header of ``model`` coding the video ``info`` (a VideoInfo) with ``refine``.
+    Its ``display`` records how the frames are displayed (``info.display``), with the
+    container title only when the carry section does not hold the tags (not
+    ``tags_carried``: ``--no-carry``)."""
+    display = getattr(info, "display", None)
+    if display is not None and tags_carried:
+        display = display.without_title()
     hp, wp = padded_size(info.height, info.width, model.arch.pad_multiple)
     ident = model.identity
     return StreamHeader(
@@ -531,6 +543,7 @@ def make_header(
         source={"pix_fmt": info.pix_fmt}
         | ({"video_stream": info.stream_index} if getattr(info, "left_out", ()) else {}),
         gop=refine.gop,
+        display=display.to_dict() if display is not None else {},
     )
 
 
@@ -632,8 +645,10 @@ def encode_video(
     drop_broken: bool = False,
     warn: Callable[[str], None] | None = None,
     video_stream: int | None = None,
+    memory_available: int | None = None,
 ) -> EncodeSummary:
-    """Encode frames [start, end) of ``src`` to the stream ``dst`` (written atomically).
+    """Encode frames [start, end) of ``src`` (a local path, ``file://`` or ``s3://`` URI, or
+    a seekable binary file object) to the stream ``dst`` (written atomically).
 
     ``video_stream`` is the number of the source's video stream to code (None: the
     default-flagged, then the largest); every other video stream is named in a ``warn``-ing.
@@ -643,24 +658,42 @@ def encode_video(
     (:func:`pipeline.media.carry.extract_carry`; ``drop_broken`` leaves corrupt ones out with a
     ``warn``-ing instead of failing). They are extracted before any frame is coded.
 
+    Before the first frame, the memory ``batch`` frames need is estimated
+    (:func:`pipeline.memory.fit_batch`) against ``memory_available`` bytes (None: what the
+    model's device has free): a batch that does not fit is made smaller, with a
+    ``warn``-ing (the bytes do not depend on the batch).
+
     Raises:
         ConfigError: ``dst`` is the source or not a ``.rlv`` name (:func:`check_stream_output`),
             or an option is invalid.
         InputError: the source is missing, not video, corrupt or too large.
+        InsufficientMemoryError: even ``--batch 1`` needs more memory than is available.
         StorageError: reading or writing storage failed."""
     from pipeline import media as fio
     from pipeline import storage
     from pipeline.bitstream import carry_bytes
+    from pipeline.media.source import source_name
 
     check_stream_output(dst, src)
     if batch < 1:
         raise ConfigError(f"--batch {batch} must be at least 1")
+    if storage.is_s3(src):  # read through one ranged reader, as the distributed path does
+        with storage.open_read(src) as reader:
+            return encode_video(
+                reader, dst, model, refine, batch=batch, start=start, end=end,
+                max_pixels=max_pixels, on_frame=on_frame, carry=carry, drop_broken=drop_broken,
+                warn=warn, video_stream=video_stream, memory_available=memory_available,
+            )  # fmt: skip
     t0 = time.perf_counter()
     enc = FrameEncoder(model, refine)
     info = fio.probe(src, video_stream=video_stream)
     fio.warn_left_out(info, warn)
     end = info.frame_count if end is None else end
     fio.check_range(info, start, end)
+    batch = fit_batch(
+        info.width, info.height, batch, enc.refine, channels=model.N, device=str(model.device),
+        available=memory_available, warn=warn, name=source_name(src),
+    )  # fmt: skip
     carried = None
     section = None
     if carry:
@@ -673,7 +706,7 @@ def encode_video(
             video_stream=info.stream_index,
         )  # fmt: skip
         section = carry_bytes(carried.to_dict(), blob)
-    header = make_header(model, info, enc.refine, frame_count=end - start)
+    header = make_header(model, info, enc.refine, frame_count=end - start, tags_carried=carry)
     all_stats: list[FrameStats] = []
     with storage.open_write(dst) as f:
         writer = StreamWriter(f, header)

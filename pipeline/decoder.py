@@ -265,13 +265,26 @@ def decode_video(
     timestamps are shifted so the output starts at 0, and the carried streams are not
     written (a warning; with ``strict`` the same error).
 
+    How the frames are displayed (the header's ``display``: rotation, SAR, field order,
+    title; and its ``color``) is written to every output that can hold it, whatever was
+    carried (:func:`pipeline.media.write_frames`); the container tags of the carry section
+    are written to ``.mp4``/``.mkv`` even without carried streams. What an output cannot hold
+    is named in a ``warn``-ing (:func:`pipeline.media.output_notes`).
+
     Raises:
         UnsupportedStreamError: with ``strict``, as above. ConfigError: ``dst`` is ``src``.
         BitstreamError, ModelError, ConfigError, StorageError: as :func:`decode_stream`."""
     from pathlib import PurePath
 
     from pipeline import storage
-    from pipeline.media import CarryInfo, CarryMuxer, ColorInfo, write_frames
+    from pipeline.media import (
+        CarryInfo,
+        CarryMuxer,
+        ColorInfo,
+        output_notes,
+        write_frames,
+    )
+    from pipeline.media.write import high_depth_supported
 
     storage.check_distinct(dst, [src])
     suffix = PurePath(dst).suffix.lower()
@@ -289,6 +302,7 @@ def decode_video(
         keep = has_carry and not video_only and fmt is not None and not ranged
         blob = r.carry_blob() if keep else b""
     color = _stream_color(header, src, ColorInfo)
+    display = _stream_display(header, src, info_dict)
     if fmt is not None:  # containers need increasing timestamps (y4m and PNG have none)
         _check_pts(all_pts, start, src)
     summary = DecodeSummary(header, 0)
@@ -308,6 +322,14 @@ def decode_video(
             muxer = CarryMuxer(blob, cinfo, fmt, dst=dst, strict=strict, warn=warn)
             summary.carried = list(muxer.plan)
             summary.skipped = list(muxer.skipped)
+    elif info_dict is not None and not video_only and fmt is not None and not ranged:
+        # No carried streams or chapters, but the container's tags and the video's own
+        # (title, language, disposition) are still the source's.
+        muxer = CarryMuxer(b"", CarryInfo.from_dict(info_dict), fmt, dst=dst, warn=warn)
+    kind = "video" if fmt is not None else ("y4m" if suffix == ".y4m" else "png")
+    high = high_depth_supported() if kind == "video" else True
+    for note in output_notes(display, color, kind, dst, high_depth=high):
+        (warn or _log_warning)(note)
 
     def frames() -> Iterator[np.ndarray]:
         for d in decode_stream(src, checkpoint, device, start=start, end=end):
@@ -318,9 +340,26 @@ def decode_video(
 
     write_frames(
         dst, frames(), frame_rate=header.frame_rate, time_base=header.time_base, pts=all_pts,
-        color=color, extra=muxer,
+        color=color, extra=muxer, display=display,
     )  # fmt: skip
     return summary
+
+
+def _stream_display(header: StreamHeader, src: str, carry: dict[str, Any] | None) -> Any:
+    """The stream's ``DisplayInfo`` (:func:`pipeline.media.display.stream_display`).
+
+    Raises:
+        BitstreamError: the header's ``display`` holds a value ``DisplayInfo`` refuses.
+    """
+    from pipeline.media.display import stream_display
+
+    try:
+        return stream_display(header.display, carry)
+    except ConfigError as exc:
+        raise BitstreamError(
+            f"{src}: header field 'display' is invalid ({exc})",
+            hint="the file is corrupt or from an incompatible writer",
+        ) from exc
 
 
 def _stream_color(header: StreamHeader, src: str, color_info: Any) -> Any:

@@ -30,8 +30,10 @@ own so the CLI can print it separately. The CLI maps the branches to exit codes.
     │   ├── ObjectNotFoundError
     │   ├── AccessDeniedError
     │   └── PreconditionFailedError    (a conditional write lost the race)
-    └── ClusterError                   7   a Ray cluster is unreachable, refuses the client
-                                           (authentication) or runs another Ray version
+    ├── ClusterError                   7   a Ray cluster is unreachable, refuses the client
+    │                                      (authentication) or runs another Ray version
+    └── ResourceError                  8   the machine lacks what the job needs
+        └── InsufficientMemoryError    (a frame at --batch 1 does not fit: pipeline.memory)
 """
 
 from __future__ import annotations
@@ -48,11 +50,13 @@ __all__ = [
     "EmptySourceError",
     "FrameTooLargeError",
     "InputError",
+    "InsufficientMemoryError",
     "ModelError",
     "NotVideoError",
     "ObjectNotFoundError",
     "PreconditionFailedError",
     "RelatentError",
+    "ResourceError",
     "SourceNotFoundError",
     "StorageError",
     "TruncatedStreamError",
@@ -187,3 +191,15 @@ class ClusterError(RelatentError):
     cluster's address."""
 
     exit_code = 7
+
+
+class ResourceError(RelatentError):
+    """The machine lacks a resource the job needs (memory): the message names the need, what
+    is available and the option that lowers the need."""
+
+    exit_code = 8
+
+
+class InsufficientMemoryError(ResourceError):
+    """Even one frame at a time needs more memory than is available
+    (:func:`pipeline.memory.fit_batch`); a larger ``--batch`` is made smaller instead."""

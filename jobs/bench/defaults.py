@@ -46,6 +46,7 @@ from pipeline.errors import ConfigError, InputError
 
 __all__ = [
     "DEFAULT_RECIPES",
+    "NOTES",
     "SLOWER",
     "Recipe",
     "add_parser",
@@ -74,6 +75,8 @@ DEFAULT_RECIPES = (
     "sga:2e-2:50",
     "sga:2e-2:50:warm",
 )
+#: What some recipes are, in the Markdown.
+NOTES = {"campos:1e-3:50": "the seed's, the old CLI default"}
 #: A recipe "no slower" than the default takes at most this factor of its seconds per frame.
 SLOWER = 1.10
 
@@ -418,7 +421,9 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
     clips = list(per)
 
     def name(k: str) -> str:
-        return f"**{k}** (CLI default)" if k == d else k
+        if k == d:
+            return f"**{k}** (CLI default)"
+        return k + (f" ({NOTES[k]})" if k in NOTES else "")
 
     cfg = results["cli_default"]
     lines = ["# Refinement defaults: RD cost against encode time", ""]

@@ -141,6 +141,9 @@ class StreamHeader:
     source: dict[str, Any] = field(default_factory=dict)
     #: Frames per group of pictures (1: every frame intra). Left out of the JSON when 1.
     gop: int = 1
+    #: How the frames are displayed (``pipeline.media.display.DisplayInfo.to_dict``:
+    #: rotation, hflip, matrix, sar, field_order, title). Left out of the JSON when empty.
+    display: dict[str, Any] = field(default_factory=dict)
 
     @property
     def format_version(self) -> int:
@@ -153,6 +156,8 @@ class StreamHeader:
         d = asdict(self)
         if self.gop == 1:
             del d["gop"]
+        if not self.display:
+            del d["display"]
         d["frame_rate"] = [self.frame_rate.numerator, self.frame_rate.denominator]
         d["time_base"] = [self.time_base.numerator, self.time_base.denominator]
         return d

@@ -25,6 +25,7 @@ from pipeline.errors import BitstreamError
 
 __all__ = [
     "ARCH_KINDS",
+    "DISPLAY_FIELD_ORDERS",
     "HEADER_RULES",
     "HINT_FOREIGN",
     "KIND_PAD_MULTIPLE",
@@ -224,6 +225,46 @@ def _color(v: Any) -> dict[str, Any]:
     return d
 
 
+#: The header ``display`` object's field orders (``pipeline.media.display.FIELD_ORDERS``).
+DISPLAY_FIELD_ORDERS = ("progressive", "tt", "bb", "tb", "bt")
+_INT32 = 2**31
+
+
+def _matrix9(v: Any) -> list[int]:
+    if not isinstance(v, list) or len(v) != 9:
+        raise _Invalid(f"{v!r:.60} is not a list of 9 integers")
+    for x in v:
+        _int(x, -_INT32, _INT32 - 1)
+    return v
+
+
+_DISPLAY_RULES: dict[str, Callable[[Any], Any]] = {
+    "rotation": lambda v: _one_of(v, (0, 90, 180, 270)),
+    "hflip": _bool,
+    "matrix": _matrix9,
+    "sar": _rational,
+    "field_order": lambda v: _one_of(v, DISPLAY_FIELD_ORDERS),
+    "title": _text,
+}
+
+
+def _display(v: Any) -> dict[str, Any]:
+    """The header's ``display`` object (``DisplayInfo.to_dict``): known keys only, each in
+    its set; a free ``matrix`` excludes ``rotation`` and ``hflip``."""
+    d = _dict(v)
+    for key, x in d.items():
+        rule = _DISPLAY_RULES.get(key)
+        if rule is None:
+            raise _Invalid(f"unknown key {key!r:.40}")
+        try:
+            rule(x)
+        except _Invalid as exc:
+            raise _Invalid(f"{key!r}: {exc}") from exc
+    if "matrix" in d and (d.get("rotation") or d.get("hflip")):
+        raise _Invalid("'matrix' comes without 'rotation' and 'hflip'")
+    return d
+
+
 def _fail(name: str, what: str, key: str, exc: Exception) -> BitstreamError:
     return BitstreamError(f"{name}: {what} {key!r} is invalid ({exc})", hint=HINT_FOREIGN)
 
@@ -251,8 +292,9 @@ HEADER_RULES: dict[str, Callable[[Any], Any]] = {
     "latent_kind": lambda v: _one_of(v, tuple(KIND_PAD_MULTIPLE)),
     "source": _dict,
     "gop": lambda v: _int(v, 1, MAX_GOP),
+    "display": _display,
 }
-_HEADER_OPTIONAL = {"source", "gop"}
+_HEADER_OPTIONAL = {"source", "gop", "display"}
 
 
 def check_header(d: Any, fields: tuple[str, ...], version: int, name: str) -> dict[str, Any]:

@@ -7,6 +7,8 @@ One module per concern (each docstring has the details):
   file objects such as :func:`pipeline.storage.open_read`), sniffing, the video stream.
 * :mod:`~pipeline.media.colour`: :class:`ColorInfo`, the matrix/range tables
   (:data:`LUMA_COEFFS`), YUV to RGB and RGB to YCbCr.
+* :mod:`~pipeline.media.display`: :class:`DisplayInfo` (rotation, sample aspect ratio, field
+  order, title), reading it and applying it to outputs.
 * :mod:`~pipeline.media.probe`: :func:`probe` and :class:`VideoInfo` (exact frame count,
   timestamps, keyframes), the frame range and size checks.
 * :mod:`~pipeline.media.decode`: :func:`read_frames`, exact frame ranges with seeking.
@@ -30,6 +32,7 @@ from pipeline.media.carry import (
 )
 from pipeline.media.colour import LUMA_COEFFS, ColorInfo
 from pipeline.media.decode import Frame, read_frames
+from pipeline.media.display import DisplayInfo, output_notes
 from pipeline.media.probe import (
     DEFAULT_MAX_PIXELS,
     VideoInfo,
@@ -49,6 +52,7 @@ __all__ = [
     "CarryInfo",
     "CarryMuxer",
     "ColorInfo",
+    "DisplayInfo",
     "DroppedStream",
     "ExtraStreams",
     "Frame",
@@ -57,6 +61,7 @@ __all__ = [
     "check_limit",
     "check_range",
     "extract_carry",
+    "output_notes",
     "probe",
     "read_frames",
     "warn_left_out",

@@ -21,6 +21,10 @@ Containers without presentation timestamps (AVI, raw H.264/HEVC/MPEG-4 streams) 
 numbered in decode order, timed by their decode timestamps when those increase (AVI: frame
 numbers), else by the frame rate. Still images are one-frame sources with
 ``is_still=True`` and ``frame_rate=1``.
+
+How the frames are displayed (rotation, sample aspect ratio, field order, the container
+title: :class:`~pipeline.media.display.DisplayInfo`) is read too; the first frame is decoded
+for its display matrix.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -37,6 +41,7 @@ import av.container
 
 from pipeline.errors import ConfigError, CorruptSourceError, EmptySourceError, FrameTooLargeError
 from pipeline.media.colour import ColorInfo, color_info, pix_format, plan_for
+from pipeline.media.display import DisplayInfo, display_of
 from pipeline.media.source import (
     TRUNCATED_HINT,
     Source,
@@ -75,6 +80,9 @@ _DECLARED_DURATION = {"matroska", "webm", "flv", "asf"}
 # Demuxers whose index or header declares the video's frame count (``stream.frames``).
 _DECLARED_FRAMES = {"mov", "mp4", "avi"}
 
+# Packets fed to the decoder at most for the first frame (decoder delay, damaged packets).
+_FIRST_FRAME_PACKETS = 64
+
 _IMAGE_FORMATS = {"image2", "gif", "apng", "webp"}
 # Demuxers without real presentation timestamps (FFmpeg guesses them, wrongly once frames
 # are reordered): frames are numbered in decode order and ranges are decoded from frame 0.
@@ -110,6 +118,10 @@ class VideoInfo:
     stream_index: int | None = None
     #: The other video streams, not coded (e.g. ``video stream #0 (h264 32x32, "preview")``).
     left_out: tuple[str, ...] = ()
+    #: How the frames are displayed (rotation, sample aspect ratio, field order, title).
+    display: DisplayInfo = field(default_factory=DisplayInfo)
+    #: Warnings about the display (a display matrix that is not a quarter turn, ...).
+    display_notes: tuple[str, ...] = ()
 
     @property
     def duration(self) -> Fraction:
@@ -132,6 +144,8 @@ class VideoInfo:
             "pts": list(self.pts),
             "stream_index": self.stream_index,
             "left_out": list(self.left_out),
+            "display": self.display.to_dict(),
+            "display_notes": list(self.display_notes),
         }
 
     @classmethod
@@ -156,6 +170,8 @@ class VideoInfo:
                 pts=tuple(int(p) for p in d["pts"]),
                 stream_index=None if d.get("stream_index") is None else int(d["stream_index"]),
                 left_out=tuple(str(x) for x in d.get("left_out", ())),
+                display=DisplayInfo.from_dict(d.get("display")),
+                display_notes=tuple(str(x) for x in d.get("display_notes", ())),
             )
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
             raise ConfigError(
@@ -186,6 +202,7 @@ class _Scan:
     total: int = 0  # non-empty video packets (frames plus skipped packets)
     slots: int = 0  # video packets including empty AVI "drop" packets
     ends: dict[int, Fraction] | None = None  # stream index -> end of its last packet
+    first: av.VideoFrame | None = None  # the first decoded frame (its display matrix)
 
 
 def _scan_packets(
@@ -230,13 +247,27 @@ def _scan_packets(
             scan.stamps.append(packet.pts)
             scan.decode_stamps.append(packet.dts)
             scan.keys.append(bool(packet.is_keyframe))
+            if scan.first is None and len(scan.stamps) <= _FIRST_FRAME_PACKETS:
+                scan.first = _first_frame(stream, packet)
     except (av.error.FFmpegError, OSError, EOFError) as exc:
         raise CorruptSourceError(
             f"{name}: reading the video packets failed after {len(scan.stamps)} frames "
             f"({error_reason(exc)})",
             hint="the file is probably truncated or damaged; copy or export it again",
         ) from exc
+    if scan.first is None:
+        scan.first = _first_frame(stream, None)
     return scan
+
+
+def _first_frame(stream: av.VideoStream, packet: av.Packet | None) -> av.VideoFrame | None:
+    """The first frame decoding ``packet`` gives (None: the decoder is flushed), or None;
+    a decoding error is left to the frame reader to report."""
+    try:
+        frames = stream.codec_context.decode(packet)
+    except (av.error.FFmpegError, ValueError):
+        return None
+    return frames[0] if frames else None
 
 
 def _seconds(x: Fraction) -> str:
@@ -393,6 +424,7 @@ def probe(source: Source, *, video_stream: int | None = None) -> VideoInfo:
                 f"{name}: the video stream has no frames",
                 hint="re-export the video; the encoder probably failed",
             )
+        display, notes = display_of(container, stream, scan.first, name)
         fmt_name = container.format.name
         is_still = len(stamps) == 1 and (fmt_name.endswith("_pipe") or fmt_name in _IMAGE_FORMATS)
         pts, keyframes = _timestamps(container, stream, time_base, stamps, decode_stamps, keys)
@@ -411,17 +443,20 @@ def probe(source: Source, *, video_stream: int | None = None) -> VideoInfo:
             pts=tuple(pts),
             stream_index=stream.index,
             left_out=left_out,
+            display=display,
+            display_notes=tuple(notes),
         )
 
 
 def warn_left_out(info: VideoInfo, warn: Callable[[str], None] | None = None) -> list[str]:
-    """Report each video stream of ``info``'s source that is not coded through ``warn``
-    (default: this module's logger); returns the messages."""
+    """Report each video stream of ``info``'s source that is not coded, and each warning
+    about its display (:attr:`VideoInfo.display_notes`), through ``warn`` (default: this
+    module's logger); returns the messages."""
     msgs = [
         f"{info.source}: {other} is not coded (stream #{info.stream_index} is; choose with "
         "--video-stream N)"
         for other in info.left_out
-    ]
+    ] + list(info.display_notes)
     for msg in msgs:
         (warn or log.warning)(msg)
     return msgs

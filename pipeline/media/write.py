@@ -6,6 +6,13 @@ converting RGB to YCbCr with :func:`pipeline.media.colour.rgb_to_ycbcr`. Output 
 atomically: a hidden temporary file (or folder) next to the destination is written and
 renamed on success, and removed on error. :class:`ExtraStreams` (e.g.
 :class:`pipeline.media.carry.CarryMuxer`) adds other streams to video outputs.
+
+How the frames are displayed (:class:`~pipeline.media.display.DisplayInfo`) is written where
+the output can hold it: MP4/Matroska get the display matrix, the sample aspect ratio, the
+field order (the frames coded interlaced) and the title, and 10-bit samples for sources above
+8 bits; Y4M and PNG get the pixels rotated as ffmpeg's ``autorotate`` would, the SAR (Y4M
+``A``, PNG ``pHYs``), Y4M the field order (``I``) and PNG the colour tags of HDR or
+wide-gamut sources (``cICP``).
 """
 
 from __future__ import annotations
@@ -31,9 +38,30 @@ from pipeline.media.colour import (
     rgb_to_ycbcr,
     transfer_code,
 )
+from pipeline.media.display import (
+    NEUTRAL_PRIMARIES,
+    NEUTRAL_TRANSFERS,
+    DisplayInfo,
+    FieldTagger,
+    field_order_code,
+    orient,
+    oriented_sar,
+)
 from pipeline.media.source import local_path, source_name
 
-__all__ = ["ExtraStreams", "write_frames"]
+__all__ = ["HIGH_DEPTH_FORMAT", "ExtraStreams", "high_depth_supported", "write_frames"]
+
+#: The 10-bit format written for sources above 8 bits (when libx264 supports it).
+HIGH_DEPTH_FORMAT = "yuv420p10le"
+
+
+def high_depth_supported() -> bool:
+    """Whether this FFmpeg's libx264 encodes :data:`HIGH_DEPTH_FORMAT` (10-bit 4:2:0)."""
+    try:
+        formats = av.codec.Codec("libx264", "w").video_formats or ()
+    except (av.error.FFmpegError, ValueError):
+        return False
+    return any(f.name == HIGH_DEPTH_FORMAT for f in formats)
 
 
 class ExtraStreams(Protocol):
@@ -81,20 +109,39 @@ def _checked_frames(frames: Iterable[np.ndarray], dst: str) -> Iterator[np.ndarr
         raise ConfigError(f"{dst}: no frames to write", hint="pass at least one frame")
 
 
-def _encode_png(rgb: np.ndarray) -> bytes:
+def _encode_png(
+    rgb: np.ndarray, sar: Fraction | None = None, color: ColorInfo | None = None
+) -> bytes:
+    """One PNG of ``rgb``, with the SAR (``pHYs``) and, for HDR or wide-gamut ``color``,
+    the primaries and transfer (``cICP``)."""
     cc = av.CodecContext.create("png", "w")
     cc.width, cc.height, cc.pix_fmt = rgb.shape[1], rgb.shape[0], "rgb24"
+    if sar is not None:
+        cc.sample_aspect_ratio = sar
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    if color is not None and (
+        color.primaries not in NEUTRAL_PRIMARIES or color.transfer not in NEUTRAL_TRANSFERS
+    ):
+        frame.color_primaries = primaries_code(color.primaries)
+        frame.color_trc = transfer_code(color.transfer)
     return b"".join(bytes(p) for p in [*cc.encode(frame), *cc.encode(None)])
 
 
-def _write_png_dir(tmp: Path, frames: Iterator[np.ndarray]) -> None:
+def _write_png_dir(
+    tmp: Path, frames: Iterator[np.ndarray], sar: Fraction | None, color: ColorInfo | None
+) -> None:
     for i, rgb in enumerate(frames):
         with (tmp / f"frame_{i:06d}.png").open("wb") as fh:
-            fh.write(_encode_png(rgb))
+            fh.write(_encode_png(rgb, sar, color))
 
 
-def _write_png_file(tmp: Path, frames: Iterator[np.ndarray], dst: str) -> None:
+def _write_png_file(
+    tmp: Path,
+    frames: Iterator[np.ndarray],
+    dst: str,
+    sar: Fraction | None,
+    color: ColorInfo | None,
+) -> None:
     items = list(frames)
     if len(items) != 1:
         raise ConfigError(
@@ -102,11 +149,24 @@ def _write_png_file(tmp: Path, frames: Iterator[np.ndarray], dst: str) -> None:
             hint="write a folder of PNGs instead (a destination path without a suffix)",
         )
     with tmp.open("wb") as fh:
-        fh.write(_encode_png(items[0]))
+        fh.write(_encode_png(items[0], sar, color))
+
+
+def _y4m_tags(display: DisplayInfo | None) -> str:
+    """The Y4M interlacing and aspect parameters (``Ip A1:1`` by default) of oriented frames."""
+    d = display or DisplayInfo()
+    woven = d.interlaced and not (d.quarter_turn and d.matrix is None)
+    field = ("t" if d.top_first else "b") if woven else "p"
+    sar = oriented_sar(display) or Fraction(1)
+    return f"I{field} A{sar.numerator}:{sar.denominator}"
 
 
 def _write_y4m(
-    tmp: Path, frames: Iterator[np.ndarray], frame_rate: Fraction, color: ColorInfo | None
+    tmp: Path,
+    frames: Iterator[np.ndarray],
+    frame_rate: Fraction,
+    color: ColorInfo | None,
+    display: DisplayInfo | None = None,
 ) -> None:
     with tmp.open("wb") as fh:
         for i, rgb in enumerate(frames):
@@ -116,7 +176,7 @@ def _write_y4m(
                 chroma = "C444" if bits == 8 else f"C444p{bits}"
                 fh.write(
                     f"YUV4MPEG2 W{w} H{h} F{frame_rate.numerator}:{frame_rate.denominator} "
-                    f"Ip A1:1 {chroma} XCOLORRANGE={rng.upper()}\n".encode("ascii")
+                    f"{_y4m_tags(display)} {chroma} XCOLORRANGE={rng.upper()}\n".encode("ascii")
                 )
             planes = rgb_to_ycbcr(rgb, matrix, rng, bits, subsample=False)
             fh.write(b"FRAME\n")
@@ -132,17 +192,21 @@ def _add_video_stream(
     time_base: Fraction,
     color: ColorInfo | None,
     dst: str,
-) -> tuple[av.VideoStream, str, str]:
-    """The libx264 yuv420p stream for ``w`` x ``h`` frames, tagged with ``color``; and the
-    matrix and range its frames are converted with."""
+    display: DisplayInfo | None = None,
+) -> tuple[av.VideoStream, str, str, int]:
+    """The libx264 4:2:0 stream for ``w`` x ``h`` frames, tagged with ``color`` and
+    ``display`` (SAR, field order: coded interlaced); and the matrix, range and bit depth
+    (10 for sources above 8 bits when libx264 can, else 8) its frames are converted with."""
     if h % 2 or w % 2:
         raise ConfigError(
             f"{dst}: {w}x{h} cannot be encoded as 4:2:0 video (odd size)",
             hint="pad or crop to an even size, or write .y4m or PNG instead",
         )
-    matrix, rng, _ = output_color(color, h)
+    matrix, rng, bits = output_color(color, h)
+    bits = 10 if bits > 8 and high_depth_supported() else 8
     stream = out.add_stream("libx264", rate=frame_rate)
-    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+    stream.width, stream.height = w, h
+    stream.pix_fmt = HIGH_DEPTH_FORMAT if bits > 8 else "yuv420p"
     stream.time_base = time_base
     cc = stream.codec_context
     cc.time_base = time_base
@@ -151,8 +215,28 @@ def _add_video_stream(
     if color is not None:
         cc.color_primaries = primaries_code(color.primaries)
         cc.color_trc = transfer_code(color.transfer)
-    stream.options = {"crf": "12", "preset": "medium"}
-    return stream, matrix, rng
+    options = {"crf": "12", "preset": "medium"}
+    if display is not None and display.sar is not None:
+        cc.sample_aspect_ratio = display.sar
+    if display is not None and display.interlaced:
+        cc.field_order = field_order_code(display.field_order)
+        options["x264-params"] = "tff=1" if display.top_first else "bff=1"
+    stream.options = options
+    return stream, matrix, rng, bits
+
+
+def _set_display(
+    out: av.container.OutputContainer, stream: av.VideoStream, display: DisplayInfo | None
+) -> None:
+    """Write ``display``'s display matrix and title to ``out`` (before its header)."""
+    if display is None:
+        return
+    if display.matrix is not None:
+        stream.set_display_matrix(list(display.matrix))
+    elif display.rotation or display.hflip:
+        stream.set_display_rotation(display.rotation, hflip=display.hflip)
+    if display.title and "title" not in out.metadata:
+        out.metadata["title"] = display.title
 
 
 def _frame_pts(
@@ -191,6 +275,7 @@ def _write_video(
     color: ColorInfo | None,
     dst: str,
     extra: ExtraStreams | None = None,
+    display: DisplayInfo | None = None,
 ) -> None:
     options = {}
     if container_format == "mp4" and time_base.numerator == 1:
@@ -200,26 +285,32 @@ def _write_video(
         options["movie_timescale"] = str(time_base.denominator)
     with av.open(str(tmp), mode="w", format=container_format, container_options=options) as out:
         stream: av.VideoStream | None = None
+        tagger: FieldTagger | None = None
         last_pts: int | None = None
         count = 0
         for i, rgb in enumerate(frames):
             count = i + 1
             h, w = rgb.shape[:2]
             if stream is None:
-                stream, matrix, rng = _add_video_stream(
-                    out, w, h, frame_rate, time_base, color, dst
+                stream, matrix, rng, bits = _add_video_stream(
+                    out, w, h, frame_rate, time_base, color, dst, display
                 )
                 cc = stream.codec_context
                 if extra is not None:
                     extra.add_streams(out, stream)
+                _set_display(out, stream, display)  # after the carried tags: the header wins
+                if display is not None and display.interlaced:
+                    tagger = FieldTagger(w, h, stream.pix_fmt, time_base, display.top_first)
             t = last_pts = _frame_pts(i, pts, last_pts, frame_rate, time_base, dst)
-            y, cb, cr = rgb_to_ycbcr(rgb, matrix, rng, 8, subsample=True)
+            y, cb, cr = rgb_to_ycbcr(rgb, matrix, rng, bits, subsample=True)
             packed = np.concatenate([y.ravel(), cb.ravel(), cr.ravel()]).reshape(h * 3 // 2, w)
-            frame = av.VideoFrame.from_ndarray(packed, format="yuv420p")
+            frame = av.VideoFrame.from_ndarray(packed, format=stream.pix_fmt)
             frame.pts = t
             frame.time_base = time_base
             frame.colorspace = cc.colorspace
             frame.color_range = cc.color_range
+            if tagger is not None:
+                frame = tagger(frame)
             if extra is not None:
                 extra.mux_until(out, t * time_base)
             for packet in stream.encode(frame):
@@ -248,7 +339,13 @@ def _is_png_output_dir(path: Path) -> bool:
     )
 
 
-def _write_png_folder(path: Path, checked: Iterator[np.ndarray], name: str) -> None:
+def _write_png_folder(
+    path: Path,
+    checked: Iterator[np.ndarray],
+    name: str,
+    sar: Fraction | None = None,
+    color: ColorInfo | None = None,
+) -> None:
     """Write ``checked`` as a folder of PNGs at ``path``, replacing a previous PNG folder."""
     if path.exists() and not (path.is_dir() and _is_png_output_dir(path)):
         raise ConfigError(
@@ -258,7 +355,7 @@ def _write_png_folder(path: Path, checked: Iterator[np.ndarray], name: str) -> N
     tmp_dir = _temp_path(path, "")
     tmp_dir.mkdir()
     try:
-        _write_png_dir(tmp_dir, checked)
+        _write_png_dir(tmp_dir, checked, sar, color)
         if path.exists():
             old = _temp_path(path, ".old")
             path.rename(old)
@@ -284,6 +381,7 @@ def write_frames(
     pts: Sequence[int] | None = None,
     color: ColorInfo | None = None,
     extra: ExtraStreams | None = None,
+    display: DisplayInfo | None = None,
 ) -> None:
     """Write uint8 HxWx3 RGB ``frames`` to ``dst``; the kind of output follows ``dst``.
 
@@ -299,7 +397,15 @@ def write_frames(
       color=color))``. Y4M has no timestamps (constant ``frame_rate``).
     * ``.mp4`` / ``.mkv``: H.264 (libx264, crf 12, preset medium, yuv420p, even sizes only)
       with ``color``'s matrix/range/primaries/transfer tagged, the stream time base set to
-      ``time_base`` and each frame's ``pts`` kept (Matroska rounds them to milliseconds).
+      ``time_base`` and each frame's ``pts`` kept (Matroska rounds them to milliseconds);
+      10-bit (``yuv420p10le``) when ``color.bit_depth`` > 8 and libx264 supports it.
+
+    ``display`` (:class:`~pipeline.media.display.DisplayInfo`) says how the frames are
+    displayed: ``.mp4``/``.mkv`` get its display matrix, SAR, field order (coded interlaced)
+    and title; ``.y4m`` and PNG frames are rotated/mirrored to how they display
+    (:func:`~pipeline.media.display.orient`; a free matrix is not applied) and get the SAR,
+    ``.y4m`` the field order (``It``/``Ib``; not for quarter-turned frames).
+    :func:`~pipeline.media.display.output_notes` lists what an output cannot hold.
 
     ``frame_rate`` is in frames per second; ``time_base`` (seconds per ``pts`` tick)
     defaults to ``1 / frame_rate``; ``pts`` (one per frame, increasing) defaults to a
@@ -336,17 +442,21 @@ def write_frames(
     if not parent.is_dir():
         raise ConfigError(f"{name}: the folder {parent} does not exist", hint="create it first")
     checked = _checked_frames(frames, name)
+    oriented = (orient(rgb, display) for rgb in checked)  # for outputs without a matrix
+    sar = oriented_sar(display)
 
     if path.is_dir() or not suffix:
-        _write_png_folder(path, checked, name)
+        _write_png_folder(path, oriented, name, sar, color)
         return
 
     writers: dict[str, Callable[[Path], None]] = {
-        ".png": lambda tmp: _write_png_file(tmp, checked, name),
-        ".y4m": lambda tmp: _write_y4m(tmp, checked, rate, color),
-        ".mp4": lambda tmp: _write_video(tmp, "mp4", checked, rate, tb, pts, color, name, extra),
+        ".png": lambda tmp: _write_png_file(tmp, oriented, name, sar, color),
+        ".y4m": lambda tmp: _write_y4m(tmp, oriented, rate, color, display),
+        ".mp4": lambda tmp: _write_video(
+            tmp, "mp4", checked, rate, tb, pts, color, name, extra, display
+        ),
         ".mkv": lambda tmp: _write_video(
-            tmp, "matroska", checked, rate, tb, pts, color, name, extra
+            tmp, "matroska", checked, rate, tb, pts, color, name, extra, display
         ),
     }
     writer = writers.get(suffix)
