@@ -296,6 +296,9 @@ class ShardSpec:
     refine: RefineConfig  # resolved (lmbda filled in)
     model_sha256: str
     batch: int = 4
+    #: Whether the stream carries the source's other streams and tags (``--no-carry``:
+    #: False; the header then records the container title itself, as ``relatent encode``).
+    tags_carried: bool = True
 
     @property
     def frames(self) -> int:
@@ -335,6 +338,7 @@ class VideoPlan:
     width: int
     height: int
     carry_bytes: int = 0  # size of the staged carry section (0: the stream has none)
+    carried: bool = True  # False with --no-carry
     skipped: bool = False  # a matching committed manifest exists
     summary: dict[str, Any] | None = None  # of the committed manifest when skipped
 
@@ -369,6 +373,7 @@ class VideoPlan:
                 refine=refine,
                 model_sha256=model_sha256,
                 batch=batch,
+                tags_carried=self.carried,
             )
             for i, (s, e) in enumerate(
                 plan_ranges(

@@ -203,6 +203,7 @@ def prepare_video(
         "source_size": st.size,
         "fingerprint": fp,
         "staging": staging,
+        "carried": carry,
     }
     summary = mf.read_summary(paths.manifest)
     if summary_matches(summary, st.etag, st.version, ident, refine) and is_committed(

@@ -359,7 +359,11 @@ class ShardEncoder:
         prefix = b""
         if spec.start == 0:
             prefix = make_header(
-                self.model, info, enc.refine, frame_count=info.frame_count
+                self.model,
+                info,
+                enc.refine,
+                frame_count=info.frame_count,
+                tags_carried=spec.tags_carried,
             ).to_bytes()
         size = 0
         with open_source(spec) as src, storage.open_write(spec.shard_uri) as f:

@@ -86,3 +86,29 @@ def test_gop_streams_are_identical_across_shard_layouts(
         assert Path(summary["stream"]).read_bytes() == ref.read_bytes(), (
             f"shards {want} (batch {batch}) assembled another stream than `relatent encode`"
         )
+
+
+def test_a_no_carry_stream_from_shards_records_the_title_as_encode_does(
+    tmp_path: Path, shipped
+) -> None:
+    """``--no-carry``: the header itself records the source's container title (display
+    metadata), on the distributed path as in ``relatent encode``, byte for byte."""
+    from tests.conftest import REPO_ROOT
+
+    src = REPO_ROOT / "tests" / "data" / "golden_src.mkv"  # 6 frames, a container title
+    refine = RefineConfig(method="none", gop=3)
+    ref = tmp_path / "ref.rlv"
+    encode_video(str(src), str(ref), shipped, refine, carry=False)
+    with StreamReader(str(ref)) as r:
+        assert (r.header.display or {}).get("title")  # what the test is about
+    ident = shipped.identity
+    resolved = refine.resolved(ident.lmbda)
+    plan = prepare_video(str(src), str(tmp_path / "out"), ident, resolved, carry=False)
+    specs = plan.shards(3, 0.5, resolved, ident.weights_sha256, batch=2)
+    enc = ShardEncoder(shipped)
+    for s in specs:
+        enc.encode(s)
+    summary = commit_video(
+        CommitSpec(plan, tuple((s.start, s.end) for s in specs), ident, resolved)
+    )
+    assert Path(summary["stream"]).read_bytes() == ref.read_bytes()
