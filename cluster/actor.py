@@ -136,13 +136,16 @@ def _prepare(
     carry: bool = True,
     drop_broken: bool = False,
     video_stream: int | None = None,
+    start: int = 0,
+    end: int | None = None,
 ) -> tuple[VideoPlan, list[str]]:
-    """The plan, and the warnings about streams left out (of the carry section, or video
-    streams not coded; the driver logs them: a task's own log lines stay on its node)."""
+    """The plan of the frames ``[start, end)``, and the warnings about streams left out (of
+    the carry section, or video streams not coded; the driver logs them: a task's own log
+    lines stay on its node)."""
     warnings: list[str] = []
     plan = prepare_video(
         source, out, ident, refine, carry, drop_broken, warn=warnings.append,
-        video_stream=video_stream,
+        video_stream=video_stream, start=start, end=end,
     )  # fmt: skip
     return plan, warnings
 

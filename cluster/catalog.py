@@ -183,16 +183,20 @@ def check_video(
     *,
     explain: bool = True,
     video_stream: int | None = None,
+    start: int = 0,
+    end: int | None = None,
 ) -> CatalogItem:
     """Plan one video. ``manifests`` (names from :func:`list_manifests`) saves a request
     per video that has none; ``None`` reads the manifest directly (a fresh check).
     ``explain=False`` skips looking for earlier manifests (the decision stays the same,
     the reason of a video without its own manifest is then just ``missing``).
+    ``start``/``end``: the frame span coded (``--start``/``--end``; it names the output
+    when given, :func:`cluster.planning.output_key`).
 
     Raises:
         StorageError: a manifest or the source cannot be read.
     """
-    vid = video_id(obj.uri, ident, refine, carry, video_stream)
+    vid = video_id(obj.uri, ident, refine, carry, video_stream, start, end)
     paths = OutputPaths.for_video(out, vid)
     item = CatalogItem(obj.uri, vid, obj.size, "encode")
     summary = None
@@ -257,24 +261,26 @@ def plan_catalog(
     carry: bool,
     threads: int = 16,
     video_stream: int | None = None,
+    start: int = 0,
+    end: int | None = None,
 ) -> list[CatalogItem]:
     """:func:`check_video` for every listed video (``threads`` at a time: each check is a
-    few small requests), in listing order.
+    few small requests), in listing order (``video_stream``, ``start``, ``end``: as there).
 
     Raises:
         StorageError: ``out`` cannot be listed, or a manifest or source cannot be read.
     """
     objs = list(objs)
     manifests = list_manifests(out)
+
+    def check(o: storage.ObjectInfo) -> CatalogItem:
+        return check_video(
+            o, out, ident, refine, carry, manifests,
+            video_stream=video_stream, start=start, end=end,
+        )  # fmt: skip
+
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        return list(
-            pool.map(
-                lambda o: check_video(
-                    o, out, ident, refine, carry, manifests, video_stream=video_stream
-                ),
-                objs,
-            )
-        )
+        return list(pool.map(check, objs))
 
 
 # --------------------------------------------------------------------------- the run
@@ -397,7 +403,7 @@ def run_catalog(
         )
     items = plan_catalog(
         objs, run.out, ident, refine, carry, threads=run.plan_threads,
-        video_stream=template.video_stream,
+        video_stream=template.video_stream, start=template.start, end=template.end,
     )  # fmt: skip
     t_plan = time.time()
     if run.dry_run:
@@ -413,7 +419,7 @@ def run_catalog(
     def recheck(item: CatalogItem) -> CatalogItem:
         return check_video(
             by_obj[item.video_id], run.out, ident, refine, carry, explain=False,
-            video_stream=template.video_stream,
+            video_stream=template.video_stream, start=template.start, end=template.end,
         )  # fmt: skip
 
     def hook(event: str, fields: dict[str, Any]) -> None:

@@ -151,6 +151,11 @@ class TranscodeJob:
             and a ``dropped_streams`` record in the manifest) instead of failing its video.
         video_stream: the number of each source's video stream to code (``--video-stream``;
             None: the default-flagged, then the largest; the others are named in warnings).
+        start: first source frame to code (``--start``), as ``relatent encode``.
+        end: end source frame, exclusive (``--end``; None: the last frame). A span
+            (``start`` > 0 or ``end`` set) codes source frames ``[start, end)`` renumbered
+            from 0, exactly as ``relatent encode --start --end`` does, and enters the output
+            key (:func:`cluster.planning.output_key`).
         job_id: free-form label used in logs and metric tags.
     """
 
@@ -166,14 +171,17 @@ class TranscodeJob:
     drop_broken: bool = False
     job_id: str = "transcode"
     video_stream: int | None = None
+    start: int = 0
+    end: int | None = None
 
     def validate(self) -> TranscodeJob:
         """``self``, once every field (the refine and cluster configs too) is checked.
 
         Raises:
             ConfigError: no sources, a source listed twice (by any spelling,
-                :func:`cluster.planning.canonical_source`), an empty ``out`` or a field
-                out of range.
+                :func:`cluster.planning.canonical_source`), an empty ``out``, an empty or
+                negative frame range (``start``/``end``, as
+                :func:`pipeline.media.check_range` words it) or a field out of range.
         """
         if not self.sources:
             raise ConfigError("no sources given", hint="pass one or more video paths or URIs")
@@ -202,6 +210,15 @@ class TranscodeJob:
         if self.video_stream is not None and self.video_stream < 0:
             raise ConfigError(
                 f"--video-stream {self.video_stream} must be a stream number (0 or more)"
+            )
+        if self.start < 0:
+            raise ConfigError(
+                f"frame range start {self.start} is negative", hint="frame indices start at 0"
+            )
+        if self.end is not None and self.start >= self.end:
+            raise ConfigError(
+                f"frame range [{self.start}, {self.end}) is empty",
+                hint="start must be smaller than end",
             )
         self.refine.validate()
         self.cluster.validate()

@@ -14,7 +14,11 @@ It assumes Ray is already initialised (``ray.init`` belongs to :mod:`jobs`). The
   video fails - recorded in ``_errors/<id>.json`` and the report - while the others go on.
   Input, model and config errors are deterministic: their video fails at once. A storage
   authentication/authorization failure (:class:`~pipeline.errors.AccessDeniedError`, from
-  any task or actor) stops the whole job and is raised: the credentials are the job's.
+  any task or actor) stops the whole job and is raised: the credentials are the job's. A
+  :class:`~pipeline.errors.ConfigError` of a prepare task (``--start``/``--end`` or
+  ``--video-stream`` do not fit a source) is raised the same way when the job has one
+  source (the CLI then exits as ``relatent encode`` does with the same options); with
+  several sources (a catalog) only the video that does not fit fails.
 * Only small things cross the object store: shard specs one way, shard outcomes back.
 
 The work itself lives in :mod:`cluster.prepare`, :mod:`cluster.shard` and
@@ -120,9 +124,10 @@ class Driver:
         self._actor_change = time.monotonic()
         self._ever_ready = False
         self._fatal: str | None = None
-        #: The first storage authentication/authorization failure of any task or actor: it
-        #: stops the job (the credentials are the job's, so every video would fail alike).
-        self._denied: AccessDeniedError | None = None
+        #: The first storage authentication/authorization failure of any task or actor, or
+        #: the first option that does not fit a source (a prepare task's ConfigError): it
+        #: stops the job (the credentials and options are the job's).
+        self._denied: AccessDeniedError | ConfigError | None = None
 
     # -------------------------------------------------------------- helpers
 
@@ -194,13 +199,16 @@ class Driver:
             and len(self.queue) < 2 * self.cfg.slots
         ):
             source = pending.popleft()
-            vid = video_id(source, self.ident, self.refine, self.carry, self.job.video_stream)
+            vid = video_id(
+                source, self.ident, self.refine, self.carry, self.job.video_stream,
+                self.job.start, self.job.end,
+            )  # fmt: skip
             video = _Video(VideoResult(source, vid), OutputPaths.for_video(self.job.out, vid))
             self.videos.append(video)
             self.report.videos.append(video.result)
             ref = prepare_task.options(**helper_task_options()).remote(
                 source, self.job.out, self.ident, self.refine, self.carry, self.job.drop_broken,
-                self.job.video_stream,
+                self.job.video_stream, self.job.start, self.job.end,
             )  # fmt: skip
             self.refs[ref] = ("prepare", video)
             inflight += 1
@@ -338,7 +346,14 @@ class Driver:
             value = ray.get(ref)
         except Exception as exc:
             cause = root_cause(exc)  # a task's error arrives wrapped in a RayTaskError
-            if isinstance(cause, AccessDeniedError) and self._denied is None:
+            if self._denied is None and (
+                isinstance(cause, AccessDeniedError)
+                or (
+                    kind == "prepare"
+                    and isinstance(cause, ConfigError)
+                    and len(self.job.sources) == 1
+                )
+            ):
                 self._denied = cause
             if kind == "ready":
                 if isinstance(exc, ray.exceptions.RayActorError) or not is_deterministic(exc):
@@ -424,10 +439,11 @@ class Driver:
             "lower --gpus-per-actor/--cpus-per-actor, or raise --actor-start-timeout",
         )
 
-    def _access_denied(self) -> AccessDeniedError:
-        """Storage refused the job's credentials or permissions: a job-level error (exit 6
-        through the CLI, like a storage error on the driver). Videos not done are recorded
-        as failed first (best effort: the same storage may refuse that too)."""
+    def _access_denied(self) -> AccessDeniedError | ConfigError:
+        """Storage refused the job's credentials or permissions, or a source does not fit
+        the job's options: a job-level error (exit 6, or 2 for options, through the CLI, as
+        on the driver or in ``relatent encode``). Videos not done are recorded as failed
+        first (best effort: the same storage may refuse that too)."""
         assert self._denied is not None
         for video in self.videos:
             if video.result.status in ("pending", "encoding", "committing"):
@@ -446,6 +462,8 @@ class Driver:
             ClusterError: no encoder actor ever started within ``actor_start_timeout``.
             AccessDeniedError: storage refused the job's credentials or permissions in any
                 task or actor (the job stops at the first refusal).
+            ConfigError: a source does not fit the job's options (``start``/``end`` past its
+                last frame, ``video_stream`` not one of its streams; the job stops).
         """
         t0 = time.monotonic()
         self.ident = resolve_model(self.job.model)
@@ -515,6 +533,8 @@ def run_job(
         ClusterError: no encoder actor ever started.
         AccessDeniedError: storage refused the job's credentials or permissions (a task's
             or an actor's error, unwrapped from Ray's).
+        ConfigError: also when a source does not fit the job's frame span or video stream
+            (a prepare task's error, unwrapped from Ray's).
     """
     if not ray.is_initialized():
         raise ConfigError(

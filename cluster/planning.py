@@ -12,7 +12,8 @@ Layout under the job's ``out`` prefix (``<id>`` = ``<source stem>-<12 hex key>``
     <out>/_staging/<id>/<fp>/footer.bin         index + stats + trailer, made at commit
 
 The key is a digest of (the source's canonical identity, model weights and tables, resolved
-refine config, carry setting, container version), so the same job always writes the same
+refine config, carry setting, container version; the frame span and the video stream
+only when given), so the same job always writes the same
 names, however the source was spelled (:func:`canonical_source`: ``clip.mp4``,
 ``./clip.mp4``, ``/abs/clip.mp4`` and ``file:///abs/clip.mp4`` are one video). ``fp``
 adds the source's ETag/version, so staged shards of an older version of a source are never
@@ -113,9 +114,12 @@ def output_key(
     refine: RefineConfig,
     carry: bool = True,
     video_stream: int | None = None,
+    start: int = 0,
+    end: int | None = None,
 ) -> str:
     """12 hex digits from (the source's :func:`canonical_source`, model, resolved config,
-    carry, container version, and the ``--video-stream`` choice when one is made).
+    carry, container version, the ``--video-stream`` choice when one is made, and the frame
+    span ``[start, end)`` when one is given: ``start`` > 0 or ``end`` set).
 
     Raises:
         ConfigError: ``source`` has an unsupported scheme.
@@ -133,6 +137,8 @@ def output_key(
     }
     if video_stream is not None:  # the default choice keeps the keys of earlier runs
         doc["video_stream"] = video_stream
+    if start or end is not None:  # the whole video keeps the keys of earlier runs
+        doc["span"] = [start, end]
     return _digest(doc)
 
 
@@ -142,14 +148,18 @@ def video_id(
     refine: RefineConfig,
     carry: bool = True,
     video_stream: int | None = None,
+    start: int = 0,
+    end: int | None = None,
 ) -> str:
     """The output name of ``source``: ``<source stem>-<output key>`` (the same for every
-    spelling of the source, :func:`canonical_source`).
+    spelling of the source, :func:`canonical_source`; a frame span ``[start, end)``
+    enters the key only when given, :func:`output_key`).
 
     Raises:
         ConfigError: ``source`` has an unsupported scheme.
     """
-    return f"{source_stem(source)}-{output_key(source, model, refine, carry, video_stream)}"
+    key = output_key(source, model, refine, carry, video_stream, start, end)
+    return f"{source_stem(source)}-{key}"
 
 
 @dataclass(frozen=True)
@@ -280,7 +290,11 @@ def plan_ranges(
 @dataclass(frozen=True)
 class ShardSpec:
     """Everything an actor needs for one shard - and nothing heavy: no frames, no pts list
-    (the actor reads the probe result from ``probe``)."""
+    (the actor reads the probe result from ``probe``).
+
+    ``start``/``end``/``frame_count`` count the coded frames (from 0); ``first`` is the
+    source frame the stream starts at (``--start``), so the shard codes source frames
+    ``[first + start, first + end)``."""
 
     video_id: str
     source: str
@@ -299,6 +313,8 @@ class ShardSpec:
     #: Whether the stream carries the source's other streams and tags (``--no-carry``:
     #: False; the header then records the container title itself, as ``relatent encode``).
     tags_carried: bool = True
+    #: The source frame that is the stream's frame 0 (``--start``; 0: the whole video).
+    first: int = 0
 
     @property
     def frames(self) -> int:
@@ -323,7 +339,11 @@ class ShardSpec:
 
 @dataclass(frozen=True)
 class VideoPlan:
-    """What the probe step found about one source, enough to cut and to commit it."""
+    """What the probe step found about one source, enough to cut and to commit it.
+
+    With a frame span (``--start``/``--end``), ``frame_count`` is the span's and
+    ``keyframes`` are the source keyframes inside it, counted from its first frame
+    ``first`` (the source frame coded as frame 0)."""
 
     source: str
     video_id: str
@@ -339,6 +359,7 @@ class VideoPlan:
     height: int
     carry_bytes: int = 0  # size of the staged carry section (0: the stream has none)
     carried: bool = True  # False with --no-carry
+    first: int = 0  # the source frame coded as frame 0 (--start)
     skipped: bool = False  # a matching committed manifest exists
     summary: dict[str, Any] | None = None  # of the committed manifest when skipped
 
@@ -374,6 +395,7 @@ class VideoPlan:
                 model_sha256=model_sha256,
                 batch=batch,
                 tags_carried=self.carried,
+                first=self.first,
             )
             for i, (s, e) in enumerate(
                 plan_ranges(

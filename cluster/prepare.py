@@ -37,7 +37,7 @@ from pipeline.config import RefineConfig
 from pipeline.errors import CorruptSourceError, InputError, ObjectNotFoundError
 from pipeline.models import ModelIdentity
 
-__all__ = ["Warn", "prepare_video", "probe_source", "stage_carry"]
+__all__ = ["Warn", "prepare_video", "probe_source", "span_times", "stage_carry"]
 
 log = logging.getLogger("relatent.cluster")
 
@@ -71,10 +71,15 @@ def stage_carry(
     drop_broken: bool = False,
     warn: Warn | None = None,
     video_stream: int | None = None,
+    start: Any = None,
+    end: Any = None,
 ) -> tuple[bytes, int]:
-    """The carry section ``relatent encode`` writes for ``source`` (whole video,
-    :func:`pipeline.bitstream.carry_bytes`), and how many corrupt streams ``drop_broken``
-    left out (each reported through ``warn``).
+    """The carry section ``relatent encode`` writes for ``source``
+    (:func:`pipeline.bitstream.carry_bytes`), and how many corrupt streams ``drop_broken``
+    left out (each reported through ``warn``). ``start``/``end`` (seconds, exact
+    fractions; None: the video's own start/end) cut it to a frame span's times, as
+    :func:`pipeline.media.extract_carry` does for ``relatent encode --start --end``
+    (:func:`span_times`).
 
     Raises:
         CorruptSourceError: a corrupt stream, without ``drop_broken``.
@@ -83,14 +88,26 @@ def stage_carry(
     if storage.is_s3(source):
         with storage.open_read(source) as f:
             blob, info = media.extract_carry(
-                f, drop_broken=drop_broken, warn=warn, video_stream=video_stream
-            )
+                f, start=start, end=end, drop_broken=drop_broken, warn=warn,
+                video_stream=video_stream,
+            )  # fmt: skip
     else:
         blob, info = media.extract_carry(
-            source, drop_broken=drop_broken, warn=warn, video_stream=video_stream
-        )
+            source, start=start, end=end, drop_broken=drop_broken, warn=warn,
+            video_stream=video_stream,
+        )  # fmt: skip
     broken = sum(d.kind == "broken" for d in info.dropped)
     return carry_bytes(info.to_dict(), blob), broken
+
+
+def span_times(info: media.VideoInfo, start: int, end: int) -> tuple[Any, Any]:
+    """The times (seconds, exact: pts x time base) that cut the carry section to the
+    coded frames ``[start, end)`` of ``info``'s source: the first coded frame's pts and the
+    pts of the frame after the last, each None at the video's own edge. The very cut
+    :func:`pipeline.codec.encode_video` makes, so the staged section is byte-identical."""
+    span_start = info.pts[start] * info.time_base if start > 0 else None
+    span_end = info.pts[end] * info.time_base if end < info.frame_count else None
+    return span_start, span_end
 
 
 @dataclass(frozen=True)
@@ -129,12 +146,20 @@ def _stage(
     drop_broken: bool,
     warn: Warn,
     video_stream: int | None = None,
+    start: int = 0,
+    end: int | None = None,
 ) -> _Probed:
-    """Probe ``source`` and stage the result (and, with ``carry``, the carry section,
-    written first: ``probe.json`` marks the prepare step complete)."""
+    """Probe ``source`` and stage the result (and, with ``carry``, the carry section of the
+    frames ``[start, end)``, written first: ``probe.json`` marks the prepare step
+    complete). The staged probe is always the whole video's.
+
+    Raises:
+        ConfigError: the frame range is outside the video or empty
+            (:func:`pipeline.media.check_range`, as ``relatent encode``)."""
     info = probe_source(source, etag, video_stream)
     if info.frame_count < 1:
         raise CorruptSourceError(f"{source}: no decodable frames", hint="check the source")
+    stop = media.check_range(info, start, end)
     warnings: list[str] = []
 
     def note(msg: str) -> None:
@@ -144,7 +169,9 @@ def _stage(
     media.warn_left_out(info, note)  # video streams not coded
     carry_size, broken = 0, 0
     if carry:
-        section, broken = stage_carry(source, drop_broken, note, info.stream_index)
+        section, broken = stage_carry(
+            source, drop_broken, note, info.stream_index, *span_times(info, start, stop)
+        )
         storage.write_bytes(carry_uri(staging), section)
         carry_size = len(section)
     doc = {
@@ -167,8 +194,15 @@ def prepare_video(
     drop_broken: bool = False,
     warn: Warn | None = None,
     video_stream: int | None = None,
+    start: int = 0,
+    end: int | None = None,
 ) -> VideoPlan:
     """Probe one source (packets only, no decoding) and decide what to do with it.
+
+    ``start``/``end`` code only the source frames ``[start, end)`` (``end`` None: to the
+    last frame), as ``relatent encode --start --end``: the plan counts the span's frames
+    from 0 (``first`` = ``start``), its carry section is cut to the span's times, and a
+    span that is given enters the video id (:func:`cluster.planning.output_key`).
 
     ``video_stream`` is the number of the video stream to code (None: the default choice,
     see :func:`pipeline.media.probe`); the video streams not coded are reported through
@@ -183,13 +217,15 @@ def prepare_video(
     (again when a rerun reuses the staged section) and recorded in the section's info.
 
     Raises:
+        ConfigError: the frame range is past the video's end or empty (the error of
+            ``relatent encode``, :func:`pipeline.media.check_range`).
         CorruptSourceError: no decodable frames, or a corrupt carried stream.
         InputError: the source is not a readable video, or changed while starting.
         StorageError: the source, staging or output cannot be read or written.
     """
     warn = warn or log.warning
     st = storage.stat(source)
-    key = output_key(source, ident, refine, carry, video_stream)
+    key = output_key(source, ident, refine, carry, video_stream, start, end)
     vid = f"{source_stem(source)}-{key}"
     paths = OutputPaths.for_video(out, vid)
     fp = staging_fingerprint(key, st.etag, st.version)
@@ -204,6 +240,7 @@ def prepare_video(
         "fingerprint": fp,
         "staging": staging,
         "carried": carry,
+        "first": start,
     }
     summary = mf.read_summary(paths.manifest)
     if summary_matches(summary, st.etag, st.version, ident, refine) and is_committed(
@@ -221,13 +258,16 @@ def prepare_video(
         )
     probed = _reuse_staged(staging, st.etag, carry, drop_broken, warn)
     if probed is None:
-        probed = _stage(source, st.etag, staging, carry, drop_broken, warn, video_stream)
+        probed = _stage(
+            source, st.etag, staging, carry, drop_broken, warn, video_stream, start, end
+        )
     info = probed.info
+    stop = media.check_range(info, start, end)
     return VideoPlan(
         **base,
         carry_bytes=probed.carry_bytes,
-        frame_count=info.frame_count,
-        keyframes=tuple(info.keyframes),
+        frame_count=stop - start,
+        keyframes=tuple(int(k) - start for k in info.keyframes if start <= int(k) < stop),
         width=info.width,
         height=info.height,
     )

@@ -289,7 +289,7 @@ class ShardEncoder:
                 hint="pass a resolved RefineConfig in the shard spec",
             )
         grid = enc.refine.cut_grid
-        if spec.start % grid or (spec.end % grid and spec.end != info.frame_count):
+        if spec.start % grid or (spec.end % grid and spec.end != spec.frame_count):
             raise ConfigError(
                 f"shard {spec.name} does not start and end on the GOP/warm-start/budget grid of {grid} frames",
                 hint="plan shards with cluster.planning.plan_ranges(..., grid=refine.cut_grid)",
@@ -339,7 +339,9 @@ class ShardEncoder:
     def _write_shard(self, spec: ShardSpec, enc: FrameEncoder, info: media.VideoInfo) -> _Written:
         """Decode, code and write the shard's bytes (header first for shard 0), with the
         largest batch up to ``spec.batch`` that fits this actor's memory
-        (:func:`pipeline.memory.fit_batch`; the bytes do not depend on the batch).
+        (:func:`pipeline.memory.fit_batch`; the bytes do not depend on the batch). The
+        frames are the source's ``[first + start, first + end)``, numbered from
+        ``spec.first`` as ``relatent encode --start`` numbers them.
 
         Raises:
             InsufficientMemoryError: one frame at a time does not fit either.
@@ -362,7 +364,7 @@ class ShardEncoder:
                 self.model,
                 info,
                 enc.refine,
-                frame_count=info.frame_count,
+                frame_count=spec.frame_count,
                 tags_carried=spec.tags_carried,
             ).to_bytes()
         size = 0
@@ -371,8 +373,9 @@ class ShardEncoder:
                 f.write(prefix)
                 h.update(prefix)
                 size += len(prefix)
-            frames = media.read_frames(src, spec.start, spec.end, info=info)
-            for e in encode_frames(enc, ((g.rgb, g.index, g.pts) for g in frames), batch):
+            first = spec.first
+            frames = media.read_frames(src, first + spec.start, first + spec.end, info=info)
+            for e in encode_frames(enc, ((g.rgb, g.index - first, g.pts) for g in frames), batch):
                 pb = e.packet.to_bytes()
                 f.write(pb)
                 h.update(pb)

@@ -108,6 +108,15 @@ def add_encode_options(p: argparse.ArgumentParser) -> None:
     )
     add_video_stream_option(p)
     p.add_argument(
+        "--start",
+        type=int,
+        default=0,
+        help="first frame to code, as encode's (a span given names its own outputs)",
+    )
+    p.add_argument(
+        "--end", type=int, default=None, help="end frame, exclusive (default: the last frame)"
+    )
+    p.add_argument(
         "--actor-start-timeout",
         type=positive_float,
         default=600.0,
@@ -165,6 +174,8 @@ def job_from_args(
         drop_broken=a.drop_broken_streams,
         job_id=a.job_id if job_id is None else job_id,
         video_stream=getattr(a, "video_stream", None),
+        start=getattr(a, "start", 0),
+        end=getattr(a, "end", None),
     ).validate()
 
 
