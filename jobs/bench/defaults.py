@@ -363,6 +363,17 @@ def run(
     if not tasks:
         raise InputError(f"no shared clip under {video}", hint="pass --video ../shared/data/video")
     tasks.sort(key=lambda t: -t["cost"])
+    # recorded before the encodes: the code that runs is the code of this moment
+    prov = bl.provenance(
+        "relatent bench defaults",
+        {
+            "frames": frames,
+            "long_side": long_side,
+            "recipes": [r.label for r in rs],
+            "clips": list(meta),
+            "jobs": jobs,
+        },
+    )
     log(
         f"bench defaults: {len(rs)} recipes x {len(meta)} clips on {min(jobs, len(tasks))} processes"
     )
@@ -385,16 +396,7 @@ def run(
         "minutes": (time.perf_counter() - t0) / 60,
         **summarize(raw, rs),
     }
-    results["provenance"] = bl.provenance(
-        "relatent bench defaults",
-        {
-            "frames": frames,
-            "long_side": long_side,
-            "recipes": results["recipes"],
-            "clips": list(meta),
-            "jobs": jobs,
-        },
-    )
+    results["provenance"] = prov
     write_outputs(results, out)
     return results
 
@@ -499,16 +501,23 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
     lines += ["", "![RD-cost change against encode time per frame](defaults.png)", ""]
     (out / "defaults.md").write_text("\n".join(lines))
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    xs = [s["seconds_per_frame_mean"] for s in summ.values()]
+    ys = [s["rd_change_pct_geomean"] for s in summ.values()]
+    span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    placed: list[tuple[float, float]] = []
     for k, s in summ.items():
         x, y = s["seconds_per_frame_mean"], s["rd_change_pct_geomean"]
         ax.plot(
             x, y, "*" if k == d else "o", color="C3" if k == d else "C0", ms=14 if k == d else 7
         )
+        # labels of near points (within 5% of the axes) stack downwards instead of overlapping
+        near = sum(abs(x - a) < 0.05 * span_x and abs(y - b) < 0.05 * span_y for a, b in placed)
+        placed.append((x, y))
         ax.annotate(
             k + (" (CLI default)" if k == d else ""),
             (x, y),
             textcoords="offset points",
-            xytext=(6, 4),
+            xytext=(6, 4 - 12 * near),
             fontsize=8,
         )
     front = st["pareto_front"]

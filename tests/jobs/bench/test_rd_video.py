@@ -22,11 +22,14 @@ def test_configs_are_the_encode_commands_defaults() -> None:
     from jobs.cli import build_parser
     from jobs.refine_options import refine_from_args
 
+    def encode(*argv: str):
+        return refine_from_args(build_parser().parse_args(["encode", "a.mp4", "b.rlv", *argv]))
+
     cfg = rd_video.cli_configs()
-    enc = refine_from_args(build_parser().parse_args(["encode", "in.mp4", "out.rlv"]))
-    assert cfg["relatent-inter-refined"] == enc and enc.gop == DEFAULT_GOP
-    assert cfg["relatent-inter"] == dataclasses.replace(enc, method="none")
-    assert cfg["relatent-intra"] == dataclasses.replace(enc, method="none", gop=1)
+    assert cfg["relatent-inter-refined"] == encode() and encode().method != "none"
+    assert cfg["relatent-inter"] == encode("--refine", "none")
+    assert cfg["relatent-intra"] == encode("--refine", "none", "--gop", "1")
+    assert cfg["relatent-inter"].gop == cfg["relatent-inter-refined"].gop == DEFAULT_GOP
 
 
 def test_video_section(tmp_path: Path, monkeypatch) -> None:
