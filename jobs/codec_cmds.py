@@ -15,6 +15,7 @@ from typing import Any
 
 from jobs.console import progress_bar, set_threads, warn_printer
 from jobs.refine_options import add_refine_options
+from pipeline.errors import RelatentError
 
 __all__ = [
     "add_model_options",
@@ -237,14 +238,28 @@ def cmd_info(a: argparse.Namespace) -> int:
         StorageError: a stream or folder cannot be read.
     """
     uris = stream_uris(a.src)
+    single = len(a.src) == 1 and uris == list(a.src)
     docs = []
+    failed: list[RelatentError] = []
     for n, uri in enumerate(uris):
         if n and not a.json:
             print()
-        docs.append(_info_one(uri, a))
+        if single:
+            docs.append(_info_one(uri, a))
+            continue
+        try:  # several streams: a damaged one is reported, and the others still shown
+            docs.append(_info_one(uri, a))
+        except RelatentError as exc:
+            print(f"relatent info: error: {exc}", file=sys.stderr)
+            failed.append(exc)
     if a.json:
-        single = len(a.src) == 1 and uris == list(a.src)
         print(json.dumps(docs[0] if single else docs, indent=2))
+    if failed:
+        print(
+            f"relatent info: {len(failed)} of {len(uris)} streams could not be read",
+            file=sys.stderr,
+        )
+        return failed[0].exit_code  # the exit code of the first error (jobs.cli's table)
     return 0
 
 

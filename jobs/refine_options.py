@@ -152,7 +152,7 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         dest="budget",
-        help="adaptive budget: average iterations per frame over each grid group, given where a probe measured most gain (0: off)",
+        help="adaptive budget: average iterations per frame over each GOP, given where a probe measured most gain (0: off)",
     )
     g.add_argument(
         "--probe",

@@ -460,7 +460,8 @@ def load_model(
         card = find_card(arch_id, quality) if quality is not None else None
         if card is None:
             raise UnknownModelError(
-                f"no shipped weights for {arch_id} q{quality}",
+                f"no shipped weights for {arch_id}"
+                + (f" q{quality}" if quality is not None else ""),
                 hint=(
                     f"shipped qualities for {arch_id}: {available or 'none'}; "
                     "or pass --checkpoint PATH with your own CompressAI weights"

@@ -198,6 +198,14 @@ def test_info_takes_a_folder_and_several_streams(capsys, tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli(capsys, "info", tmp_path / "empty")
     assert code == 3 and f"{tmp_path / 'empty'}: no .rlv stream in this folder" in err
+    # a damaged stream among good ones: reported, the others still shown, exit 4
+    (tmp_path / "golden_fake.rlv").write_bytes(b"not a stream")
+    code, out, err = run_cli(capsys, "info", f"{tmp_path}/")
+    assert code == 4 and "golden_fake.rlv" in err and "1 of 3 streams could not be read" in err
+    assert [ln.split()[1] for ln in out.splitlines() if ln.startswith("stream ")] == [
+        str(tmp_path / "golden_gop.rlv"),
+        str(tmp_path / "golden_none.rlv"),
+    ]
 
 
 def test_the_readme_first_command_reads_the_out_folder() -> None:
