@@ -102,21 +102,21 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--lr",
-        type=positive_float,
+        type=float_option(0.0, strict=True, example="2e-2"),
         default=None,
         help=f"refinement step size (Adam; default {DEFAULT_LR['sga']:g} for sga, "
         f"{DEFAULT_LR['campos']:g} for campos: the measured best)",
     )
     g.add_argument(
         "--lambda",
-        type=positive_float,
+        type=float_option(0.0, strict=True, example="0.0067"),
         default=None,
         dest="lmbda",
         help="RD trade-off (default: the model's)",
     )
     g.add_argument(
         "--tol",
-        type=non_negative_float,
+        type=float_option(0.0, example="1e-3"),
         default=1e-3,
         help="per-frame early stop: relative loss improvement over --window (0: run all iterations)",
     )
@@ -143,7 +143,7 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--warm-threshold",
-        type=non_negative_float,
+        type=float_option(0.0, example="1000"),
         default=1000.0,
         help="largest MSE (8-bit RGB) of consecutive frames that still warm-starts",
     )
