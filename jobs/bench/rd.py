@@ -76,7 +76,6 @@ from jobs.bench.rd_encode import (
 )
 from jobs.bench.rd_protocol import (
     ANCHOR_BUDGET,
-    CLIP_CONTENT,
     DEFAULT_BUDGETS,
     DEFAULT_METHOD_BUDGETS,
     DEFAULT_METHODS,
@@ -85,6 +84,7 @@ from jobs.bench.rd_protocol import (
     SECTIONS,
     SEQ_CLIPS,
     Protocol,
+    clip_entry,
     method_plan,
     recipe,
 )
@@ -149,14 +149,7 @@ def video_sets(video: Path, proto: Protocol) -> dict[str, dict[str, Any]]:
     out = {}
     for f in files:
         idx, frames, info = bl.clip_frames(f, proto.frames, proto.long_side)
-        out[f.stem] = {
-            "frames": [(f"{f.stem}#{i}", fr) for i, fr in zip(idx, frames, strict=False)],
-            "source": f.name,
-            "indices": idx,
-            "size": list(frames[0].shape[:2]),
-            "native": [info.height, info.width],
-            "content": CLIP_CONTENT.get(f.stem, ""),
-        }
+        out[f.stem] = clip_entry(f, idx, frames, info)
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from jobs.bench import lib as bl
@@ -28,6 +29,7 @@ __all__ = [
     "SECTIONS",
     "SEQ_CLIPS",
     "Protocol",
+    "clip_entry",
     "method_plan",
     "recipe",
 ]
@@ -178,3 +180,17 @@ def method_plan(proto: Protocol) -> list[tuple[str, int]]:
     ):
         plan.append(("campos", proto.anchor_budget))
     return plan
+
+
+def clip_entry(path: Path, indices: list[int], frames: list[Any], info: Any) -> dict[str, Any]:
+    """One clip's record in the bench inputs: its frames labelled ``<stem>#<index>``, the
+    source name, the frame indices, the coded size ``[h, w]``, the native ``[height, width]``
+    (from ``info``, a VideoInfo) and the content of the clip (:data:`CLIP_CONTENT`)."""
+    return {
+        "frames": [(f"{path.stem}#{i}", fr) for i, fr in zip(indices, frames, strict=True)],
+        "source": path.name,
+        "indices": indices,
+        "size": list(frames[0].shape[:2]),
+        "native": [info.height, info.width],
+        "content": CLIP_CONTENT.get(path.stem, ""),
+    }

@@ -39,7 +39,7 @@ import numpy as np
 
 from jobs.bench import lib as bl
 from jobs.bench.rd_encode import CRF_SWEEPS, cached_model, classic_task, pool_map
-from jobs.bench.rd_protocol import CLIP_CONTENT, Protocol
+from jobs.bench.rd_protocol import Protocol, clip_entry
 
 __all__ = [
     "BATCH",
@@ -96,14 +96,7 @@ def load_clips(video: Path, proto: Protocol) -> dict[str, dict[str, Any]]:
     out = {}
     for f in sorted(video.glob("*.mp4"))[: proto.clips]:
         idx, frames, info = bl.clip_run(f, proto.video_frames, proto.long_side, start=0)
-        out[f.stem] = {
-            "frames": [(f"{f.stem}#{i}", fr) for i, fr in zip(idx, frames, strict=True)],
-            "source": f.name,
-            "indices": idx,
-            "size": list(frames[0].shape[:2]),
-            "native": [info.height, info.width],
-            "content": CLIP_CONTENT.get(f.stem, ""),
-        }
+        out[f.stem] = clip_entry(f, idx, frames, info)
     return out
 
 

@@ -384,6 +384,22 @@ _STATS_FIELDS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def _check_fields(
+    d: dict[str, Any], rules: dict[str, Callable[[Any], Any]], required: bool, label: str = ""
+) -> None:
+    """Apply each key's rule to ``d[key]``; a missing key fails when ``required`` (else it
+    is skipped). Failures name the key: ``<label>'key' is missing`` / ``<label>'key': why``."""
+    for key, rule in rules.items():
+        if key not in d:
+            if required:
+                raise _Invalid(f"{label}{key!r} is missing")
+            continue
+        try:
+            rule(d[key])
+        except _Invalid as exc:
+            raise _Invalid(f"{label}{key!r}: {exc}") from exc
+
+
 def check_stats_record(record: Any, n: int, name: str) -> dict[str, Any]:
     """Frame ``n``'s footer stats record checked (every stored field present and typed,
     ``type`` absent, ``"I"`` or ``"P"``; other keys are ignored).
@@ -393,13 +409,7 @@ def check_stats_record(record: Any, n: int, name: str) -> dict[str, Any]:
     """
     try:
         d = _dict(record)
-        for key, rule in _STATS_FIELDS.items():
-            if key not in d:
-                raise _Invalid(f"field {key!r} is missing")
-            try:
-                rule(d[key])
-            except _Invalid as exc:
-                raise _Invalid(f"field {key!r}: {exc}") from exc
+        _check_fields(d, _STATS_FIELDS, required=True, label="field ")
         if d.get("type", "I") not in ("I", "P"):
             raise _Invalid(f"field 'type': {d['type']!r:.40} is neither 'I' nor 'P'")
     except _Invalid as exc:
@@ -417,14 +427,7 @@ def _entries(v: Any, rules: dict[str, Callable[[Any], Any]], what: str) -> list[
         raise _Invalid(f"{what}: a {type(v).__name__}, not a list")
     for i, e in enumerate(v):
         try:
-            d = _dict(e)
-            for key, rule in rules.items():
-                if key not in d:
-                    raise _Invalid(f"{key!r} is missing")
-                try:
-                    rule(d[key])
-                except _Invalid as exc:
-                    raise _Invalid(f"{key!r}: {exc}") from exc
+            _check_fields(_dict(e), rules, required=True)
         except _Invalid as exc:
             raise _Invalid(f"{what} entry {i}: {exc}") from exc
     return v
@@ -483,12 +486,7 @@ def _video(v: Any) -> dict[str, Any]:
         "metadata": _str_map,
         "rotation": lambda x: x if x is None else _number(x, -1e6, 1e6),
     }
-    for key, rule in rules.items():
-        if key in d:
-            try:
-                rule(d[key])
-            except _Invalid as exc:
-                raise _Invalid(f"{key!r}: {exc}") from exc
+    _check_fields(d, rules, required=False)
     return d
 
 
