@@ -107,7 +107,7 @@ def version_text() -> str:
     nor ray (versions come from package metadata)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from pipeline.bitstream import INTER_VERSION, SUPPORTED_VERSIONS, VERSION
+    from pipeline.bitstream import INTER_VERSION, RATE_VERSION, SUPPORTED_VERSIONS, VERSION
 
     def installed(name: str) -> str:
         try:
@@ -118,8 +118,8 @@ def version_text() -> str:
     reads = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
     return (
         f"relatent {installed('relatent')}\n"
-        f".rlv format: writes version {VERSION} (all-intra, --gop 1) and {INTER_VERSION} "
-        f"(--gop > 1); reads versions {reads}\n"
+        f".rlv format: writes version {VERSION} (all-intra, --gop 1), {INTER_VERSION} "
+        f"(--gop > 1) and {RATE_VERSION} (rate points chosen per GOP); reads versions {reads}\n"
         f"manifests: relatent-manifest/1; shard sidecars: relatent-shard/1\n"
         f"compressai {installed('compressai')}, torch {installed('torch')}, "
         f"ray {installed('ray')}, av {installed('av')}"

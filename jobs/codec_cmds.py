@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from jobs.console import progress_bar, set_threads, warn_printer
-from jobs.refine_options import add_refine_options
+from jobs.refine_options import add_refine_options, add_target_options
 from pipeline.errors import RelatentError
 
 __all__ = [
@@ -64,6 +64,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dst", help="output .rlv stream")
     add_model_options(p)
     add_refine_options(p)
+    add_target_options(p)
     p.add_argument(
         "--batch",
         type=int,
@@ -164,7 +165,12 @@ def cmd_encode(a: argparse.Namespace) -> int:
 
     check_stream_output(a.dst, a.src)  # before the source is even probed
     refine = refine_from_args(a)
-    model = load_model(a.model, a.quality, a.checkpoint, device=a.device)
+    if refine.target is not None:
+        from pipeline.ratecontrol import rate_point_models
+
+        models = rate_point_models(a.model, a.checkpoint, device=a.device)
+    else:
+        models = [load_model(a.model, a.quality, a.checkpoint, device=a.device)]
     bar = None
     if not a.no_progress and sys.stderr.isatty():  # the bar's length: probe a local source
         if a.end is not None:
@@ -175,11 +181,11 @@ def cmd_encode(a: argparse.Namespace) -> int:
             total = probe(a.src, video_stream=a.video_stream).frame_count - a.start
         bar = progress_bar(total, "encode", a.no_progress)
     summary = encode_video(
-        a.src, a.dst, model, refine, batch=a.batch, start=a.start, end=a.end,
+        a.src, a.dst, models, refine, batch=a.batch, start=a.start, end=a.end,
         max_pixels=a.max_pixels or DEFAULT_MAX_PIXELS,
         on_frame=lambda s: bar.update(1) if bar else None,
         carry=not a.no_carry, drop_broken=a.drop_broken_streams, warn=warn_printer("encode"),
-        video_stream=a.video_stream,
+        video_stream=a.video_stream, min_psnr=a.min_psnr, strict=a.strict,
     )  # fmt: skip
     if bar:
         bar.close()
@@ -189,8 +195,10 @@ def cmd_encode(a: argparse.Namespace) -> int:
         f"{a.dst}: {t.frames} frames, {file_bytes} file bytes ({t.bytes} packet bytes), "
         f"{t.bpp:.4f} bpp from packet bytes, {t.psnr:.2f} dB PSNR, "
         f"{t.refined}/{t.frames} refined, {t.iters_per_frame:.1f} iterations/frame, "
-        f"{summary.seconds:.1f} s ({model.identity.describe()})"
+        f"{summary.seconds:.1f} s ({_models_line(models)})"
     )
+    if refine.target is not None:
+        print(target_line(refine, summary.frames, summary.header))
     if summary.carry is not None:
         c = summary.carry
         print(
@@ -198,6 +206,37 @@ def cmd_encode(a: argparse.Namespace) -> int:
             + (f"; dropped {len(c.dropped)}" if c.dropped else "")
         )
     return 0
+
+
+def _models_line(models: list[Any]) -> str:
+    if len(models) == 1:
+        return str(models[0].identity.describe())
+    first = models[0].identity
+    return f"{first.arch} rate points " + " ".join(f"q{m.identity.quality}" for m in models)
+
+
+def target_line(refine: Any, frames: list[Any], header: Any) -> str:
+    """The summary of a targeted encode: the target, the achieved mean and minimum (per
+    frame), the GOPs that reached it and the bitrate (kb/s over the coded frames' duration
+    at the header's frame rate; packet bytes)."""
+    from pipeline.stats import summarize
+
+    metric, value = refine.target
+    key = "psnr" if metric == "psnr" else "ms_ssim"
+    t = summarize(frames)
+    gop = max(1, refine.grid)
+    gops: dict[int, list[float]] = {}
+    for f in frames:
+        gops.setdefault(f.index // gop, []).append(getattr(f, key))
+    met = sum(1 for v in gops.values() if sum(v) / len(v) >= value)
+    seconds = len(frames) / float(header.frame_rate) if header.frame_rate else 0.0
+    kbps = 8 * t.bytes / seconds / 1000 if seconds > 0 else 0.0
+    low = min(getattr(f, key) for f in frames) if frames else 0.0
+    unit = " dB PSNR" if metric == "psnr" else " MS-SSIM"
+    return (
+        f"target      {value:g}{unit}: achieved mean {getattr(t, key):.4g}, frame minimum "
+        f"{low:.4g}, {met}/{len(gops)} GOPs at or above the target, {kbps:.1f} kb/s"
+    )
 
 
 def cmd_decode(a: argparse.Namespace) -> int:
@@ -329,9 +368,7 @@ def _info_one(src: str, a: argparse.Namespace) -> dict[str, Any]:
         f"size        {sizes['file']} file bytes = {sizes['header']} header + {sizes['packets']} "
         f"packet + {sizes['carry']} carry + {sizes['footer']} index/footer"
     )
-    print(
-        f"model       {h.arch} q{h.quality} lambda {h.lmbda} weights sha256 {h.weights_sha256[:16]}…"
-    )
+    print(f"model       {_model_line(h)}")
     print(
         f"video       {h.width}x{h.height} (coded {h.padded_width}x{h.padded_height}), {h.frame_rate} fps, time base {h.time_base}"
     )
@@ -345,15 +382,30 @@ def _info_one(src: str, a: argparse.Namespace) -> dict[str, Any]:
     )
     _print_carry(carry)
     if a.frames:
+        rated = bool(h.rate_points)  # a column with each frame's rate point (quality)
         print(
-            f"{'frame':>6} {'type':>4} {'pts':>8} {'pkt_bytes':>9} {'bpp':>8} {'psnr':>8} {'ms_ssim':>8} {'rd_before':>10} {'rd_after':>10} {'iters':>6} refined"
+            f"{'frame':>6} {'type':>4}"
+            + (f" {'rate':>4}" if rated else "")
+            + f" {'pts':>8} {'pkt_bytes':>9} {'bpp':>8} {'psnr':>8} {'ms_ssim':>8} {'rd_before':>10} {'rd_after':>10} {'iters':>6} refined"
         )
         for s in stats:
+            rate = "" if not rated else f" {'-' if s.rate_point is None else f'q{s.rate_point}':>4}"
             print(
-                f"{s.index:>6} {s.frame_type:>4} {s.pts:>8} {s.bytes:>9} {s.bpp:>8.4f} {s.psnr:>8.3f} {s.ms_ssim:>8.5f} "
+                f"{s.index:>6} {s.frame_type:>4}{rate} {s.pts:>8} {s.bytes:>9} {s.bpp:>8.4f} {s.psnr:>8.3f} {s.ms_ssim:>8.5f} "
                 f"{s.rd_before:>10.5f} {s.rd_after:>10.5f} {s.iters:>6} {s.refined}"
             )
     return {}
+
+
+def _model_line(h: Any) -> str:
+    """``info``'s model line of the header ``h``: the arch, quality, lambda and weights, or
+    for a stream coded with rate points (format version 4) each rate point's."""
+    if not h.rate_points:
+        return f"{h.arch} q{h.quality} lambda {h.lmbda} weights sha256 {h.weights_sha256[:16]}…"
+    points = " ".join(f"q{rp['quality']}" for rp in h.rate_points)
+    lambdas = " ".join(str(rp["lmbda"]) for rp in h.rate_points)
+    shas = " ".join(f"{rp['weights_sha256'][:12]}…" for rp in h.rate_points)
+    return f"{h.arch} rate points {points} (lambda {lambdas}; weights sha256 {shas})"
 
 
 def _display_line(display: Any, h: Any) -> str:

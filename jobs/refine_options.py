@@ -31,6 +31,7 @@ from pipeline.errors import ConfigError
 
 __all__ = [
     "add_refine_options",
+    "add_target_options",
     "finite_float",
     "float_option",
     "gop_of",
@@ -168,6 +169,68 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_target_options(p: argparse.ArgumentParser) -> None:
+    """Add ``--target-psnr --target-msssim --min-psnr --strict`` (rate control,
+    :mod:`pipeline.ratecontrol`, and the quality floor) to ``p``."""
+    g = p.add_argument_group("quality targets (docs/ratecontrol.md)")
+    g.add_argument(
+        "--target-psnr",
+        type=float_option(0.0, strict=True, example="31"),
+        default=None,
+        metavar="DB",
+        help="constant quality: each GOP's mean RGB PSNR at least DB (and at most about 0.3 dB "
+        "above), at the fewest bits; a rate point and a lambda are chosen per GOP (default: "
+        "off, the fixed --quality)",
+    )
+    g.add_argument(
+        "--target-msssim",
+        type=float_option(0.0, strict=True, example="0.95"),
+        default=None,
+        metavar="V",
+        help="constant quality on each GOP's mean MS-SSIM (0.5 <= V < 1) (default: off)",
+    )
+    g.add_argument(
+        "--min-psnr",
+        type=float_option(0.0, strict=True, example="28"),
+        default=None,
+        metavar="DB",
+        help="quality floor: frames below DB (RGB PSNR) are named in a warning and flagged in "
+        "the manifest (default: none)",
+    )
+    g.add_argument(
+        "--strict",
+        action="store_true",
+        help="with --min-psnr: a video with frames below the floor fails (exit 9) and nothing "
+        "of it is written",
+    )
+
+
+def check_targets(a: argparse.Namespace) -> None:
+    """Refuse options that set the rate twice: a target quality with ``--lambda`` or
+    ``--quality``, or ``--strict`` without ``--min-psnr``.
+
+    Raises:
+        ConfigError: such a combination (exit 2)."""
+    tp, tm = getattr(a, "target_psnr", None), getattr(a, "target_msssim", None)
+    target = "--target-psnr" if tp is not None else "--target-msssim" if tm is not None else None
+    if target is not None:
+        if getattr(a, "lmbda", None) is not None:
+            raise ConfigError(
+                f"{target} and --lambda {a.lmbda} both set the rate",
+                hint="drop --lambda: rate control chooses each GOP's lambda",
+            )
+        if getattr(a, "quality", None) is not None:
+            raise ConfigError(
+                f"{target} and --quality {a.quality} both set the rate",
+                hint="drop --quality: rate control chooses each GOP's rate point",
+            )
+    if getattr(a, "strict", False) and hasattr(a, "min_psnr") and a.min_psnr is None:
+        raise ConfigError(
+            "--strict fails a video below the quality floor, and no --min-psnr is given",
+            hint="add --min-psnr DB, or drop --strict",
+        )
+
+
 def gop_of(a: argparse.Namespace) -> int:
     """The GOP the options ask for: ``--gop``, else the deprecated ``--grid`` (with a
     warning on stderr), else :data:`pipeline.config.DEFAULT_GOP`.
@@ -199,12 +262,16 @@ def refine_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     """The RefineConfig fields the options of :func:`add_refine_options` give.
 
     Raises:
-        ConfigError: conflicting ``--grid``/``--gop`` (:func:`gop_of`).
+        ConfigError: conflicting ``--grid``/``--gop`` (:func:`gop_of`), or a target quality
+            with ``--lambda`` or ``--quality`` (:func:`check_targets`).
     """
+    check_targets(a)
     return {
         "method": a.refine, "iters": a.iters, "lr": lr_of(a), "lmbda": a.lmbda, "tol": a.tol, "window": a.window,
         "seed": a.seed, "warm_start": a.warm_start, "warm_threshold": a.warm_threshold,
         "budget": a.budget, "probe": a.probe, "autocast": a.autocast, "gop": gop_of(a),
+        "target_psnr": getattr(a, "target_psnr", None),
+        "target_msssim": getattr(a, "target_msssim", None),
     }  # fmt: skip
 
 

@@ -18,6 +18,7 @@ device type.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -40,9 +41,7 @@ from pipeline.bitstream import (
 )
 from pipeline.config import RefineConfig
 from pipeline.entropy import LatentCodec
-from pipeline.errors import (
-    ConfigError,
-)
+from pipeline.errors import ConfigError
 from pipeline.memory import fit_batch
 from pipeline.models import PAD_MULTIPLE, LoadedModel, fixed_threads
 from pipeline.refine import (
@@ -145,6 +144,8 @@ class FrameInit:
     warm: bool = False
     probe_gain: float | None = None
     allocated: int | None = None
+    #: The frame's own lambda (:mod:`pipeline.ratecontrol`; None: the config's).
+    lmbda: float | None = None
 
 
 @dataclass
@@ -176,6 +177,16 @@ class FrameEncoder:
             )
         #: P-frame references: frame index -> its coded symbols, until the next frame used it.
         self._refs: dict[int, np.ndarray] = {}
+        #: Set by rate control (:mod:`pipeline.ratecontrol`): flag bits of every packet (its
+        #: rate slot), the rate point in the stats, and offsets kept (the next trial's start).
+        self.packet_flags = 0
+        self.rate_point: int | None = None
+        self.keep_offsets = False
+
+    @property
+    def models(self) -> list[LoadedModel]:
+        """The model this encoder codes with (a list, as :class:`RateController` has)."""
+        return [self.model]
 
     @property
     def lmbda(self) -> float:
@@ -190,6 +201,7 @@ class FrameEncoder:
         idx: Sequence[int],
         pts: Sequence[int],
         flag: int,
+        lams: Sequence[float],
     ) -> _Candidate:
         h, w = refs.shape[1:3]
         coded = self.codec.compress(latents)
@@ -197,11 +209,12 @@ class FrameEncoder:
         rec = to_uint8_frames(self.codec.synthesize(y_hat), h, w)
         cand = _Candidate(coded, rec)
         for i, c in enumerate(coded):
-            pb = Packet(idx[i], pts[i], c.strings, c.symbols_crc, flag).to_bytes()
+            flags = flag | self.packet_flags
+            pb = Packet(idx[i], pts[i], c.strings, c.symbols_crc, flags).to_bytes()
             m = metrics.mse(refs[i], rec[i])
             cand.packets.append(pb)
             cand.mse.append(m)
-            cand.cost.append(metrics.rd_cost(metrics.bpp(len(pb), h, w), m, self.lmbda))
+            cand.cost.append(metrics.rd_cost(metrics.bpp(len(pb), h, w), m, lams[i]))
         return cand
 
     def _code_inter(
@@ -211,6 +224,7 @@ class FrameEncoder:
         frame_indices: Sequence[int],
         pts: Sequence[int],
         hw: tuple[int, int],
+        lams: Sequence[float],
     ) -> list[bool]:
         """Code the batch's frames in order as P frames where that is smaller: each frame
         but a GOP's first is coded against the previous frame's chosen symbols, and keeps
@@ -227,12 +241,11 @@ class FrameEncoder:
                 if ref is None or coded.symbols is None:
                     continue
                 data = self.codec.compress_p(coded.symbols, ref)
-                pb = Packet(fi, pts[i], (data,), coded.symbols_crc, flag | FLAG_INTER).to_bytes()
+                flags = flag | FLAG_INTER | self.packet_flags
+                pb = Packet(fi, pts[i], (data,), coded.symbols_crc, flags).to_bytes()
                 if len(pb) < len(cand.packets[i]):
                     cand.packets[i] = pb
-                    cand.cost[i] = metrics.rd_cost(
-                        metrics.bpp(len(pb), h, w), cand.mse[i], self.lmbda
-                    )
+                    cand.cost[i] = metrics.rd_cost(metrics.bpp(len(pb), h, w), cand.mse[i], lams[i])
             choose.append(best is not base and best.cost[i] < base.cost[i])
             chosen = (best if choose[-1] else base).coded[i].symbols
             if (fi + 1) % gop and chosen is not None:
@@ -333,6 +346,7 @@ class FrameEncoder:
                 stop = cfg.iters if init.stop is None else init.stop
                 state = FrameState.start(lat, int(fi), cfg.seed, stop)
             state.ref = self._reference(int(fi))
+            state.lmbda = init.lmbda
             states.append(state)
         return states
 
@@ -364,11 +378,15 @@ class FrameEncoder:
                     "refined P frames are refined against their coded reference: encode a "
                     "GOP's frames in order (FrameEncoder.encode_groups or encode_frames)"
                 )
+        lams = [
+            self.lmbda if inits is None or inits[i].lmbda is None else float(inits[i].lmbda)
+            for i in range(n)
+        ]
         with deterministic(dev):
             refs, x = self._prepare(rgbs)
             with torch.no_grad():
                 lat0 = self.codec.analyze(x)
-            base = self._candidate(lat0, refs, frame_indices, pts, 0)
+            base = self._candidate(lat0, refs, frame_indices, pts, 0, lams)
             iters = [0] * n
             seconds = 0.0
             best = base
@@ -392,14 +410,14 @@ class FrameEncoder:
                     [s.loss_start for s in states],
                     [s.loss_end for s in states],
                 )
-                best = self._candidate(latents, refs, frame_indices, pts, FLAG_REFINED)
-                if self.refine.warm_start:
+                best = self._candidate(latents, refs, frame_indices, pts, FLAG_REFINED, lams)
+                if self.refine.warm_start or self.keep_offsets:
                     offsets = [
                         s.offset({k: v[i : i + 1] for k, v in lat0.items()})
                         for i, s in enumerate(states)
                     ]
             if self.refine.gop > 1:
-                choose = self._code_inter(base, best, frame_indices, pts, (h, w))
+                choose = self._code_inter(base, best, frame_indices, pts, (h, w), lams)
             elif best is not base:
                 choose = [best.cost[i] < base.cost[i] for i in range(n)]
             # stats go into the stream, so they are computed in the same fixed context
@@ -427,6 +445,8 @@ class FrameEncoder:
                     probe_gain=init.probe_gain,
                     allocated=init.allocated,
                     frame_type="P" if pkt.flags & FLAG_INTER else "I",
+                    lmbda=init.lmbda,
+                    rate_point=self.rate_point,
                 )
                 out.append(EncodedFrame(pkt, pb, stats, offsets[i]))
         return out
@@ -437,6 +457,8 @@ class FrameEncoder:
         frame_indices: Sequence[int],
         pts: Sequence[int],
         batch: int,
+        restarts: Sequence[FrameInit] | None = None,
+        lmbdas: Sequence[float | None] | None = None,
     ) -> list[EncodedFrame]:
         """Encode whole grid groups (frames ``i`` with equal ``i // grid``; consecutive,
         in order): warm-start chains and/or the adaptive budget of ``self.refine``.
@@ -445,7 +467,12 @@ class FrameEncoder:
         result), so batches run the groups in lockstep: the j-th frames of up to ``batch``
         groups together. With a budget, every frame is first probed (``batch`` frames at a
         time), then each group's iterations are shared out by :func:`pipeline.refine.allocate`.
-        A frame's bytes depend only on its group, never on the batch or the other groups."""
+        A frame's bytes depend only on its group, never on the batch or the other groups.
+
+        ``restarts`` (rate control's later trials, :mod:`pipeline.ratecontrol`): how every
+        frame starts instead (its lambda, and the offset and iterations of a restart from an
+        earlier trial); warm-start chains and the budget's probe are then skipped.
+        ``lmbdas``: each frame's own lambda (rate control's first trial); None: the config's."""
         cfg = self.refine
         n = len(rgbs)
         if n == 0:
@@ -453,9 +480,20 @@ class FrameEncoder:
         refs = [r if r.dtype == np.uint8 else metrics.to_uint8(r) for r in rgbs]
         fidx = [int(i) for i in frame_indices]
         groups = grid_groups(fidx, cfg.grid)
-        warm = warm_flags(refs, fidx, groups, cfg.warm_threshold) if cfg.warm_start else [False] * n
-        inits = [FrameInit(warm=warm[i]) for i in range(n)]
-        if cfg.budget > 0:
+        if restarts is not None:
+            warm = [False] * n
+            inits = [dataclasses.replace(r) for r in restarts]
+        else:
+            warm = (
+                warm_flags(refs, fidx, groups, cfg.warm_threshold)
+                if cfg.warm_start
+                else [False] * n
+            )
+            inits = [
+                FrameInit(warm=warm[i], lmbda=None if lmbdas is None else lmbdas[i])
+                for i in range(n)
+            ]
+        if cfg.budget > 0 and restarts is None:
             probed: list[FrameState] = []
             for chunk in batched(range(n), batch):
                 probed += self.probe([refs[i] for i in chunk], [fidx[i] for i in chunk])
@@ -495,11 +533,12 @@ class FrameEncoder:
                     results[i] = e
             for i in sel:  # free what the next position no longer needs
                 inits[i] = FrameInit()
-                if pos > 0 and results[i - 1] is not None:
+                if pos > 0 and results[i - 1] is not None and not self.keep_offsets:
                     results[i - 1].offset = None  # type: ignore[union-attr]
         for e in results:
             assert e is not None
-            e.offset = None
+            if not self.keep_offsets:
+                e.offset = None
         return results  # type: ignore[return-value]
 
 
@@ -513,11 +552,14 @@ def make_header(
     frame_count: int | None = None,
     *,
     tags_carried: bool = True,
+    rate_points: Sequence[LoadedModel] = (),
 ) -> StreamHeader:
     """The stream header of ``model`` coding the video ``info`` (a VideoInfo) with ``refine``.
     Its ``display`` records how the frames are displayed (``info.display``), with the
     container title only when the carry section does not hold the tags (not
-    ``tags_carried``: ``--no-carry``)."""
+    ``tags_carried``: ``--no-carry``). ``rate_points``: the models of a stream coded with
+    several (rate control; slot order, ``model`` first), recorded in the header (format
+    version 4); one or none: a plain stream."""
     display = getattr(info, "display", None)
     if display is not None and tags_carried:
         display = display.without_title()
@@ -544,7 +586,18 @@ def make_header(
         | ({"video_stream": info.stream_index} if getattr(info, "left_out", ()) else {}),
         gop=refine.gop,
         display=display.to_dict() if display is not None else {},
+        rate_points=tuple(_rate_point(m) for m in rate_points) if len(rate_points) > 1 else (),
     )
+
+
+def _rate_point(model: LoadedModel) -> dict[str, Any]:
+    ident = model.identity
+    return {
+        "quality": ident.quality,
+        "lmbda": ident.lmbda,
+        "weights_sha256": ident.weights_sha256,
+        "tables_sha256": ident.tables_sha256,
+    }
 
 
 def batched(frames: Iterable[Any], n: int) -> Iterator[list[Any]]:
@@ -633,7 +686,7 @@ def check_stream_output(dst: str, src: str) -> None:
 def encode_video(
     src: str,
     dst: str,
-    model: LoadedModel,
+    model: LoadedModel | Sequence[LoadedModel],
     refine: RefineConfig | None = None,
     *,
     batch: int = 4,
@@ -646,9 +699,15 @@ def encode_video(
     warn: Callable[[str], None] | None = None,
     video_stream: int | None = None,
     memory_available: int | None = None,
+    min_psnr: float | None = None,
+    strict: bool = False,
 ) -> EncodeSummary:
     """Encode frames [start, end) of ``src`` (a local path, ``file://`` or ``s3://`` URI, or
     a seekable binary file object) to the stream ``dst`` (written atomically).
+
+    ``model``: the weights; with a target quality (``refine.target``), the rate points to
+    choose from (:mod:`pipeline.ratecontrol`; a target above what the best one reaches on
+    the first frame is refused before anything is written).
 
     ``video_stream`` is the number of the source's video stream to code (None: the
     default-flagged, then the largest); every other video stream is named in a ``warn``-ing.
@@ -663,11 +722,16 @@ def encode_video(
     model's device has free): a batch that does not fit is made smaller, with a
     ``warn``-ing (the bytes do not depend on the batch).
 
+    ``min_psnr``: the quality floor (dB, RGB PSNR): frames below it are named in a
+    ``warn``-ing, or with ``strict`` the video fails (nothing is written).
+
     Raises:
         ConfigError: ``dst`` is the source or not a ``.rlv`` name (:func:`check_stream_output`),
-            or an option is invalid.
+            an option is invalid, or the target quality is out of reach
+            (:class:`~pipeline.ratecontrol.TargetUnreachableError`).
         InputError: the source is missing, not video, corrupt or too large.
         InsufficientMemoryError: even ``--batch 1`` needs more memory than is available.
+        QualityFloorError: frames fell below ``min_psnr`` with ``strict``.
         StorageError: reading or writing storage failed."""
     from pipeline import media as fio
     from pipeline import storage
@@ -683,17 +747,26 @@ def encode_video(
                 reader, dst, model, refine, batch=batch, start=start, end=end,
                 max_pixels=max_pixels, on_frame=on_frame, carry=carry, drop_broken=drop_broken,
                 warn=warn, video_stream=video_stream, memory_available=memory_available,
+                min_psnr=min_psnr, strict=strict,
             )  # fmt: skip
+    from pipeline.ratecontrol import make_encoder
+    from pipeline.stats import check_floor
+
     t0 = time.perf_counter()
-    enc = FrameEncoder(model, refine)
+    enc = make_encoder(model, refine, warn)
+    models = enc.models
     info = fio.probe(src, video_stream=video_stream)
     fio.warn_left_out(info, warn)
     end = info.frame_count if end is None else end
     fio.check_range(info, start, end)
     batch = fit_batch(
-        info.width, info.height, batch, enc.refine, channels=model.N, device=str(model.device),
-        available=memory_available, warn=warn, name=source_name(src),
+        info.width, info.height, batch, enc.refine, channels=models[0].N,
+        device=str(models[0].device), available=memory_available, warn=warn,
+        name=source_name(src),
     )  # fmt: skip
+    if enc.refine.target is not None:  # fail fast, before anything is extracted or written
+        first = next(iter(fio.read_frames(src, start, start + 1, info=info, max_pixels=max_pixels)))
+        enc.check_reachable(first.rgb, source_name(src))
     carried = None
     section = None
     if carry:
@@ -706,7 +779,10 @@ def encode_video(
             video_stream=info.stream_index,
         )  # fmt: skip
         section = carry_bytes(carried.to_dict(), blob)
-    header = make_header(model, info, enc.refine, frame_count=end - start, tags_carried=carry)
+    header = make_header(
+        models[0], info, enc.refine, frame_count=end - start, tags_carried=carry,
+        rate_points=models,
+    )  # fmt: skip
     all_stats: list[FrameStats] = []
     with storage.open_write(dst) as f:
         writer = StreamWriter(f, header)
@@ -719,5 +795,6 @@ def encode_video(
             all_stats.append(e.stats)
             if on_frame:
                 on_frame(e.stats)
+        check_floor(all_stats, min_psnr, strict, source_name(src), warn)  # before the commit
         writer.close(section)
     return EncodeSummary(header, all_stats, time.perf_counter() - t0, carried)

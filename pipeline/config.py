@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_LR",
     "DEFAULT_METHOD",
     "METHODS",
+    "RATE_CONTROL_VERSION",
     "RefineConfig",
 ]
 
@@ -41,6 +42,9 @@ DEFAULT_METHOD = "sga"
 DEFAULT_ITERS = 50
 DEFAULT_LR = {"campos": 5e-3, "sga": 2e-2, "none": 1e-3}
 AUTOCAST = ("none", "bf16")
+#: The version of rate control's rules (:mod:`pipeline.ratecontrol`), in the hash of every
+#: config with a target: a change of the rules re-encodes a catalog's targeted streams.
+RATE_CONTROL_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,10 @@ class RefineConfig:
             on the previous frame's integer latents (:mod:`pipeline.inter`) where that
             costs fewer bits. 1 = all-intra. With ``gop`` > 1, warm-start chains and budget
             groups follow the GOP (``grid`` becomes ``gop``) and shard cuts fall on it.
+        target_psnr: constant quality: each GOP's mean RGB PSNR (dB) is brought to at least
+            this, at the fewest bits rate control finds (:mod:`pipeline.ratecontrol`: a
+            rate point and a lambda per GOP). ``lmbda`` must then be None.
+        target_msssim: the same on each GOP's mean MS-SSIM (in (0, 1)).
     """
 
     method: Literal["none", "campos", "sga"] = "campos"
@@ -90,6 +98,8 @@ class RefineConfig:
     probe: int = 8
     autocast: Literal["none", "bf16"] = "none"
     gop: int = 1
+    target_psnr: float | None = None
+    target_msssim: float | None = None
 
     def validate(self) -> RefineConfig:
         """Check every field's range (see the attributes above); returns ``self``.
@@ -104,6 +114,8 @@ class RefineConfig:
         for flag, value in (
             ("--lr", self.lr),
             ("--lambda", self.lmbda),
+            ("--target-psnr", self.target_psnr),
+            ("--target-msssim", self.target_msssim),
             ("--tol", self.tol),
             ("--warm-threshold", self.warm_threshold),
         ):
@@ -154,11 +166,40 @@ class RefineConfig:
                     f"--budget-iters-per-frame {self.budget} must lie between the probe ({self.probe}) and --iters ({self.iters})",
                     hint="--iters is the cap of one frame under an adaptive budget, e.g. 4x the average",
                 )
+        self._validate_target()
         if self.autocast not in AUTOCAST:
             raise ConfigError(
                 f"unknown --autocast {self.autocast!r}", hint=f"use one of {', '.join(AUTOCAST)}"
             )
         return self
+
+    def _validate_target(self) -> None:
+        if self.target_psnr is not None and self.target_msssim is not None:
+            raise ConfigError(
+                f"--target-psnr {self.target_psnr} and --target-msssim {self.target_msssim} "
+                "both set the quality",
+                hint="give one target",
+            )
+        if self.target_psnr is not None and not 10.0 <= self.target_psnr <= 60.0:
+            raise ConfigError(
+                f"--target-psnr {self.target_psnr} dB is outside 10..60 dB",
+                hint="give the mean RGB PSNR wanted, e.g. 32 (the shipped rate points reach "
+                "about 27-33 dB; relatent info shows a stream's)",
+            )
+        if self.target_msssim is not None and not 0.5 <= self.target_msssim < 1.0:
+            raise ConfigError(
+                f"--target-msssim {self.target_msssim} is outside [0.5, 1)",
+                hint="give the mean MS-SSIM wanted, e.g. 0.95",
+            )
+
+    @property
+    def target(self) -> tuple[str, float] | None:
+        """``("psnr", dB)`` or ``("ms_ssim", value)`` when a quality is targeted, else None."""
+        if self.target_psnr is not None:
+            return ("psnr", float(self.target_psnr))
+        if self.target_msssim is not None:
+            return ("ms_ssim", float(self.target_msssim))
+        return None
 
     @property
     def active(self) -> bool:
@@ -179,6 +220,8 @@ class RefineConfig:
         refined P frames, whose rate depends on the previous frame's coded latents): then
         the bytes of a frame depend on the other frames of its group, and shard cuts must
         fall on the grid."""
+        if self.target is not None:  # rate control decides per GOP (per grid group)
+            return True
         return self.active and (self.warm_start or self.budget > 0 or self.gop > 1)
 
     def resolved(self, model_lmbda: float) -> RefineConfig:
@@ -215,6 +258,13 @@ class RefineConfig:
             del d["autocast"]
         if self.gop == 1:
             del d["gop"]
+        for k in ("target_psnr", "target_msssim"):
+            if d[k] is None:
+                del d[k]
+            else:
+                d[k] = float(d[k])
+        if self.target is not None:  # the search's rules are part of what made the bytes
+            d["rate_control"] = RATE_CONTROL_VERSION
         return d
 
     def hash(self) -> str:

@@ -9,7 +9,7 @@ refinement.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.bitstream import FLAG_INTER, Packet, StreamHeader, StreamReader
+from pipeline.bitstream import (
+    FLAG_INTER,
+    Packet,
+    StreamHeader,
+    StreamReader,
+    check_packet_slot,
+)
 from pipeline.codec import to_uint8_frames
 from pipeline.entropy import LatentCodec
 from pipeline.errors import (
@@ -26,7 +32,7 @@ from pipeline.errors import (
     UnsupportedStreamError,
     WeightsMismatchError,
 )
-from pipeline.models import LoadedModel, load_cards, load_model
+from pipeline.models import LoadedModel, ModelIdentity, load_cards, load_model
 
 __all__ = [
     "DecodeSummary",
@@ -37,7 +43,13 @@ __all__ = [
     "decode_video",
     "frame_range",
     "model_for_stream",
+    "models_for_stream",
+    "slot_identity",
 ]
+
+#: What the decoder functions accept as weights: one model (a stream without rate points,
+#: or with one), or one model per rate point slot, in slot order.
+Models = LoadedModel | Sequence[LoadedModel]
 
 
 @dataclass
@@ -54,21 +66,36 @@ class DecodedFrame:
 
 
 class FrameDecoder:
-    """Decodes packets of one stream; checks every frame's symbols CRC. Raises
-    WeightsMismatchError at construction when ``model`` is not the stream's."""
+    """Decodes packets of one stream; checks every frame's symbols CRC.
 
-    def __init__(self, model: LoadedModel, header: StreamHeader) -> None:
-        check_model_matches(model, header)
-        self.model = model
+    ``model``: the stream's weights. A stream without rate points (or with one) takes one
+    :class:`~pipeline.models.LoadedModel`; a stream with several rate points (format version
+    4) takes one per slot, in slot order (:func:`models_for_stream`), and decodes each
+    packet with the model of the slot it names (:attr:`~pipeline.bitstream.Packet.rate_slot`).
+
+    Raises:
+        WeightsMismatchError: at construction, when a model is not its slot's, or the number
+            of models is not the stream's number of rate points.
+    """
+
+    def __init__(self, model: Models, header: StreamHeader) -> None:
+        models = _model_list(model, header)
+        for slot, m in enumerate(models):
+            check_model_matches(m, header, slot)
         self.header = header
-        self.codec = LatentCodec(model)
-        #: The last decoded frame's index and integer symbols: a P frame's reference.
-        self._ref: tuple[int, np.ndarray] | None = None
+        #: The model and the entropy codec of each rate point slot.
+        self.models = models
+        self.codecs = [LatentCodec(m) for m in models]
+        #: Slot 0's (the header's own model): what single-model callers use.
+        self.model = models[0]
+        self.codec = self.codecs[0]
+        #: The last decoded frame's index, integer symbols and slot: a P frame's reference.
+        self._ref: tuple[int, np.ndarray, int] | None = None
 
-    def _reference(self, packet: Packet) -> np.ndarray:
+    def _reference(self, packet: Packet, slot: int) -> np.ndarray:
         """The symbols a P frame is coded against, or BitstreamError naming the frame."""
         idx, gop = packet.frame_index, self.header.gop
-        if gop <= 1 or idx % gop == 0 or not self.codec.supports_inter:
+        if gop <= 1 or idx % gop == 0 or not self.codecs[slot].supports_inter:
             raise BitstreamError(
                 f"frame {idx}: a P frame where the stream (gop {gop}) allows only intra frames",
                 hint="the stream is corrupt",
@@ -83,17 +110,27 @@ class FrameDecoder:
                 f"frame {idx}: P frame with {len(packet.strings)} strings, expected 1",
                 hint="the stream is corrupt",
             )
+        if self._ref[2] != slot:
+            ref_slot = self._ref[2]
+            self._ref = None  # nothing is predicted across rate points
+            raise BitstreamError(
+                f"frame {idx}: P frame codes rate point slot {slot}, its reference slot {ref_slot}",
+                hint="the stream is corrupt (a rate point may change only at an I frame)",
+            )
         return self._ref[1]
 
-    def _latents(self, packet: Packet) -> dict[str, Any]:
-        """Entropy-decode one packet (a P frame against the previous frame), check its
-        symbols CRC and make it the next frame's reference."""
+    def _latents(self, packet: Packet) -> tuple[dict[str, Any], int]:
+        """Entropy-decode one packet with its slot's codec (a P frame against the previous
+        frame), check its symbols CRC and make it the next frame's reference. Returns the
+        decoded latents and the slot."""
         hd = self.header
+        slot = check_packet_slot(packet, hd)
+        codec = self.codecs[slot]
         if packet.flags & FLAG_INTER:
-            ref = self._reference(packet)
-            out = self.codec.decompress_p(packet.strings[0], ref, f"frame {packet.frame_index}")
+            ref = self._reference(packet, slot)
+            out = codec.decompress_p(packet.strings[0], ref, f"frame {packet.frame_index}")
         else:
-            out = self.codec.decompress(packet.strings, hd.padded_height, hd.padded_width)
+            out = codec.decompress(packet.strings, hd.padded_height, hd.padded_width)
         if out["symbols_crc"] != packet.latent_crc:
             self._ref = None  # nothing may be predicted from wrong latents
             raise BitstreamError(
@@ -101,8 +138,8 @@ class FrameDecoder:
                 hint="the stream is corrupt, or this machine derives different entropy tables; decode with the encoder's relatent/compressai versions",
             )
         symbols = out.get("symbols")
-        self._ref = (packet.frame_index, symbols) if symbols is not None else None
-        return out
+        self._ref = (packet.frame_index, symbols, slot) if symbols is not None else None
+        return out, slot
 
     def advance(self, packet: Packet) -> None:
         """Entropy-decode ``packet`` only (no synthesis): what random access does with the
@@ -115,16 +152,20 @@ class FrameDecoder:
             self._latents(packet)
 
     def decode(self, packet: Packet) -> DecodedFrame:
-        """Decode one packet (a P frame against the previously decoded frame).
+        """Decode one packet (a P frame against the previously decoded frame) with the
+        model of its rate point slot.
 
         Raises:
             BitstreamError: a wrong string count, a P frame without its reference or where
-                the stream allows none, a corrupt P packet, or a symbols CRC mismatch.
+                the stream allows none, a P frame of another rate point slot than its
+                reference, a slot the header does not have, a corrupt P packet, or a
+                symbols CRC mismatch (each naming the frame).
         """
         hd = self.header
         with torch.no_grad():
-            out = self._latents(packet)
-            rgb = to_uint8_frames(self.codec.synthesize(out["y_hat"]), hd.height, hd.width)[0]
+            out, slot = self._latents(packet)
+            x_hat = self.codecs[slot].synthesize(out["y_hat"])
+            rgb = to_uint8_frames(x_hat, hd.height, hd.width)[0]
         return DecodedFrame(
             packet.frame_index,
             packet.pts,
@@ -135,45 +176,140 @@ class FrameDecoder:
         )
 
 
-def check_model_matches(model: LoadedModel, header: StreamHeader) -> None:
-    """Raise WeightsMismatchError unless ``model`` is the arch, weights and tables in ``header``."""
-    ident = model.identity
-    if ident.arch != header.arch or ident.weights_sha256 != header.weights_sha256:
+def _model_list(model: Models, header: StreamHeader) -> list[LoadedModel]:
+    """``model`` as one model per rate point slot of ``header``.
+
+    Raises:
+        WeightsMismatchError: not one model per slot.
+    """
+    models = [model] if isinstance(model, LoadedModel) else list(model)
+    if len(models) != header.rate_slots:
+        points = " ".join(f"q{rp['quality']}" for rp in header.rate_points) or f"q{header.quality}"
         raise WeightsMismatchError(
-            f"stream needs {header.arch} q{header.quality} sha256 {header.weights_sha256[:12]}…, "
-            f"found {ident.arch} q{ident.quality} sha256 {ident.weights_sha256[:12]}…",
-            hint="pass --checkpoint with the weights the stream was encoded with",
+            f"the stream is coded with {header.rate_slots} rate point(s) ({header.arch} "
+            f"{points}) and needs one model for each, got {len(models)}",
+            hint="load them with pipeline.decoder.models_for_stream (the shipped weights of "
+            "each rate point)",
         )
-    if ident.tables_sha256 != header.tables_sha256:
+    return models
+
+
+def slot_identity(header: StreamHeader, slot: int = 0) -> ModelIdentity:
+    """The identity of the model that rate point ``slot`` of ``header`` names: its
+    ``rate_points[slot]`` with the header's ``arch``, or, for a stream without rate points,
+    the header's own model (slot 0).
+
+    Raises:
+        BitstreamError: ``slot`` is not one of the stream's slots.
+    """
+    if not 0 <= slot < header.rate_slots:
+        raise BitstreamError(
+            f"rate point slot {slot} is not one of the stream's {header.rate_slots}",
+            hint="the stream is corrupt",
+        )
+    if not header.rate_points:
+        return ModelIdentity(
+            header.arch, header.quality, header.lmbda, header.weights_sha256, header.tables_sha256
+        )
+    rp = header.rate_points[slot]
+    return ModelIdentity(
+        header.arch,
+        int(rp["quality"]),
+        float(rp["lmbda"]),
+        str(rp["weights_sha256"]),
+        str(rp["tables_sha256"]),
+    )
+
+
+def _slot_label(header: StreamHeader, slot: int) -> str:
+    return f" (rate point slot {slot})" if header.rate_points else ""
+
+
+def check_model_matches(model: LoadedModel, header: StreamHeader, slot: int = 0) -> None:
+    """Raise WeightsMismatchError unless ``model`` is the arch, weights and tables of rate
+    point ``slot`` of ``header`` (:func:`slot_identity`; slot 0: the header's own model)."""
+    want = slot_identity(header, slot)
+    ident = model.identity
+    where = _slot_label(header, slot)
+    if ident.arch != want.arch or ident.weights_sha256 != want.weights_sha256:
         raise WeightsMismatchError(
-            f"the entropy tables built here ({ident.tables_sha256[:12]}…) differ from the encoder's ({header.tables_sha256[:12]}…)",
+            f"stream needs {want.arch} q{want.quality} sha256 {want.weights_sha256[:12]}…{where}, "
+            f"found {ident.arch} q{ident.quality} sha256 {ident.weights_sha256[:12]}…",
+            hint="pass --checkpoint with the weights the stream was encoded with"
+            if not header.rate_points or len(header.rate_points) == 1
+            else "decode with the shipped weights of each rate point (models_for_stream)",
+        )
+    if ident.tables_sha256 != want.tables_sha256:
+        raise WeightsMismatchError(
+            f"the entropy tables built here ({ident.tables_sha256[:12]}…) differ from the encoder's ({want.tables_sha256[:12]}…){where}",
             hint="decode with the compressai version the stream was encoded with (1.2.8)",
         )
+
+
+def models_for_stream(
+    header: StreamHeader, checkpoint: str | None = None, device: str | None = None
+) -> list[LoadedModel]:
+    """Load the weights a stream needs, one model per rate point slot in slot order (one
+    for a stream without rate points): ``checkpoint`` if given (a stream with at most one
+    rate point), else the shipped weights whose sha256 each slot names.
+
+    Raises:
+        ConfigError: ``checkpoint`` given for a stream coded with several rate points.
+        WeightsMismatchError: not the stream's weights, or none shipped match a slot.
+        ModelError, ConfigError, StorageError: as :func:`~pipeline.models.load_model`."""
+    if checkpoint is not None:
+        if len(header.rate_points) > 1:
+            points = " ".join(f"q{rp['quality']}" for rp in header.rate_points)
+            raise ConfigError(
+                f"--checkpoint {checkpoint}: the stream is coded with {len(header.rate_points)} "
+                f"rate points ({header.arch} {points}) and decodes with the shipped weights "
+                "of each",
+                hint="drop --checkpoint",
+            )
+        model = load_model(
+            header.arch, header.quality, checkpoint, lmbda=header.lmbda, device=device
+        )
+        check_model_matches(model, header)
+        return [model]
+    cards = load_cards()["models"]
+    models = []
+    for slot in range(header.rate_slots):
+        want = slot_identity(header, slot)
+        match = [c for c in cards if c["sha256"] == want.weights_sha256]
+        if not match:
+            raise WeightsMismatchError(
+                f"stream needs {want.arch} q{want.quality} sha256 {want.weights_sha256[:12]}…"
+                f"{_slot_label(header, slot)}, which is not among the shipped weights",
+                hint="pass --checkpoint with the weights the stream was encoded with"
+                if header.rate_slots == 1
+                else "install the relatent version whose shipped weights coded the stream",
+            )
+        model = load_model(match[0]["arch"], int(match[0]["quality"]), device=device)
+        check_model_matches(model, header, slot)
+        models.append(model)
+    return models
 
 
 def model_for_stream(
     header: StreamHeader, checkpoint: str | None = None, device: str | None = None
 ) -> LoadedModel:
-    """Load the weights a stream needs: ``checkpoint`` if given, else the shipped ones.
+    """Load the weights of a stream with one model (no rate points, or one):
+    ``checkpoint`` if given, else the shipped ones (:func:`models_for_stream`).
 
     Raises:
+        ConfigError: the stream is coded with several rate points (use
+            :func:`models_for_stream`), or as :func:`models_for_stream`.
         WeightsMismatchError: not the stream's weights, or none shipped match.
-        ModelError, ConfigError, StorageError: as :func:`~pipeline.models.load_model`."""
-    if checkpoint is None:
-        match = [c for c in load_cards()["models"] if c["sha256"] == header.weights_sha256]
-        if not match:
-            raise WeightsMismatchError(
-                f"stream needs {header.arch} q{header.quality} sha256 {header.weights_sha256[:12]}…, "
-                "which is not among the shipped weights",
-                hint="pass --checkpoint with the weights the stream was encoded with",
-            )
-        model = load_model(match[0]["arch"], int(match[0]["quality"]), device=device)
-    else:
-        model = load_model(
-            header.arch, header.quality, checkpoint, lmbda=header.lmbda, device=device
+        ModelError, StorageError: as :func:`~pipeline.models.load_model`."""
+    if len(header.rate_points) > 1:
+        if checkpoint is not None:
+            models_for_stream(header, checkpoint, device)  # raises its ConfigError
+        raise ConfigError(
+            f"the stream is coded with {len(header.rate_points)} rate points and needs a "
+            "model for each",
+            hint="load them with pipeline.decoder.models_for_stream",
         )
-    check_model_matches(model, header)
-    return model
+    return models_for_stream(header, checkpoint, device)[0]
 
 
 def frame_range(header: StreamHeader, start: int = 0, end: int | None = None) -> tuple[int, int]:
@@ -199,7 +335,7 @@ def decode_stream(
     *,
     start: int = 0,
     end: int | None = None,
-    model: LoadedModel | None = None,
+    model: Models | None = None,
 ) -> Iterator[DecodedFrame]:
     """Decode frames ``[start, end)`` of a stream, in order (default: all of them).
 
@@ -208,16 +344,18 @@ def decode_stream(
     synthesising those frames.
 
     ``model``: the weights to decode with, already loaded (checked against the stream;
-    ``checkpoint`` and ``device`` are then unused); default: :func:`model_for_stream`.
+    ``checkpoint`` and ``device`` are then unused): one model, or for a stream coded with
+    several rate points one per slot in slot order; default: :func:`models_for_stream`.
 
     Raises:
-        ConfigError: the span is not within the stream (:func:`frame_range`).
+        ConfigError: the span is not within the stream (:func:`frame_range`), or
+            ``checkpoint`` given for a stream coded with several rate points.
         WeightsMismatchError: ``model`` is not the stream's.
         BitstreamError, ModelError, StorageError: unusable stream or weights."""
     with StreamReader(src) as reader:
         start, end = frame_range(reader.header, start, end)
         if model is None:
-            model = model_for_stream(reader.header, checkpoint, device)
+            model = models_for_stream(reader.header, checkpoint, device)
         dec = FrameDecoder(model, reader.header)
         gop = max(1, reader.header.gop)
         for n in range(start - start % gop, start):
@@ -251,6 +389,7 @@ def decode_video(
     on_frame: Callable[[DecodedFrame], None] | None = None,
     start: int = 0,
     end: int | None = None,
+    model: Models | None = None,
 ) -> DecodeSummary:
     """Decode the stream ``src`` to ``dst`` (:func:`pipeline.media.write_frames` decides the
     kind of output from ``dst``; written atomically).
@@ -260,6 +399,9 @@ def decode_video(
     cannot hold is skipped with a ``warn``-ing, or with ``strict`` raises
     :class:`~pipeline.errors.UnsupportedStreamError` before anything is written. ``.y4m``
     and PNG outputs are video-only (a warning; with ``strict`` the same error).
+
+    ``model``: the weights, already loaded (as :func:`decode_stream` takes them); default:
+    :func:`models_for_stream` of ``checkpoint`` (loaded before anything is written).
 
     ``start``/``end`` decode frames ``[start, end)`` only (:func:`decode_stream`); their
     timestamps are shifted so the output starts at 0, and the carried streams are not
@@ -330,9 +472,10 @@ def decode_video(
     high = high_depth_supported() if kind == "video" else True
     for note in output_notes(display, color, kind, dst, high_depth=high):
         (warn or _log_warning)(note)
+    models = model if model is not None else models_for_stream(header, checkpoint, device)
 
     def frames() -> Iterator[np.ndarray]:
-        for d in decode_stream(src, checkpoint, device, start=start, end=end):
+        for d in decode_stream(src, start=start, end=end, model=models):
             summary.frames += 1
             if on_frame:
                 on_frame(d)

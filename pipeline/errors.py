@@ -9,7 +9,8 @@ own so the CLI can print it separately. The CLI maps the branches to exit codes.
 
     RelatentError                      exit code
     ├── ConfigError                    2   an argument or option is invalid
-    │   └── UnsupportedStreamError     (the output format cannot hold a carried stream; --strict)
+    │   ├── UnsupportedStreamError     (the output format cannot hold a carried stream; --strict)
+    │   └── TargetUnreachableError     (--target-psnr/--target-msssim above the best rate point)
     ├── InputError                     3   the source media is unusable
     │   ├── SourceNotFoundError
     │   ├── EmptySourceError
@@ -32,8 +33,10 @@ own so the CLI can print it separately. The CLI maps the branches to exit codes.
     │   └── PreconditionFailedError    (a conditional write lost the race)
     ├── ClusterError                   7   a Ray cluster is unreachable, refuses the client
     │                                      (authentication) or runs another Ray version
-    └── ResourceError                  8   the machine lacks what the job needs
-        └── InsufficientMemoryError    (a frame at --batch 1 does not fit: pipeline.memory)
+    ├── ResourceError                  8   the machine lacks what the job needs
+    │   └── InsufficientMemoryError    (a frame at --batch 1 does not fit: pipeline.memory)
+    └── QualityFloorError              9   frames fell below --min-psnr and --strict asked to
+                                           fail the video (nothing is committed)
 """
 
 from __future__ import annotations
@@ -55,10 +58,12 @@ __all__ = [
     "NotVideoError",
     "ObjectNotFoundError",
     "PreconditionFailedError",
+    "QualityFloorError",
     "RelatentError",
     "ResourceError",
     "SourceNotFoundError",
     "StorageError",
+    "TargetUnreachableError",
     "TruncatedStreamError",
     "UnknownModelError",
     "UnsupportedPixelFormatError",
@@ -203,3 +208,16 @@ class ResourceError(RelatentError):
 class InsufficientMemoryError(ResourceError):
     """Even one frame at a time needs more memory than is available
     (:func:`pipeline.memory.fit_batch`); a larger ``--batch`` is made smaller instead."""
+
+
+class TargetUnreachableError(ConfigError):
+    """A target quality (``--target-psnr``, ``--target-msssim``) is above what the best
+    rate point reaches on the video's first frame (:mod:`pipeline.ratecontrol`)."""
+
+
+class QualityFloorError(RelatentError):
+    """With ``--strict``, frames were coded below the quality floor (``--min-psnr``): the
+    video fails and nothing of it is committed. The message names the video, the frames and
+    their PSNR."""
+
+    exit_code = 9

@@ -14,11 +14,11 @@ unrefined and of the coded latents; ``iters`` are the refinement iterations the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["STREAM_FIELDS", "FrameStats", "StatsSummary", "summarize"]
+__all__ = ["STREAM_FIELDS", "FrameStats", "StatsSummary", "check_floor", "summarize"]
 
 #: The fields every stream's footer stores per frame, in this order (part of the format:
 #: docs/bitstream.md). The other fields of :class:`FrameStats` stay with the encoder.
@@ -51,6 +51,8 @@ class FrameStats:
         frame_type: ``I`` or ``P`` (see :mod:`pipeline.inter`).
         probe_gain, allocated: the adaptive budget's probe gain and the iterations it gave
             the frame (``None`` without a budget).
+        lmbda, rate_point: what rate control (``--target-psnr``, ``--target-msssim``) chose
+            for the frame's GOP (``None`` without a target); stored in the stream.
     """
 
     index: int
@@ -70,14 +72,25 @@ class FrameStats:
     allocated: int | None = None
     #: ``I`` (intra) or ``P`` (coded against the previous frame's latents, format version 3).
     frame_type: str = "I"
+    #: The lambda the frame was refined and chosen with, when rate control chose it
+    #: (``--target-psnr``...; None: the stream's lambda, as in the header).
+    lmbda: float | None = None
+    #: The rate point (shipped quality index) that coded the frame, when rate control chose
+    #: it (None: the header's ``quality``).
+    rate_point: int | None = None
 
     def to_stream(self) -> dict[str, Any]:
         """The footer's record of the frame: :data:`STREAM_FIELDS`, in order, then
         ``"type": "P"`` for a P frame (absent means ``I``, so all-intra footers are those of
-        format version 2)."""
+        format version 2), then ``"lambda"`` and ``"rate_point"`` when rate control chose
+        them (absent otherwise, so footers of fixed-quality streams are unchanged)."""
         record = {k: getattr(self, k) for k in STREAM_FIELDS}
         if self.frame_type != "I":
             record["type"] = self.frame_type
+        if self.lmbda is not None:
+            record["lambda"] = self.lmbda
+        if self.rate_point is not None:
+            record["rate_point"] = self.rate_point
         return record
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,6 +118,8 @@ class FrameStats:
             iters=int(record["iters"]),
             refined=bool(record["refined"]),
             frame_type=_frame_type(record.get("type", "I")),
+            lmbda=float(record["lambda"]) if "lambda" in record else None,
+            rate_point=int(record["rate_point"]) if "rate_point" in record else None,
         )
 
     @classmethod
@@ -167,3 +182,38 @@ def summarize(stats: Sequence[FrameStats]) -> StatsSummary:
         iters_per_frame=_mean([s.iters for s in stats]),
         refine_seconds=float(sum(s.refine_seconds for s in stats)),
     )
+
+
+def check_floor(
+    stats: Sequence[FrameStats],
+    min_psnr: float | None,
+    strict: bool,
+    name: str,
+    warn: Callable[[str], None] | None = None,
+) -> list[int]:
+    """The indices of the frames whose RGB PSNR is below ``min_psnr`` (dB; None: no floor),
+    named in a ``warn``-ing.
+
+    Raises:
+        QualityFloorError: there are such frames and ``strict`` is set."""
+    from pipeline.errors import QualityFloorError
+
+    if min_psnr is None:
+        return []
+    low = [s for s in stats if s.psnr < min_psnr]
+    if not low:
+        return []
+    worst = min(low, key=lambda s: s.psnr)
+    shown = ", ".join(str(s.index) for s in low[:8]) + (" ..." if len(low) > 8 else "")
+    msg = (
+        f"{name}: {len(low)} of {len(stats)} frames are below --min-psnr {min_psnr:g} dB "
+        f"(frames {shown}; the lowest, frame {worst.index}, {worst.psnr:.2f} dB)"
+    )
+    if strict:
+        raise QualityFloorError(
+            msg + "; --strict: nothing was written",
+            hint="raise the quality (--target-psnr, --quality) or lower --min-psnr",
+        )
+    if warn is not None:
+        warn(msg)
+    return [s.index for s in low]

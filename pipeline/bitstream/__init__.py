@@ -17,6 +17,10 @@ Version 3 (streams with a GOP, header field ``gop`` > 1) adds P-frame packets: f
 :data:`FLAG_INTER`, one string coded against the previous frame's integer symbols
 (:mod:`pipeline.inter`); the footer record of a P frame has ``"type": "P"``. All-intra
 streams are still written as version 2, byte for byte as before.
+Version 4 (streams with rate points, header field ``rate_points`` non-empty) codes frames
+with several models of one architecture: packet flags bits 2..4 (:data:`RATE_SLOT_MASK`)
+name the slot in ``rate_points`` of the model that coded the frame; otherwise it is version
+3. Streams without rate points are written as before (version 2 or 3).
 Version 1 is the same without the carry section and without the two carry fields of the
 footer; it is still read (and written with ``version=1``). The carry section holds the
 source's non-video streams, copied (see :mod:`pipeline.media.carry`); ``carry_offset`` and

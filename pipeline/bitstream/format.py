@@ -44,6 +44,9 @@ __all__ = [
     "INTER_VERSION",
     "MAGIC",
     "PACKET_SYNC",
+    "RATE_SLOT_MASK",
+    "RATE_SLOT_SHIFT",
+    "RATE_VERSION",
     "STREAM_SUFFIX",
     "SUPPORTED_VERSIONS",
     "TRAILER_SIZE",
@@ -58,6 +61,7 @@ __all__ = [
     "assemble",
     "carry_bytes",
     "carry_info_of",
+    "check_packet_slot",
     "crc32",
     "footer_bytes",
     "index_for",
@@ -77,9 +81,12 @@ MAGIC = b"\x89RLV\r\n\x1a\n"
 VERSION = 2
 #: The version of streams with a GOP (``gop`` > 1): P-frame packets (:data:`FLAG_INTER`).
 INTER_VERSION = 3
+#: The version of streams with rate points (header ``rate_points`` non-empty): each packet
+#: names, in flags bits 2..4, the rate point (model) that coded it (:data:`RATE_SLOT_MASK`).
+RATE_VERSION = 4
 #: The file name suffix of a stream (``relatent encode`` writes only names that end in it).
 STREAM_SUFFIX = ".rlv"
-SUPPORTED_VERSIONS = (1, 2, 3)
+SUPPORTED_VERSIONS = (1, 2, 3, 4)
 #: First version with a carry section (and the carry fields in the footer).
 CARRY_VERSION = 2
 PACKET_SYNC = b"PK"
@@ -90,8 +97,12 @@ TRAILER_SIZE = 12  # footer_offset:u64 + END_MAGIC
 
 FLAG_REFINED = 0x01
 #: The packet is a P frame: its one string is the rANS stream of :mod:`pipeline.inter`,
-#: coded against the previous frame's symbols (format version 3 only).
+#: coded against the previous frame's symbols (format versions 3 and 4).
 FLAG_INTER = 0x02
+#: Packet flags bits 2..4: the rate point slot (an index into the header's ``rate_points``)
+#: of the model that coded the frame (format version 4 only; 0 in earlier versions).
+RATE_SLOT_SHIFT = 2
+RATE_SLOT_MASK = 0x1C
 
 # The fixes the errors name.
 HINT_CORRUPT = "the file is corrupt; re-encode or re-download it"
@@ -144,12 +155,25 @@ class StreamHeader:
     #: How the frames are displayed (``pipeline.media.display.DisplayInfo.to_dict``:
     #: rotation, hflip, matrix, sar, field_order, title). Left out of the JSON when empty.
     display: dict[str, Any] = field(default_factory=dict)
+    #: The models of a stream coded with rate points (format version 4, at most 8): slot
+    #: ``i`` is ``rate_points[i]``, ``{"quality", "lmbda", "weights_sha256",
+    #: "tables_sha256"}``, a model of ``arch``; slot 0 is the header's own model (its
+    #: ``quality``, ``lmbda``, ``weights_sha256``, ``tables_sha256``). Each packet names its
+    #: slot (:attr:`Packet.rate_slot`). Empty: one model; left out of the JSON then.
+    rate_points: tuple[dict[str, Any], ...] = ()
 
     @property
     def format_version(self) -> int:
-        """The version this header is written with: :data:`INTER_VERSION` with a GOP,
-        else :data:`VERSION` (byte-identical to what all-intra relatent always wrote)."""
-        return version_for(self.gop)
+        """The version this header is written with: :data:`RATE_VERSION` with rate points,
+        else :data:`INTER_VERSION` with a GOP, else :data:`VERSION` (byte-identical to what
+        all-intra relatent always wrote)."""
+        return version_for(self.gop, len(self.rate_points))
+
+    @property
+    def rate_slots(self) -> int:
+        """How many models the stream's packets may name: ``len(rate_points)``, or 1 (the
+        header's own) without rate points."""
+        return max(1, len(self.rate_points))
 
     def to_json(self) -> dict[str, Any]:
         """The header as JSON-ready values (fractions as ``[numerator, denominator]``)."""
@@ -158,6 +182,10 @@ class StreamHeader:
             del d["gop"]
         if not self.display:
             del d["display"]
+        if self.rate_points:
+            d["rate_points"] = [dict(rp) for rp in self.rate_points]
+        else:
+            del d["rate_points"]
         d["frame_rate"] = [self.frame_rate.numerator, self.frame_rate.denominator]
         d["time_base"] = [self.time_base.numerator, self.time_base.denominator]
         return d
@@ -171,6 +199,8 @@ class StreamHeader:
                 parser turns these into :class:`~pipeline.errors.BitstreamError`).
         """
         d = dict(d)
+        if "rate_points" in d:
+            d["rate_points"] = tuple(dict(rp) for rp in d["rate_points"])
         d["frame_rate"] = Fraction(*d["frame_rate"])
         d["time_base"] = Fraction(*d["time_base"])
         return cls(**d)
@@ -179,10 +209,17 @@ class StreamHeader:
         """The serialised header (magic, version, canonical JSON, CRC).
 
         Raises:
-            BitstreamError: ``version`` is not one of :data:`SUPPORTED_VERSIONS`.
+            BitstreamError: ``version`` is not one of :data:`SUPPORTED_VERSIONS`, or is
+                :data:`RATE_VERSION` without ``rate_points`` or below it with them.
         """
         version = self.format_version if version is None else version
         _check_version(version)
+        if (version >= RATE_VERSION) != bool(self.rate_points):
+            raise BitstreamError(
+                f"cannot write a header {'with' if self.rate_points else 'without'} rate "
+                f"points as .rlv format version {version}",
+                hint=f"rate points are written as version {RATE_VERSION}, and only they are",
+            )
         body = _canonical_json(self.to_json())
         return MAGIC + _HEAD.pack(version, len(body)) + body + U32.pack(crc32(body))
 
@@ -190,9 +227,13 @@ class StreamHeader:
 _HEADER_FIELDS = tuple(f.name for f in fields(StreamHeader))
 
 
-def version_for(gop: int) -> int:
-    """The format version of a stream coded with ``gop`` frames per group:
-    :data:`INTER_VERSION` when frames may be P frames, else :data:`VERSION`."""
+def version_for(gop: int, rate_points: int = 0) -> int:
+    """The format version of a stream coded with ``gop`` frames per group and
+    ``rate_points`` models (the header's ``rate_points``; 0: none, the header's own model):
+    :data:`RATE_VERSION` with rate points, else :data:`INTER_VERSION` when frames may be P
+    frames, else :data:`VERSION`."""
+    if rate_points:
+        return RATE_VERSION
     return INTER_VERSION if gop > 1 else VERSION
 
 
@@ -285,6 +326,12 @@ class Packet:
         """Whether the coded latent is a refined one (:data:`FLAG_REFINED`)."""
         return bool(self.flags & FLAG_REFINED)
 
+    @property
+    def rate_slot(self) -> int:
+        """The rate point slot that coded the frame (flags bits 2..4, :data:`RATE_SLOT_MASK`):
+        an index into the header's ``rate_points``; 0 before format version 4."""
+        return (self.flags & RATE_SLOT_MASK) >> RATE_SLOT_SHIFT
+
     def to_bytes(self) -> bytes:
         """The packet as stored: sync, body length, body, CRC of the body."""
         parts = [
@@ -316,6 +363,30 @@ def _parse_body(body: bytes, where: str) -> Packet:
             f"{where}: malformed packet ({exc})", hint="the stream is corrupt"
         ) from exc
     return Packet(frame_index, pts, tuple(strings), latent_crc, flags)
+
+
+def check_packet_slot(packet: Packet, header: StreamHeader, where: str | None = None) -> int:
+    """The rate point slot of ``packet`` (:attr:`Packet.rate_slot`), checked against
+    ``header``: below ``len(header.rate_points)`` in a version-4 stream, 0 in a stream
+    without rate points. ``where`` (the stream) prefixes the message when given.
+
+    Raises:
+        BitstreamError: "[<where>: ]frame N: packet names rate point slot s, ..." (exit 4).
+    """
+    slot = packet.rate_slot
+    if slot and slot >= len(header.rate_points):
+        why = (
+            f"the stream has {len(header.rate_points)} rate points (slots 0.."
+            f"{len(header.rate_points) - 1})"
+            if header.rate_points
+            else f"a stream without rate points (format version < {RATE_VERSION}) has only slot 0"
+        )
+        raise BitstreamError(
+            f"{where + ': ' if where else ''}frame {packet.frame_index}: packet names rate "
+            f"point slot {slot}, but {why}",
+            hint=HINT_FOREIGN,
+        )
+    return slot
 
 
 def read_packet(f: BinaryIO, where: str = "stream", size: int | None = None) -> Packet:

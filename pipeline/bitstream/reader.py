@@ -26,6 +26,7 @@ from pipeline.bitstream.format import (
     CarryRef,
     IndexEntry,
     Packet,
+    check_packet_slot,
     crc32,
     parse_header_version,
     read_carry_head,
@@ -248,8 +249,9 @@ class StreamReader:
 
         Raises:
             IndexError: ``n`` is out of range.
-            TruncatedStreamError, ChecksumError, BitstreamError: a damaged packet, or one
-                of another frame than the index says.
+            TruncatedStreamError, ChecksumError, BitstreamError: a damaged packet, one
+                of another frame than the index says, or one naming a rate point slot the
+                header does not have (:func:`~pipeline.bitstream.check_packet_slot`).
         """
         if not 0 <= n < len(self.index):
             raise IndexError(f"frame {n} out of range 0..{len(self.index) - 1}")
@@ -261,6 +263,7 @@ class StreamReader:
                 f"{self.name}: index points frame {e.frame_index} at a packet of frame {p.frame_index}",
                 hint="the stream is corrupt",
             )
+        check_packet_slot(p, self.header, self.name)
         return p
 
     def __iter__(self) -> Iterator[Packet]:

@@ -35,6 +35,7 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "MAX_JSON_DEPTH",
     "MAX_PIXELS",
+    "MAX_RATE_POINTS",
     "MAX_RATIONAL",
     "MIN_PACKET_BYTES",
     "check_carry_info",
@@ -61,6 +62,10 @@ MAX_RATIONAL = 2**31 - 1
 MAX_FRAMES = 2**31 - 1
 #: Largest ``gop`` (as ``--gop`` accepts).
 MAX_GOP = 100_000
+#: Most rate points (models) one stream may use: packet flags have 3 bits for the slot.
+MAX_RATE_POINTS = 8
+#: The first format version with rate points (``pipeline.bitstream.RATE_VERSION``).
+_RATE_VERSION = 4
 #: The smallest packet: sync, body length, the body's fixed fields, CRC (bytes).
 MIN_PACKET_BYTES = 2 + 4 + 22 + 4
 #: The architectures a stream may name, and their latent kind.
@@ -265,6 +270,44 @@ def _display(v: Any) -> dict[str, Any]:
     return d
 
 
+def _positive(v: Any) -> float:
+    _number(v, 0.0)
+    if not v > 0:
+        raise _Invalid(f"{v!r:.40} is not above 0")
+    return v
+
+
+#: The keys of one ``rate_points`` entry (exactly these) and their rules.
+_RATE_POINT_RULES: dict[str, Callable[[Any], Any]] = {
+    "quality": lambda v: _int(v, 0, _MAX_QUALITY),
+    "lmbda": _positive,
+    "weights_sha256": lambda v: _match(v, _HEX64, "64 lowercase hex digits"),
+    "tables_sha256": lambda v: _match(v, _HEX64, "64 lowercase hex digits"),
+}
+
+
+def _rate_points(v: Any) -> list[dict[str, Any]]:
+    """The header's ``rate_points``: 1..:data:`MAX_RATE_POINTS` objects with exactly the
+    keys of :data:`_RATE_POINT_RULES`, each in its bounds, qualities distinct."""
+    if not isinstance(v, list):
+        raise _Invalid(f"a {type(v).__name__}, not a list")
+    if not 1 <= len(v) <= MAX_RATE_POINTS:
+        raise _Invalid(f"{len(v)} entries, not 1..{MAX_RATE_POINTS}")
+    for i, e in enumerate(v):
+        try:
+            d = _dict(e)
+            extra = sorted(set(d) - set(_RATE_POINT_RULES))
+            if extra:
+                raise _Invalid(f"unknown key {extra[0]!r:.40}")
+            _check_fields(d, _RATE_POINT_RULES, required=True)
+        except _Invalid as exc:
+            raise _Invalid(f"entry {i}: {exc}") from exc
+    qualities = [e["quality"] for e in v]
+    if len(set(qualities)) != len(qualities):
+        raise _Invalid(f"qualities {qualities} are not distinct")
+    return v
+
+
 def _fail(name: str, what: str, key: str, exc: Exception) -> BitstreamError:
     return BitstreamError(f"{name}: {what} {key!r} is invalid ({exc})", hint=HINT_FOREIGN)
 
@@ -293,8 +336,9 @@ HEADER_RULES: dict[str, Callable[[Any], Any]] = {
     "source": _dict,
     "gop": lambda v: _int(v, 1, MAX_GOP),
     "display": _display,
+    "rate_points": _rate_points,
 }
-_HEADER_OPTIONAL = {"source", "gop", "display"}
+_HEADER_OPTIONAL = {"source", "gop", "display", "rate_points"}
 
 
 def check_header(d: Any, fields: tuple[str, ...], version: int, name: str) -> dict[str, Any]:
@@ -304,7 +348,8 @@ def check_header(d: Any, fields: tuple[str, ...], version: int, name: str) -> di
         d: the parsed header JSON.
         fields: the names :class:`~pipeline.bitstream.StreamHeader` takes; a key outside
             them is refused. A field without a rule here is accepted as parsed.
-        version: the stream's format version (``gop`` > 1 needs version 3).
+        version: the stream's format version (``gop`` > 1 needs version 3; version 4,
+            and only it, has ``rate_points``, whose entry 0 is the header's own model).
         name: the stream, for messages.
 
     Returns:
@@ -365,6 +410,26 @@ def _check_header_relations(d: dict[str, Any], version: int, name: str) -> None:
         raise _fail(
             name, "header field", "gop", _Invalid(f"gop > 1 needs format version 3, not {version}")
         )
+    points = d.get("rate_points")
+    if points is None:
+        if version >= _RATE_VERSION:
+            raise BitstreamError(
+                f"{name}: header field 'rate_points' is missing (format version {version} "
+                "needs rate points)",
+                hint=HINT_FOREIGN,
+            )
+        return
+    if version < _RATE_VERSION:
+        raise _fail(
+            name, "header field", "rate_points",
+            _Invalid(f"rate points need format version {_RATE_VERSION}, not {version}"),
+        )  # fmt: skip
+    for key in _RATE_POINT_RULES:
+        if points[0][key] != d[key]:
+            raise _fail(
+                name, "header field", "rate_points",
+                _Invalid(f"entry 0 has {key} {points[0][key]!r:.20}, the header {d[key]!r:.20} (slot 0 is the header's model)"),
+            )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- footer stats
@@ -381,6 +446,11 @@ _STATS_FIELDS: dict[str, Callable[[Any], Any]] = {
     "rd_after": _number,
     "iters": lambda v: _int(v, 0, _INT64 - 1),
     "refined": _bool,
+}
+#: Footer fields a frame has only when rate control chose them.
+_STATS_OPTIONAL: dict[str, Callable[[Any], Any]] = {
+    "lambda": lambda v: _number(v, 1e-12, 1e6),
+    "rate_point": lambda v: _int(v, 0, _MAX_QUALITY),
 }
 
 
@@ -402,7 +472,8 @@ def _check_fields(
 
 def check_stats_record(record: Any, n: int, name: str) -> dict[str, Any]:
     """Frame ``n``'s footer stats record checked (every stored field present and typed,
-    ``type`` absent, ``"I"`` or ``"P"``; other keys are ignored).
+    ``type`` absent, ``"I"`` or ``"P"``; ``lambda`` and ``rate_point`` absent or in
+    bounds; other keys are ignored).
 
     Raises:
         BitstreamError: "footer stats of frame N are malformed (why)".
@@ -412,6 +483,7 @@ def check_stats_record(record: Any, n: int, name: str) -> dict[str, Any]:
         _check_fields(d, _STATS_FIELDS, required=True, label="field ")
         if d.get("type", "I") not in ("I", "P"):
             raise _Invalid(f"field 'type': {d['type']!r:.40} is neither 'I' nor 'P'")
+        _check_fields(d, _STATS_OPTIONAL, required=False, label="field ")
     except _Invalid as exc:
         raise BitstreamError(
             f"{name}: footer stats of frame {n} are malformed ({exc})", hint=HINT_FOREIGN

@@ -51,7 +51,10 @@ def test_version_names_the_package_and_the_formats_without_torch() -> None:
         [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     ).stdout
     assert out.splitlines()[0] == f"relatent {version('relatent')}"
-    assert "writes version 2 (all-intra, --gop 1) and 3 (--gop > 1); reads versions 1, 2, 3" in out
+    assert (
+        "writes version 2 (all-intra, --gop 1), 3 (--gop > 1) and 4 (rate points chosen per "
+        "GOP); reads versions 1, 2, 3, 4" in out
+    )
     assert f"compressai {version('compressai')}" in out
     assert "exit 0" in out and "heavy []" in out
 

@@ -1,6 +1,7 @@
 """Seeded fuzzing of the stream reader and decoder: thousands of damaged and hostile
 variants of small real streams (``tests/data``: version 3 with P frames and a carry
-section, version 2, version 1) go through the library's read and decode path, and only
+section, version 2, version 1; and the version 3 one rewritten as version 4 with two rate
+points) go through the library's read and decode path, and only
 relatent's own errors (:class:`~pipeline.errors.RelatentError`) may come out, each case
 within :data:`CASE_SECONDS`.
 
@@ -14,6 +15,7 @@ so a failure names a case that reproduces."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import random
@@ -37,8 +39,11 @@ from tests.conftest import REPO_ROOT
 from tests.pipeline.rlv_layout import Layout, canonical
 
 DATA = REPO_ROOT / "tests" / "data"
-#: Mutations per stream (golden_gop: v3, golden_none: v2, v1_tiny: v1).
-CASES = {"golden_gop.rlv": 1400, "golden_none.rlv": 900, "v1_tiny.rlv": 300}
+#: golden_gop.rlv as version 4: rate points its own model (slot 0, every packet) and the
+#: shipped q2 (slot 1), so a packet's flags may name either, or a slot it does not have.
+RATED = "golden_gop_v4"
+#: Mutations per stream (golden_gop: v3, golden_none: v2, v1_tiny: v1, golden_gop_v4: v4).
+CASES = {"golden_gop.rlv": 1400, "golden_none.rlv": 900, "v1_tiny.rlv": 300, RATED: 500}
 #: The longest any one case may take (seconds); a hang is stopped at 10 times that.
 CASE_SECONDS = 2.0
 SEED = 20240518
@@ -204,8 +209,31 @@ MUTATIONS: list[Callable[[random.Random, bytes, Layout], bytes]] = [
 ]  # fmt: skip
 
 
+@functools.cache
+def _q2() -> Any:
+    """The shipped q2 of golden_gop's architecture (skips the caller when not shipped)."""
+    from pipeline.models import find_card, load_model
+
+    arch = Layout.parse((DATA / "golden_gop.rlv").read_bytes()).header_json()["arch"]
+    if find_card(arch, 2) is None:
+        pytest.skip(f"no shipped {arch} q2 weights in this checkout")
+    return load_model(arch, 2)
+
+
+def _stream(name: str) -> bytes:
+    """The valid stream ``name``: a file of tests/data, or :data:`RATED` made from one."""
+    if name != RATED:
+        return (DATA / name).read_bytes()
+    lay = Layout.parse((DATA / "golden_gop.rlv").read_bytes())
+    h = lay.header_json()
+    keys = ("quality", "lmbda", "weights_sha256", "tables_sha256")
+    i = _q2().identity
+    points = [{k: h[k] for k in keys}, {k: getattr(i, k) for k in keys}]
+    return lay.copy(version=4, header=canonical({**h, "rate_points": points})).build()
+
+
 def _cases(name: str, n: int) -> Iterator[tuple[str, bytes]]:
-    data = (DATA / name).read_bytes()
+    data = _stream(name)
     lay = Layout.parse(data)
     rng = random.Random(f"{SEED}:{name}")
     for k in range(n):
@@ -249,9 +277,10 @@ def _read_and_decode(src: str, decoders: dict[str, Any]) -> int:
     finally:
         tracemalloc.stop()
     with r:
-        model = decoders.get(r.header.weights_sha256)
-        if model is not None:
-            dec = FrameDecoder(model, r.header)
+        shas = [p["weights_sha256"] for p in r.header.rate_points] or [r.header.weights_sha256]
+        models = [decoders.get(sha) for sha in shas]
+        if None not in models:
+            dec = FrameDecoder(models, r.header)
             for p in packets:
                 dec.advance(p)
     return peak
@@ -277,18 +306,26 @@ def _read_all(r: StreamReader) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def decoders() -> dict[str, Any]:
-    """The shipped model the golden streams need, by weights sha256."""
+    """The shipped models the golden streams need (and :data:`RATED`'s q2, when shipped),
+    by weights sha256."""
     from pipeline.decoder import model_for_stream
+    from pipeline.models import find_card
 
     with StreamReader(str(DATA / "golden_gop.rlv")) as r:
-        model = model_for_stream(r.header)
-    return {r.header.weights_sha256: model}
+        models = [model_for_stream(r.header)]
+    if find_card(r.header.arch, 2) is not None:
+        models.append(_q2())
+    return {m.identity.weights_sha256: m for m in models}
 
 
-def test_valid_streams_pass_the_path(decoders: dict[str, Any]) -> None:
+def test_valid_streams_pass_the_path(decoders: dict[str, Any], tmp_path: Path) -> None:
     """The unmutated streams go through the path without an error (the harness works)."""
     for name in CASES:
-        _read_and_decode(str(DATA / name), decoders)
+        if name == RATED and len(decoders) < 2:
+            continue  # no shipped q2
+        src = tmp_path / "valid.rlv"
+        src.write_bytes(_stream(name))
+        _read_and_decode(str(src), decoders)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

