@@ -3,12 +3,13 @@
 Every subcommand parses its arguments, sets process-wide settings (threads, logging), calls
 one library function and prints its result. The subcommands live in :mod:`jobs.codec_cmds`
 (encode, decode, info), :mod:`jobs.transcode`, :mod:`jobs.catalog`, :mod:`jobs.submit`
-(submit, jobs), :mod:`jobs.model_cmds` (train, ship, export) and :mod:`jobs.bench`.
+(submit, jobs), :mod:`jobs.model_cmds` (train, ship, export), :mod:`jobs.quality_cmds`
+(vmaf) and :mod:`jobs.bench`.
 
 :func:`main` is the only place where errors become exit codes: an error from the library's
 hierarchy (:mod:`pipeline.errors`) becomes a one-line message on stderr and its class's
 ``exit_code`` (2 config, 3 source, 4 bitstream, 5 model, 6 storage, 7 cluster, 8 memory:
-:mod:`pipeline.memory`); Ctrl-C
+:mod:`pipeline.memory`, 9 a quality floor under ``--strict``); Ctrl-C
 exits 130, SIGTERM 143 (both after removing the temporary file of an unfinished output). Building the parser imports neither torch nor ray (``relatent --help`` starts
 fast); each command imports what it needs when it runs.
 """
@@ -176,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_submit_parser(sub)
     submit.add_jobs_parser(sub)
     model_cmds.add_parsers(sub)
+    from jobs import quality_cmds
+
+    quality_cmds.add_parsers(sub)
     _add_bench(sub)
     for p in _parsers(parser):
         p.formatter_class = DefaultsHelpFormatter

@@ -222,7 +222,7 @@ def target_line(refine: Any, frames: list[Any], header: Any) -> str:
     from pipeline.stats import summarize
 
     metric, value = refine.target
-    key = "psnr" if metric == "psnr" else "ms_ssim"
+    key = "ms_ssim" if metric == "ms_ssim" else "psnr"
     t = summarize(frames)
     gop = max(1, refine.grid)
     gops: dict[int, list[float]] = {}
@@ -232,6 +232,11 @@ def target_line(refine: Any, frames: list[Any], header: Any) -> str:
     seconds = len(frames) / float(header.frame_rate) if header.frame_rate else 0.0
     kbps = 8 * t.bytes / seconds / 1000 if seconds > 0 else 0.0
     low = min(getattr(f, key) for f in frames) if frames else 0.0
+    if metric == "kbps":
+        return (
+            f"target      {value:g} kb/s: achieved {kbps:.1f} kb/s ({100 * (kbps / value - 1):+.1f}%), "
+            f"PSNR mean {t.psnr:.2f} dB, frame minimum {low:.2f} dB"
+        )
     unit = " dB PSNR" if metric == "psnr" else " MS-SSIM"
     return (
         f"target      {value:g}{unit}: achieved mean {getattr(t, key):.4g}, frame minimum "
@@ -348,10 +353,15 @@ def _info_one(src: str, a: argparse.Namespace) -> dict[str, Any]:
     carry = CarryInfo.from_dict(carry_dict) if carry_dict is not None else None
     display = stream_display(h.display, carry_dict)
     t = summarize(stats)
+    psnr_min = min((s.psnr for s in stats), default=0.0)
+    seconds = t.frames / float(h.frame_rate) if h.frame_rate else 0.0
+    kbps = (
+        8 * t.bytes / seconds / 1000 if seconds > 0 else 0.0
+    )  # packet bytes over the frames' duration
     summary = {
         "frames": t.frames, "bytes": t.bytes, "packet_bytes": t.bytes,
-        "file_bytes": sizes["file"], "bpp": t.bpp, "psnr": t.psnr, "psnr_y": t.psnr_y,
-        "ms_ssim": t.ms_ssim, "refined": t.refined,
+        "file_bytes": sizes["file"], "bpp": t.bpp, "psnr": t.psnr, "psnr_min": psnr_min,
+        "psnr_y": t.psnr_y, "ms_ssim": t.ms_ssim, "refined": t.refined, "kbps": kbps,
     }  # fmt: skip
     if a.json:
         out: dict[str, Any] = {
@@ -377,21 +387,25 @@ def _info_one(src: str, a: argparse.Namespace) -> dict[str, Any]:
     print(f"display     {_display_line(display, h)}")
     print(f"refinement  {h.refine} (hash {h.refine_hash})")
     print(
-        f"summary     {t.bytes} packet bytes, {t.bpp:.4f} bpp from packet bytes, PSNR {t.psnr:.2f} dB "
-        f"(Y {t.psnr_y:.2f}), MS-SSIM {t.ms_ssim:.4f}, {t.refined}/{t.frames} refined"
+        f"summary     {t.bytes} packet bytes, {t.bpp:.4f} bpp from packet bytes, {kbps:.1f} kb/s, "
+        f"PSNR {t.psnr:.2f} dB (Y {t.psnr_y:.2f}; lowest frame {psnr_min:.2f}), "
+        f"MS-SSIM {t.ms_ssim:.4f}, {t.refined}/{t.frames} refined"
     )
     _print_carry(carry)
     if a.frames:
         rated = bool(h.rate_points)  # a column with each frame's rate point (quality)
+        lams = any(s.lmbda is not None for s in stats)  # rate control chose each GOP's lambda
         print(
             f"{'frame':>6} {'type':>4}"
             + (f" {'rate':>4}" if rated else "")
-            + f" {'pts':>8} {'pkt_bytes':>9} {'bpp':>8} {'psnr':>8} {'ms_ssim':>8} {'rd_before':>10} {'rd_after':>10} {'iters':>6} refined"
+            + (f" {'lambda':>9}" if lams else "")
+            + f" {'pts':>8} {'pkt_bytes':>9} {'bpp':>8} {'psnr':>8} {'psnr_y':>8} {'ms_ssim':>8} {'rd_before':>10} {'rd_after':>10} {'iters':>6} refined"
         )
         for s in stats:
             rate = "" if not rated else f" {'-' if s.rate_point is None else f'q{s.rate_point}':>4}"
+            lam = "" if not lams else f" {'-' if s.lmbda is None else f'{s.lmbda:.6f}':>9}"
             print(
-                f"{s.index:>6} {s.frame_type:>4}{rate} {s.pts:>8} {s.bytes:>9} {s.bpp:>8.4f} {s.psnr:>8.3f} {s.ms_ssim:>8.5f} "
+                f"{s.index:>6} {s.frame_type:>4}{rate}{lam} {s.pts:>8} {s.bytes:>9} {s.bpp:>8.4f} {s.psnr:>8.3f} {s.psnr_y:>8.3f} {s.ms_ssim:>8.5f} "
                 f"{s.rd_before:>10.5f} {s.rd_after:>10.5f} {s.iters:>6} {s.refined}"
             )
     return {}

@@ -170,7 +170,7 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_target_options(p: argparse.ArgumentParser) -> None:
-    """Add ``--target-psnr --target-msssim --min-psnr --strict`` (rate control,
+    """Add ``--target-psnr --target-msssim --target-kbps --max-kbps --min-psnr --strict`` (rate control,
     :mod:`pipeline.ratecontrol`, and the quality floor) to ``p``."""
     g = p.add_argument_group("quality targets (docs/ratecontrol.md)")
     g.add_argument(
@@ -188,6 +188,22 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="V",
         help="constant quality on each GOP's mean MS-SSIM (0.5 <= V < 1) (default: off)",
+    )
+    g.add_argument(
+        "--target-kbps",
+        type=float_option(0.0, strict=True, example="500"),
+        default=None,
+        metavar="K",
+        help="average bitrate in kb/s (packet bytes over the frames' duration): a first pass "
+        "shares the bits out among the GOPs where the RD slope is best, and each GOP lands "
+        "within 5%% below its share (default: off)",
+    )
+    g.add_argument(
+        "--max-kbps",
+        type=float_option(0.0, strict=True, example="1000"),
+        default=None,
+        metavar="K",
+        help="no GOP above K kb/s (a cap on any of the targets) (default: none)",
     )
     g.add_argument(
         "--min-psnr",
@@ -211,8 +227,18 @@ def check_targets(a: argparse.Namespace) -> None:
 
     Raises:
         ConfigError: such a combination (exit 2)."""
-    tp, tm = getattr(a, "target_psnr", None), getattr(a, "target_msssim", None)
-    target = "--target-psnr" if tp is not None else "--target-msssim" if tm is not None else None
+    target = next(
+        (
+            flag
+            for flag, key in (
+                ("--target-psnr", "target_psnr"),
+                ("--target-msssim", "target_msssim"),
+                ("--target-kbps", "target_kbps"),
+            )
+            if getattr(a, key, None) is not None
+        ),
+        None,
+    )
     if target is not None:
         if getattr(a, "lmbda", None) is not None:
             raise ConfigError(
@@ -272,6 +298,8 @@ def refine_kwargs(a: argparse.Namespace) -> dict[str, Any]:
         "budget": a.budget, "probe": a.probe, "autocast": a.autocast, "gop": gop_of(a),
         "target_psnr": getattr(a, "target_psnr", None),
         "target_msssim": getattr(a, "target_msssim", None),
+        "target_kbps": getattr(a, "target_kbps", None),
+        "max_kbps": getattr(a, "max_kbps", None),
     }  # fmt: skip
 
 

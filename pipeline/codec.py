@@ -12,9 +12,8 @@ thread and without oneDNN (parallelism comes from processes/actors, one per core
 the pieces whose kernels would see the whole batch as one operand (the entropy bottleneck's
 density, a matrix product over ``B*H*W`` columns) are evaluated frame by frame, so the
 bytes depend only on the input, the model and the config, never on the host's thread
-count, the batch size or the shard layout. On CUDA, cuDNN runs in deterministic mode; byte identity then holds per
-device type.
-"""
+count, the batch size or the shard layout. On CUDA, cuDNN runs in deterministic mode; byte
+identity then holds per device type."""
 
 from __future__ import annotations
 
@@ -705,9 +704,8 @@ def encode_video(
     """Encode frames [start, end) of ``src`` (a local path, ``file://`` or ``s3://`` URI, or
     a seekable binary file object) to the stream ``dst`` (written atomically).
 
-    ``model``: the weights; with a target quality (``refine.target``), the rate points to
-    choose from (:mod:`pipeline.ratecontrol`; a target above what the best one reaches on
-    the first frame is refused before anything is written).
+    ``model``: the weights; with a target (``refine.target``), the rate points to choose
+    from (:meth:`pipeline.ratecontrol.RateController.prepare` runs before anything is written).
 
     ``video_stream`` is the number of the source's video stream to code (None: the
     default-flagged, then the largest); every other video stream is named in a ``warn``-ing.
@@ -753,9 +751,9 @@ def encode_video(
     from pipeline.stats import check_floor
 
     t0 = time.perf_counter()
-    enc = make_encoder(model, refine, warn)
-    models = enc.models
     info = fio.probe(src, video_stream=video_stream)
+    enc = make_encoder(model, refine, warn, frame_rate=float(info.frame_rate))
+    models = enc.models
     fio.warn_left_out(info, warn)
     end = info.frame_count if end is None else end
     fio.check_range(info, start, end)
@@ -765,8 +763,10 @@ def encode_video(
         name=source_name(src),
     )  # fmt: skip
     if enc.refine.target is not None:  # fail fast, before anything is extracted or written
-        first = next(iter(fio.read_frames(src, start, start + 1, info=info, max_pixels=max_pixels)))
-        enc.check_reachable(first.rgb, source_name(src))
+        enc.prepare(
+            lambda a, b: fio.read_frames(src, a, b, info=info, max_pixels=max_pixels),
+            start, end, batch, source_name(src),
+        )  # fmt: skip
     carried = None
     section = None
     if carry:

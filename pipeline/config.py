@@ -82,6 +82,10 @@ class RefineConfig:
             this, at the fewest bits rate control finds (:mod:`pipeline.ratecontrol`: a
             rate point and a lambda per GOP). ``lmbda`` must then be None.
         target_msssim: the same on each GOP's mean MS-SSIM (in (0, 1)).
+        target_kbps: average bitrate (kb/s of packet bytes over the frames' duration): a
+            first pass shares the bits out among the GOPs (equal RD slope), and each GOP
+            is brought within [0.95, 1] of its share.
+        max_kbps: no GOP above this bitrate (kb/s; a cap on any of the targets).
     """
 
     method: Literal["none", "campos", "sga"] = "campos"
@@ -100,6 +104,8 @@ class RefineConfig:
     gop: int = 1
     target_psnr: float | None = None
     target_msssim: float | None = None
+    target_kbps: float | None = None
+    max_kbps: float | None = None
 
     def validate(self) -> RefineConfig:
         """Check every field's range (see the attributes above); returns ``self``.
@@ -116,6 +122,8 @@ class RefineConfig:
             ("--lambda", self.lmbda),
             ("--target-psnr", self.target_psnr),
             ("--target-msssim", self.target_msssim),
+            ("--target-kbps", self.target_kbps),
+            ("--max-kbps", self.max_kbps),
             ("--tol", self.tol),
             ("--warm-threshold", self.warm_threshold),
         ):
@@ -174,11 +182,38 @@ class RefineConfig:
         return self
 
     def _validate_target(self) -> None:
-        if self.target_psnr is not None and self.target_msssim is not None:
+        given = [
+            f"{flag} {v:g}"
+            for flag, v in (
+                ("--target-psnr", self.target_psnr),
+                ("--target-msssim", self.target_msssim),
+                ("--target-kbps", self.target_kbps),
+            )
+            if v is not None
+        ]
+        if len(given) > 1:
             raise ConfigError(
-                f"--target-psnr {self.target_psnr} and --target-msssim {self.target_msssim} "
-                "both set the quality",
-                hint="give one target",
+                f"{' and '.join(given)} conflict: each sets the rate",
+                hint="give one target (--max-kbps caps any of them)",
+            )
+        for flag, v in (("--target-kbps", self.target_kbps), ("--max-kbps", self.max_kbps)):
+            if v is not None and not 1.0 <= v <= 1e6:
+                raise ConfigError(
+                    f"{flag} {v:g} is outside 1..1000000 kb/s", hint="give kilobits per second"
+                )
+        if (
+            self.max_kbps is not None
+            and self.target_kbps is not None
+            and self.max_kbps < self.target_kbps
+        ):
+            raise ConfigError(
+                f"--max-kbps {self.max_kbps:g} is below --target-kbps {self.target_kbps:g}",
+                hint="the cap must be at least the average",
+            )
+        if self.max_kbps is not None and not given:
+            raise ConfigError(
+                f"--max-kbps {self.max_kbps:g} caps a target, and none is given",
+                hint="add --target-psnr, --target-msssim or --target-kbps",
             )
         if self.target_psnr is not None and not 10.0 <= self.target_psnr <= 60.0:
             raise ConfigError(
@@ -194,11 +229,14 @@ class RefineConfig:
 
     @property
     def target(self) -> tuple[str, float] | None:
-        """``("psnr", dB)`` or ``("ms_ssim", value)`` when a quality is targeted, else None."""
+        """``("psnr", dB)``, ``("ms_ssim", value)`` or ``("kbps", kb/s)`` when rate control
+        runs, else None."""
         if self.target_psnr is not None:
             return ("psnr", float(self.target_psnr))
         if self.target_msssim is not None:
             return ("ms_ssim", float(self.target_msssim))
+        if self.target_kbps is not None:
+            return ("kbps", float(self.target_kbps))
         return None
 
     @property
@@ -258,7 +296,7 @@ class RefineConfig:
             del d["autocast"]
         if self.gop == 1:
             del d["gop"]
-        for k in ("target_psnr", "target_msssim"):
+        for k in ("target_psnr", "target_msssim", "target_kbps", "max_kbps"):
             if d[k] is None:
                 del d[k]
             else:

@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,7 +71,9 @@ __all__ = [
     "WINDOW_DB",
     "GopOutcome",
     "RateController",
+    "allocate_bytes",
     "make_encoder",
+    "plan_bitrate",
     "quality_db",
     "rate_point_models",
 ]
@@ -94,6 +97,18 @@ REACH_DB = 1.5
 SLOPE_DB = 1.1
 #: A rate point is refined with lambdas from its own / SPAN**2 to its own * SPAN.
 SPAN = 2.0
+#: ``--target-kbps``: a GOP aims into ``[BUDGET_LOW, 1] x`` its byte budget.
+BUDGET_LOW = 0.95
+#: The change of bytes refinement makes at a rate point's own lambda (dB of bytes; -10%),
+#: trial 0's guess of a byte budget (measured on carphone, q3, the CLI default: -10%).
+BYTES_HEADROOM_DB = -0.46
+#: Bytes (dB) per unit of ``ln lambda`` (carphone, q3, SGA 2e-2: 1.4 from 0.5x to 1x).
+BYTES_SLOPE_DB = 1.4
+#: The first pass codes without refinement (and without a target).
+_PLAIN: dict[str, object] = {
+    "method": "none", "target_psnr": None, "target_msssim": None, "target_kbps": None,
+    "max_kbps": None, "lmbda": None,
+}  # fmt: skip
 
 
 def quality_db(metric: str, value: float) -> float:
@@ -123,13 +138,68 @@ class GopOutcome:
 
 
 @dataclass
-class _Trial:
+class _Trial:  # one coding of a GOP at one rate point and lambda
     log_lmbda: float
     slot: int
     score: float  # natural units (dB or MS-SSIM)
     q: float  # dB scale
     bytes: int
     frames: list[EncodedFrame]
+
+
+@dataclass(frozen=True)
+class _Goal:
+    """What one GOP's search aims at, on its scale ``q`` (dB): ``[lo, hi]``; for a quality
+    target ``lo`` is the target and ``hi`` the window's top; for a byte budget ``q`` is
+    ``10 log10(bytes)`` and the window ``[0.95, 1] x`` the budget. ``cap``: the GOP's most
+    bytes (``--max-kbps``), or None."""
+
+    lo: float
+    hi: float
+    bytes: bool
+    headroom: float
+    slope: float
+    cap: int | None = None
+
+    @property
+    def aim(self) -> float:
+        return (self.lo + self.hi) / 2
+
+    def over_cap(self, t: _Trial) -> bool:
+        return self.cap is not None and t.bytes > self.cap
+
+    def below(self, t: _Trial) -> bool:
+        return t.q < self.lo and not self.over_cap(t)
+
+    def above(self, t: _Trial) -> bool:
+        return t.q > self.hi or self.over_cap(t)
+
+    def met(self, t: _Trial) -> bool:
+        """Reached: a quality target at least (under the cap); a byte budget not exceeded
+        and at least its window's bottom."""
+        if self.bytes:
+            return self.lo <= t.q <= self.hi
+        return t.q >= self.lo and not self.over_cap(t)
+
+    def done(self, t: _Trial) -> bool:
+        return self.lo <= t.q <= self.hi and not self.over_cap(t)
+
+    def best(self, trials: Sequence[_Trial]) -> _Trial:
+        """The trial a GOP keeps: for a quality, the fewest bytes that reach it (under the
+        cap), else the highest quality under the cap, else the fewest bytes; for a byte
+        budget, the highest quality within the budget, else the fewest bytes."""
+        if self.bytes:
+            ok = [t for t in trials if t.q <= self.hi]
+            if ok:
+                return max(ok, key=lambda t: (t.score, -t.bytes))
+            return min(trials, key=lambda t: (t.bytes, t.log_lmbda))
+        met = [t for t in trials if self.met(t)]
+        if met:
+            return min(met, key=lambda t: (t.bytes, t.log_lmbda))
+        under = [t for t in trials if not self.over_cap(t)]
+        if under:
+            return max(under, key=lambda t: (t.score, -t.bytes))
+        return min(trials, key=lambda t: (t.bytes, t.log_lmbda))
 
 
 class RateController:
@@ -153,10 +223,13 @@ class RateController:
         models: Sequence[LoadedModel],
         refine: RefineConfig,
         warn: Callable[[str], None] | None = None,
+        frame_rate: float | None = None,
     ) -> None:
         target = refine.target
         if target is None:
-            raise ConfigError("rate control needs --target-psnr or --target-msssim")
+            raise ConfigError("rate control needs --target-psnr, --target-msssim or --target-kbps")
+        if (target[0] == "kbps" or refine.max_kbps is not None) and not frame_rate:
+            raise ConfigError("a bitrate needs the video's frame rate", hint="pass frame_rate")
         if refine.lmbda is not None:
             raise ConfigError(
                 f"--lambda {refine.lmbda} and a target quality both set the rate",
@@ -168,7 +241,16 @@ class RateController:
             raise ConfigError("the rate points of one stream must share an architecture")
         order = sorted(models, key=lambda m: m.identity.lmbda)
         self.metric, self.target = target
-        self.target_db = quality_db(self.metric, self.target)
+        self.target_db = quality_db(self.metric, self.target) if self.metric != "kbps" else 0.0
+        #: Bytes one frame may take on average (``--target-kbps``) and at most
+        #: (``--max-kbps``), from the frame rate; None when not asked for.
+        self.frame_bytes = _kbps_bytes(self.target, frame_rate) if self.metric == "kbps" else None
+        self.cap_frame_bytes = _kbps_bytes(refine.max_kbps, frame_rate)
+        #: ``--target-kbps``: each GOP's byte budget (GOP number -> bytes), set from the
+        #: first pass (:meth:`first_pass`, :func:`allocate_bytes`) before it is coded.
+        self.budgets: dict[int, int] = {}
+        #: The first pass's bytes of each GOP at each rate point (GOP number -> [slot]).
+        self.first_bytes: dict[int, list[int]] = {}
         self.warn = warn
         self.encoders = [FrameEncoder(m, refine) for m in order]
         for slot, enc in enumerate(self.encoders):
@@ -227,7 +309,67 @@ class RateController:
                 hint="ask for a lower target",
             )
 
+    def prepare(
+        self,
+        read: Callable[[int, int], Iterable[Any]],
+        start: int,
+        end: int,
+        batch: int,
+        name: str,
+    ) -> None:
+        """Before a video's frames ``[start, end)`` are coded: with ``--target-kbps`` the
+        first pass over all of them (:func:`plan_bitrate`), else the reachability check of
+        the first one (:meth:`check_reachable`). ``read(a, b)`` yields the decoded frames
+        ``a..b-1`` (objects with ``rgb``, ``index``, ``pts``: :func:`pipeline.media.read_frames`).
+
+        Raises:
+            TargetUnreachableError: the target is out of reach (exit 2)."""
+        if self.metric == "kbps":
+            frames = ((g.rgb, g.index - start, g.pts) for g in read(start, end))
+            plan_bitrate(self, frames, batch, name)
+        else:
+            self.check_reachable(next(iter(read(start, start + 1))).rgb, name)
+
     # ----------------------------------------------------------------- search
+
+    def _goal(self, first: int, frames: int) -> _Goal:
+        """The search's goal for the GOP of ``frames`` frames starting at frame ``first``."""
+        cap = None if self.cap_frame_bytes is None else int(self.cap_frame_bytes * frames)
+        if self.metric != "kbps":
+            return _Goal(
+                self.target_db, self.target_db + WINDOW_DB, False, HEADROOM_DB, SLOPE_DB, cap
+            )
+        gop = first // self.refine.grid
+        if gop not in self.budgets:
+            raise ConfigError(
+                f"frames {first}..{first + frames - 1}: no byte budget for GOP {gop}",
+                hint="run the first pass (RateController.first_pass, allocate_bytes) first",
+            )
+        budget = self.budgets[gop] if cap is None else min(cap, self.budgets[gop])
+        top = 10.0 * math.log10(max(1, budget))
+        return _Goal(
+            top + 10.0 * math.log10(BUDGET_LOW), top, True, BYTES_HEADROOM_DB, BYTES_SLOPE_DB, cap
+        )
+
+    def first_pass(
+        self,
+        rgbs: Sequence[np.ndarray],
+        frame_indices: Sequence[int],
+        pts: Sequence[int],
+        batch: int,
+    ) -> list[list[int]]:
+        """The packet bytes of each GOP of the frames (whole GOPs, in order) coded
+        unrefined at each rate point, ``[gop][slot]``: what :func:`allocate_bytes` shares
+        a bitrate out by. Actual coding (intra and P frames), no refinement."""
+        fidx = [int(i) for i in frame_indices]
+        groups = grid_groups(fidx, self.refine.grid)
+        table = [[0] * len(self.encoders) for _ in groups]
+        for s, enc in enumerate(self.encoders):
+            plain = FrameEncoder(enc.model, dataclasses.replace(self.refine, **_PLAIN))
+            out = plain.encode_groups(list(rgbs), fidx, list(pts), batch)
+            for g, grp in enumerate(groups):
+                table[g][s] = sum(out[i].stats.bytes for i in grp)
+        return table
 
     def _range(self, slot: int) -> tuple[float, float]:
         """The ``log lambda`` range a rate point is refined over: from a quarter of its own
@@ -237,54 +379,53 @@ class RateController:
         own = self.log_lmbdas[slot]
         return own - 2 * math.log(SPAN), own + math.log(SPAN)
 
-    def _first_guess(self, unrefined: Sequence[float]) -> tuple[int, float]:
-        """Trial 0's rate point and ``log lambda`` from the GOP's unrefined mean quality (dB
-        scale) at each rate point: the lowest rate point expected to reach the aim after
-        refinement (:data:`HEADROOM_DB`), at a lambda below its own by the expected surplus
-        (:data:`SLOPE_DB`)."""
-        aim = self.target_db + WINDOW_DB / 2
+    def _first_guess(self, unrefined: Sequence[float], goal: _Goal) -> tuple[int, float]:
+        """Trial 0's rate point and ``log lambda`` from the GOP's unrefined mean at each
+        rate point (on the goal's scale): the lowest rate point expected to reach the aim
+        after refinement (the goal's headroom), at a lambda below its own by the expected
+        surplus (the goal's slope)."""
         top = len(unrefined) - 1
-        s = next((i for i, q in enumerate(unrefined) if q + HEADROOM_DB >= aim), top)
-        return self._guess(s, unrefined)
+        s = next((i for i, q in enumerate(unrefined) if q + goal.headroom >= goal.aim), top)
+        return self._guess(s, unrefined, goal)
 
-    def _guess(self, slot: int, unrefined: Sequence[float]) -> tuple[int, float]:
+    def _guess(self, slot: int, unrefined: Sequence[float], goal: _Goal) -> tuple[int, float]:
         """Rate point ``slot`` at the lambda expected to bring the GOP to the aim from its
         unrefined mean at that rate point (no higher than its own lambda)."""
-        aim = self.target_db + WINDOW_DB / 2
-        x = self.log_lmbdas[slot] - (unrefined[slot] + HEADROOM_DB - aim) / SLOPE_DB
+        x = self.log_lmbdas[slot] - (unrefined[slot] + goal.headroom - goal.aim) / goal.slope
         lo, _ = self._range(slot)
         return slot, min(max(x, lo), self.log_lmbdas[slot])
 
     def _next(
-        self, trials: Sequence[_Trial], unrefined: Sequence[float]
+        self, trials: Sequence[_Trial], unrefined: Sequence[float], goal: _Goal
     ) -> tuple[int, float] | None:
         """The next trial's rate point and ``log lambda``, or None when the search is over.
 
         Within the last trial's rate point: the secant through the two trials of that rate
-        point nearest the aim (slope :data:`SLOPE_DB` with one), bisection when it leaves
-        the bracket of the trials below the target and above the window. At the end of the
-        rate point's range (or when the secant points beyond it): the next rate point up
-        (below the target) or down (above the window), at the lambda :meth:`_guess` gives
-        it, unless that one was tried already."""
+        point nearest the aim (the goal's slope with one), bisection when it leaves the
+        bracket of the trials below the goal and above it. At the end of the rate point's
+        range (or when the secant points beyond it): the next rate point up (below the
+        goal) or down (above it), at the lambda :meth:`_guess` gives it, unless that one
+        was tried already."""
         last = trials[-1]
         slot = last.slot
         lo, hi = self._range(slot)
         if not any(t.slot == slot + 1 for t in trials):
             hi = min(hi, self.log_lmbdas[slot])  # above its own lambda only as a last resort
-        aim = self.target_db + WINDOW_DB / 2
         mine = [t for t in trials if t.slot == slot]
-        below = [t.log_lmbda for t in mine if t.q < self.target_db]
-        above = [t.log_lmbda for t in mine if t.q > self.target_db + WINDOW_DB]
+        below = [t.log_lmbda for t in mine if goal.below(t)]
+        above = [t.log_lmbda for t in mine if goal.above(t)]
         b_lo = max(below) if below else lo
         b_hi = min(above) if above else hi
-        near = sorted(mine, key=lambda t: abs(t.q - aim))[:2]
+        near = sorted(mine, key=lambda t: abs(t.q - goal.aim))[:2]
         a = near[0]
-        slope = SLOPE_DB
+        slope = goal.slope
         if len(near) == 2 and abs(near[1].log_lmbda - a.log_lmbda) > 1e-6:
             s = (near[1].q - a.q) / (near[1].log_lmbda - a.log_lmbda)
             if s > 0.05:
                 slope = s
-        x = a.log_lmbda + (aim - a.q) / slope
+        x = a.log_lmbda + (goal.aim - a.q) / slope
+        if goal.above(a) and a.q <= goal.hi:  # over the byte cap only: come down
+            x = min(x, a.log_lmbda - 0.25)
         beyond = x > hi + 1e-3 or x < lo - 1e-3
         if not b_lo < x < b_hi:
             x = (b_lo + b_hi) / 2
@@ -292,7 +433,7 @@ class RateController:
         if not beyond and min(abs(x - t.log_lmbda) for t in mine) >= 1e-3:
             return slot, x
         # this rate point cannot do better: move to a neighbour not tried yet
-        step = 1 if last.q < self.target_db else -1 if last.q > self.target_db + WINDOW_DB else 0
+        step = 1 if goal.below(last) else -1 if goal.above(last) else 0
         other = slot + step
         if step == 0 or not 0 <= other < len(self.encoders):
             return None
@@ -303,22 +444,17 @@ class RateController:
             hi = self._range(slot)[1]
             x = (max(below) + hi) / 2 if below else hi
             return (slot, x) if min(abs(x - t.log_lmbda) for t in mine) >= 1e-3 else None
-        return self._guess(other, unrefined)
+        return self._guess(other, unrefined, goal)
 
-    def _done(self, trials: Sequence[_Trial]) -> bool:
-        last = trials[-1]
-        return self.target_db <= last.q <= self.target_db + WINDOW_DB
-
-    def _measure(self, frames: list[EncodedFrame]) -> tuple[float, float, int]:
-        vals = [f.stats.psnr if self.metric == "psnr" else f.stats.ms_ssim for f in frames]
+    def _measure(self, frames: list[EncodedFrame], goal: _Goal) -> tuple[float, float, int]:
+        """``(score, q, bytes)`` of a trial: the mean of the quality metric (PSNR when the
+        goal is bytes), the goal's scale and the packet bytes."""
+        metric = "psnr" if self.metric == "kbps" else self.metric
+        vals = [f.stats.psnr if metric == "psnr" else f.stats.ms_ssim for f in frames]
         score = float(sum(vals) / len(vals))
-        return score, quality_db(self.metric, score), sum(f.stats.bytes for f in frames)
-
-    def _best(self, trials: Sequence[_Trial]) -> _Trial:
-        met = [t for t in trials if t.score >= self.target]
-        if met:
-            return min(met, key=lambda t: (t.bytes, t.log_lmbda))
-        return max(trials, key=lambda t: (t.score, -t.bytes))
+        nbytes = sum(f.stats.bytes for f in frames)
+        q = 10.0 * math.log10(max(1, nbytes)) if goal.bytes else quality_db(metric, score)
+        return score, q, nbytes
 
     def _run(
         self,
@@ -360,25 +496,49 @@ class RateController:
         rgbs = [r if r.dtype == np.uint8 else metrics.to_uint8(r) for r in rgbs]
         fidx = [int(i) for i in frame_indices]
         groups = grid_groups(fidx, self.refine.grid)
-        per_slot = self.unrefined(rgbs, batch)
+        if self.metric == "kbps":  # the unrefined bytes at each rate point (first pass)
+            numbers = [fidx[grp[0]] // self.refine.grid for grp in groups]
+            if all(n in self.first_bytes for n in numbers):
+                table = [self.first_bytes[n] for n in numbers]
+            else:
+                table = self.first_pass(rgbs, fidx, pts, batch)
+            per_gop = [[10.0 * math.log10(max(1, b)) for b in row] for row in table]
+        else:
+            per_slot = self.unrefined(rgbs, batch)
+            per_gop = [
+                [
+                    quality_db(self.metric, sum(per_slot[s][i] for i in grp) / len(grp))
+                    for s in range(len(self.encoders))
+                ]
+                for grp in groups
+            ]
+        goals = [self._goal(fidx[grp[0]], len(grp)) for grp in groups]
+        # under a byte cap, trial 0 starts no higher than the highest rate point whose
+        # unrefined bytes (less refinement's usual saving) fit under it
+        limits = [len(self.encoders) - 1] * len(groups)
+        if self.cap_frame_bytes is not None and self.metric != "kbps":
+            caps = self.first_pass(rgbs, fidx, pts, batch)
+            for g, row in enumerate(caps):
+                fit = [s for s, b in enumerate(row) if b * 0.9 <= (goals[g].cap or 0)]
+                limits[g] = fit[-1] if fit else 0
         trials: list[list[_Trial]] = [[] for _ in groups]
         spent = [0] * n
         spent_s = [0.0] * n
         offsets: list[dict[str, torch.Tensor] | None] = [None] * n
         x_next: list[tuple[int, float] | None] = []
-        means: list[list[float]] = []
-        for grp in groups:
-            mean = [
-                quality_db(self.metric, sum(per_slot[s][i] for i in grp) / len(grp))
-                for s in range(len(self.encoders))
-            ]
-            if not self.refine.active:  # the lowest rate point that reaches the target
-                ok = [s for s, q in enumerate(mean) if q >= self.target_db]
-                s = ok[0] if ok else len(mean) - 1
+        for g in range(len(groups)):
+            mean, goal = per_gop[g], goals[g]
+            if not self.refine.active:  # unrefined, measured exactly: choose from them
+                if goal.bytes:  # the highest rate point within the budget
+                    ok = [s for s, q in enumerate(mean) if q <= goal.hi]
+                    s = ok[-1] if ok else 0
+                else:  # the lowest rate point that reaches the target (under the cap)
+                    ok = [s for s, q in enumerate(mean) if q >= goal.lo]
+                    s = min(ok[0] if ok else len(mean) - 1, limits[g])
                 x_next.append((s, self.log_lmbdas[s]))
             else:
-                x_next.append(self._first_guess(mean))
-            means.append(mean)
+                slot, x = self._first_guess(mean, goal)
+                x_next.append(self._guess(limits[g], mean, goal) if slot > limits[g] else (slot, x))
         for k in range(TRIALS if self.refine.active else 1):
             live = [g for g in range(len(groups)) if x_next[g] is not None]
             if not live:
@@ -409,14 +569,15 @@ class RateController:
                         spent_s[i] += f.stats.refine_seconds
                         offsets[i] = f.offset
                         f.offset = None
-                    score, q, nbytes = self._measure(frames)
+                    score, q, nbytes = self._measure(frames, goals[g])
                     x = x_next[g][1]  # type: ignore[index]
                     trials[g].append(_Trial(x, slot, score, q, nbytes, frames))
             for g in live:
-                x_next[g] = None if self._done(trials[g]) else self._next(trials[g], means[g])
+                done = goals[g].done(trials[g][-1])
+                x_next[g] = None if done else self._next(trials[g], per_gop[g], goals[g])
         results: list[EncodedFrame] = []
         for g, grp in enumerate(groups):
-            best = self._best(trials[g])
+            best = goals[g].best(trials[g])
             for i, f in zip(grp, best.frames, strict=True):
                 f.stats = dataclasses.replace(
                     f.stats, iters=spent[i], refine_seconds=round(spent_s[i], 6)
@@ -430,14 +591,18 @@ class RateController:
                 score=round(best.score, 6),
                 bytes=best.bytes,
                 trials=len(trials[g]),
-                met=best.score >= self.target,
+                met=goals[g].met(best),
                 iters=sum(spent[i] for i in grp),
             )
             self.outcomes.append(outcome)
             if not outcome.met and self.warn is not None:
+                what = (
+                    f"{outcome.bytes} bytes for a budget of {int(10 ** (goals[g].hi / 10))}"
+                    if goals[g].bytes
+                    else f"reached {outcome.score:.4g}, below the target {self.target}"
+                )
                 self.warn(
-                    f"frames {outcome.first}..{outcome.first + outcome.frames - 1}: "
-                    f"reached {outcome.score:.4g}, below the target {self.target} "
+                    f"frames {outcome.first}..{outcome.first + outcome.frames - 1}: {what} "
                     f"(q{outcome.rate_point}, lambda {outcome.lmbda:.4g})"
                 )
         return results
@@ -447,6 +612,7 @@ def make_encoder(
     models: LoadedModel | Sequence[LoadedModel],
     refine: RefineConfig | None = None,
     warn: Callable[[str], None] | None = None,
+    frame_rate: float | None = None,
 ) -> FrameEncoder | RateController:
     """The encoder of a config: a :class:`FrameEncoder` of one model, or with a target
     quality (``refine.target``) a :class:`pipeline.ratecontrol.RateController` over the
@@ -456,7 +622,7 @@ def make_encoder(
         ConfigError: several models without a target, or an invalid config."""
     ms = [models] if isinstance(models, LoadedModel) else list(models)
     if refine is not None and refine.target is not None:
-        return RateController(ms, refine, warn=warn)
+        return RateController(ms, refine, warn=warn, frame_rate=frame_rate)
     if len(ms) != 1:
         raise ConfigError(
             f"{len(ms)} models without a target quality: a stream codes one model",
@@ -491,3 +657,104 @@ def _slot_flags(slot: int) -> int:
 
     shift = getattr(fmt, "RATE_SLOT_SHIFT", 2)
     return slot << shift
+
+
+def plan_bitrate(
+    rc: RateController,
+    frames: Iterable[tuple[np.ndarray, int, int]],
+    batch: int,
+    name: str = "video",
+) -> list[int]:
+    """``--target-kbps``: run the first pass over every frame of the video (``(rgb, index,
+    pts)`` in coding order, indices from 0 at the span's start) and set ``rc.budgets``
+    (:func:`allocate_bytes` of the bitrate over the frames' duration). Returns the budgets
+    in GOP order. Nothing is written.
+
+    Raises:
+        TargetUnreachableError: the bitrate is above what the best rate point spends at
+            twice its lambda, or below what the lowest spends at a quarter of its own
+            (estimated from the first pass: 1.3x the top's unrefined bytes, 0.45x the
+            lowest's)."""
+    if rc.frame_bytes is None:
+        raise ConfigError("plan_bitrate needs a --target-kbps rate controller")
+    grid = rc.refine.grid
+    buf: list[tuple[np.ndarray, int, int]] = []
+    count = 0
+
+    def flush() -> None:
+        rows = rc.first_pass([b[0] for b in buf], [b[1] for b in buf], [b[2] for b in buf], batch)
+        numbers = sorted({b[1] // grid for b in buf})
+        rc.first_bytes.update(zip(numbers, rows, strict=True))
+
+    for rgb, idx, pts in frames:
+        if buf and idx // grid != buf[-1][1] // grid and len({b[1] // grid for b in buf}) >= batch:
+            flush()
+            buf = []
+        buf.append((rgb if rgb.dtype == np.uint8 else metrics.to_uint8(rgb), int(idx), int(pts)))
+        count += 1
+    if buf:
+        flush()
+    numbers = sorted(rc.first_bytes)
+    table = [rc.first_bytes[n] for n in numbers]
+    total = rc.frame_bytes * count
+    top, bottom = sum(r[-1] for r in table), sum(r[0] for r in table)
+    kbps = rc.target
+    if total > 1.3 * top or total < 0.45 * bottom:
+        per_s = rc.target / rc.frame_bytes  # kb/s of one byte per frame
+        raise TargetUnreachableError(
+            f"{name}: --target-kbps {kbps:g} is outside what the rate points can spend on "
+            f"this video (about {0.45 * bottom / count * per_s:.0f}..{1.3 * top / count * per_s:.0f} kb/s)",
+            hint="ask for a bitrate within that range",
+        )
+    budgets = allocate_bytes(table, rc.log_lmbdas, total)
+    rc.budgets = dict(zip(numbers, budgets, strict=True))
+    return budgets
+
+
+def _kbps_bytes(kbps: float | None, frame_rate: float | None) -> float | None:
+    """Bytes per frame of ``kbps`` kb/s at ``frame_rate`` frames/s (None: no bitrate)."""
+    if kbps is None or not frame_rate:
+        return None
+    return float(kbps) * 1000.0 / 8.0 / float(frame_rate)
+
+
+def allocate_bytes(
+    table: Sequence[Sequence[int]], log_lmbdas: Sequence[float], total: float
+) -> list[int]:
+    """Share ``total`` bytes out among GOPs at equal RD slope: one lambda for the whole
+    video, found by bisection in ``log lambda`` so that the GOPs' predicted bytes add up to
+    ``total``; each GOP's predicted bytes at a lambda are its first-pass bytes
+    (``table[gop][slot]``, unrefined, at each rate point's own lambda ``log_lmbdas``)
+    interpolated linearly in ``(log lambda, log bytes)`` and extrapolated with the end
+    segments. The shares are then scaled to add up to ``total`` exactly (rounded down).
+
+    Returns:
+        Each GOP's byte budget, in the order of ``table``."""
+    if not table:
+        return []
+    xs = list(log_lmbdas)
+
+    def predicted(row: Sequence[int], x: float) -> float:
+        ys = [math.log(max(1, b)) for b in row]
+        if len(xs) == 1:
+            return math.exp(ys[0] + (x - xs[0]) * BYTES_SLOPE_DB * math.log(10) / 10)
+        i = (
+            0
+            if x <= xs[0]
+            else len(xs) - 2
+            if x >= xs[-1]
+            else max(j for j in range(len(xs) - 1) if xs[j] <= x)
+        )
+        t = (x - xs[i]) / (xs[i + 1] - xs[i])
+        return math.exp(ys[i] + t * (ys[i + 1] - ys[i]))
+
+    lo, hi = xs[0] - 6.0, xs[-1] + 6.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if sum(predicted(r, mid) for r in table) > total:
+            hi = mid
+        else:
+            lo = mid
+    shares = [predicted(r, (lo + hi) / 2) for r in table]
+    scale = total / sum(shares)
+    return [int(v * scale) for v in shares]

@@ -19,7 +19,13 @@ from pipeline.codec import FrameEncoder, encode_video
 from pipeline.config import RefineConfig
 from pipeline.decoder import decode_stream
 from pipeline.errors import QualityFloorError, TargetUnreachableError
-from pipeline.ratecontrol import WINDOW_DB, RateController, rate_point_models
+from pipeline.ratecontrol import (
+    WINDOW_DB,
+    RateController,
+    allocate_bytes,
+    plan_bitrate,
+    rate_point_models,
+)
 from tests.conftest import data_file
 
 #: Frames of carphone coded here: two GOPs of 4.
@@ -90,6 +96,7 @@ def test_ms_ssim_targets_reach_the_gop_mean_at_no_higher_rate_point_than_needed(
 ) -> None:
     target = 0.97
     rc = RateController(models, cfg(target_msssim=target))
+    frames = frames[:GOP]  # one GOP
     out = encode(rc, frames)
     plain = rc.unrefined([f[0] for f in frames], 2)  # [slot][frame] MS-SSIM, unrefined
     for g, (o, m) in enumerate(zip(rc.outcomes, gop_means(out, "ms_ssim"), strict=True)):
@@ -132,7 +139,7 @@ def test_the_bytes_do_not_depend_on_the_batch(frames, models) -> None:
 
 
 def test_a_targeted_stream_is_version_4_and_decodes_with_its_choices(
-    clip, models, tmp_path
+    clip, models, tmp_path, capsys
 ) -> None:
     dst = tmp_path / "t.rlv"
     s = encode_video(str(clip), str(dst), models, cfg(target_psnr=29.5), end=N, carry=False)
@@ -146,6 +153,16 @@ def test_a_targeted_stream_is_version_4_and_decodes_with_its_choices(
     assert len(decoded) == N
     for d, f in zip(decoded, s.frames, strict=True):
         assert d.index == f.index
+    # info --frames shows each frame's rate point and lambda; the summary its lowest frame
+    assert main(["info", str(dst), "--frames"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    head = next(ln for ln in lines if ln.split()[:2] == ["frame", "type"])
+    assert head.split()[2:4] == ["rate", "lambda"] and "psnr_y" in head
+    low = min(f.psnr for f in s.frames)
+    assert f"lowest frame {low:.2f}" in out
+    row = next(ln for ln in lines if ln.split()[:1] == ["1"])
+    assert row.split()[2:4] == [f"q{s.frames[1].rate_point}", f"{s.frames[1].lmbda:.6f}"]
 
 
 def test_an_unreachable_target_is_refused_before_anything_is_written(
@@ -191,7 +208,12 @@ def test_the_floor_warns_or_with_strict_fails_and_writes_nothing(clip, models, t
 @pytest.mark.parametrize(
     ("extra", "why"),
     [
-        (["--target-psnr", "30", "--target-msssim", "0.95"], "both set the quality"),
+        (["--target-psnr", "30", "--target-msssim", "0.95"], "conflict"),
+        (["--target-kbps", "300", "--target-psnr", "30"], "conflict"),
+        (["--max-kbps", "300"], "none is given"),
+        (["--target-kbps", "300", "--max-kbps", "200"], "below --target-kbps"),
+        (["--target-kbps", "300", "--quality", "2"], "both set the rate"),
+        (["--target-kbps", "1"], "outside what the rate points can spend"),
         (["--target-psnr", "30", "--lambda", "0.01"], "both set the rate"),
         (["--target-psnr", "30", "--quality", "3"], "both set the rate"),
         (["--target-psnr", "nan"], "not finite"),
@@ -209,3 +231,54 @@ def test_bad_targets_exit_2_and_write_nothing(clip, tmp_path, capsys, extra, why
     assert code == 2
     assert why in capsys.readouterr().err
     assert not dst.exists()
+
+
+def test_allocate_bytes_shares_a_total_at_one_lambda() -> None:
+    xs = [-6.0, -5.0, -4.0]
+    table = [[1000, 2000, 4000], [3000, 6000, 12000]]  # the second GOP costs 3x at any lambda
+    for total in (2500, 8000, 15000, 50000):
+        shares = allocate_bytes(table, xs, total)
+        assert total - len(table) <= sum(shares) <= total
+        assert shares[1] == pytest.approx(3 * shares[0], rel=2e-3)  # equal slope
+    # more bytes for the whole video give every GOP more
+    assert all(
+        a < b
+        for a, b in zip(
+            allocate_bytes(table, xs, 5000), allocate_bytes(table, xs, 9000), strict=True
+        )
+    )
+    assert allocate_bytes([], xs, 100) == []
+
+
+def test_target_kbps_lands_the_stream_within_5_percent(frames, models) -> None:
+    refine = cfg(iters=20, tol=1e-3)
+    rate = 29.97  # carphone's frames per second
+    probe = RateController(models, replace(refine, target_kbps=100.0), frame_rate=rate)
+    plan_bitrate(probe, iter(frames), 2)
+    # a bitrate between the unrefined q2 and q3 of the whole clip
+    per_frame = (
+        (
+            sum(r[1] for r in probe.first_bytes.values())
+            + sum(r[2] for r in probe.first_bytes.values())
+        )
+        / 2
+        / N
+    )
+    kbps = round(per_frame * 8 * rate / 1000, 1)
+    rc = RateController(models, replace(refine, target_kbps=kbps), frame_rate=rate)
+    budgets = plan_bitrate(rc, iter(frames), 2)
+    out = encode(rc, frames)
+    got = sum(e.stats.bytes for e in out) * 8 * rate / N / 1000
+    assert 0.95 * kbps <= got <= 1.0 * kbps + 1e-6, (got, kbps, rc.outcomes)
+    for o, b in zip(rc.outcomes, budgets, strict=True):
+        assert o.bytes <= b or not o.met
+
+
+def test_max_kbps_caps_every_gop_of_a_quality_target(frames, models) -> None:
+    rate = 29.97
+    rc = RateController(models, cfg(target_psnr=33.0, max_kbps=150.0), frame_rate=rate)
+    out = encode(rc, frames[:GOP])
+    cap = 150.0 * 1000 / 8 / rate * GOP
+    (o,) = rc.outcomes
+    assert o.bytes <= cap and not o.met  # 33 dB does not fit under the cap
+    assert sum(e.stats.bytes for e in out) == o.bytes
