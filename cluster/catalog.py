@@ -11,8 +11,9 @@ key changes with the model and config), with earlier manifests of the same sourc
 * ``missing``: no manifest of this source under ``out``;
 * ``source changed``: the source's ETag / version differs from the one encoded;
 * ``model changed``: weights, entropy tables, architecture or rate point differ (another
-  ``--quality`` or checkpoint);
-* ``config changed``: the refinement config hash (or the carry setting) differs;
+  ``--quality`` or checkpoint; with a target quality, any rate point's weights);
+* ``config changed``: the refinement config hash (or the carry setting) differs; a target
+  quality (``--target-psnr``, ``--target-msssim``) is part of the config;
 * ``container changed``: the stream container version differs;
 * ``stream missing``: a manifest matches but its stream is absent or has another size.
 
@@ -38,17 +39,16 @@ from typing import TYPE_CHECKING, Any
 from cluster import leases
 from cluster import manifest as mf
 from cluster import report as rp
-from cluster.commit import is_committed, summary_matches
+from cluster.commit import container_version, is_committed, summary_matches
 from cluster.config import VIDEO_SUFFIXES, TranscodeJob
-from cluster.identity import resolve_model
+from cluster.identity import job_refine, rate_points_of, resolve_job_model
 from cluster.planning import (
-    MANIFEST_FORMAT,
+    MANIFEST_FORMATS,
     OutputPaths,
     source_stem,
     video_id,
 )
 from pipeline import storage
-from pipeline.bitstream import version_for
 from pipeline.config import RefineConfig
 from pipeline.errors import ConfigError, RelatentError, SourceNotFoundError
 from pipeline.models import ModelIdentity
@@ -156,6 +156,8 @@ def _differences(
         or model.get("tables_sha256") != ident.tables_sha256
         or model.get("arch") != ident.arch
         or model.get("quality") != ident.quality
+        or mf.rate_point_digests(model)
+        != [[p.weights_sha256, p.tables_sha256] for p in rate_points_of(ident)]
     ):
         reasons.append("model changed")
     if summary.get("config_hash") != refine.hash():
@@ -166,8 +168,8 @@ def _differences(
     ):
         reasons.append("source changed")
     if (
-        summary.get("container_version") != version_for(refine.gop)
-        or summary.get("format") != MANIFEST_FORMAT
+        summary.get("container_version") != container_version(ident, refine)
+        or summary.get("format") not in MANIFEST_FORMATS
     ):
         reasons.append("container changed")
     return reasons
@@ -391,8 +393,8 @@ def run_catalog(
     run.validate()
     t0 = time.time()
     template = replace(run.job, job_id=f"catalog-{run.run_id}")
-    ident = resolve_model(template.model)
-    refine = template.refine.resolved(ident.lmbda)
+    ident = resolve_job_model(template.model, template.refine)
+    refine = job_refine(template.refine, ident)
     carry = template.carry
     suffixes = tuple(e if e.startswith(".") else f".{e}" for e in run.suffixes)
     objs = list_catalog(run.src, run.out, suffixes)

@@ -9,6 +9,10 @@ when part sizes allow). The manifest, written last, is the commit record.
 
 Idempotence: a commit may run twice (a retried task, a rerun): a video whose manifest
 already matches is only cleaned up, and a second assembly writes the same bytes.
+
+The quality floor (``--min-psnr``) is applied here, where every frame's statistics meet:
+frames below it are flagged in the manifest, or with ``--strict`` the video fails
+(:class:`~pipeline.errors.QualityFloorError`, exit 9) before anything is assembled.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster import manifest as mf
+from cluster.identity import header_rate_points, rate_points_of
 from cluster.planning import (
-    MANIFEST_FORMAT,
+    MANIFEST_FORMATS,
     OutputPaths,
     VideoPlan,
     carry_uri,
@@ -36,12 +41,13 @@ from pipeline.bitstream import IndexEntry, read_carry_info, stream_tail, version
 from pipeline.config import RefineConfig
 from pipeline.errors import BitstreamError, ObjectNotFoundError, StorageError
 from pipeline.models import ModelIdentity
-from pipeline.stats import FrameStats
+from pipeline.stats import FrameStats, check_floor
 
 __all__ = [
     "CommitSpec",
     "clean_staging",
     "commit_video",
+    "container_version",
     "is_committed",
     "record_error",
     "staged_carry_rows",
@@ -53,13 +59,16 @@ __all__ = [
 class CommitSpec:
     """What the commit task needs: the video's plan, its shards' ``(start, end)`` frame
     ranges in order, the model identity and resolved refine config the shards were made
-    with, and the job's label (recorded in the manifest)."""
+    with, the job's label (recorded in the manifest) and its quality floor (``min_psnr``,
+    dB; ``strict``: fail the video below it)."""
 
     plan: VideoPlan
     ranges: tuple[tuple[int, int], ...]
     ident: ModelIdentity
     refine: RefineConfig
     job_id: str = "transcode"
+    min_psnr: float | None = None
+    strict: bool = False
 
 
 # --------------------------------------------------------------------------- checks
@@ -72,10 +81,11 @@ def summary_matches(
     ident: ModelIdentity,
     refine: RefineConfig,
 ) -> bool:
-    """Whether a committed manifest's ``summary`` describes exactly this source version
-    (``etag``, ``version``), model (weights and entropy tables), resolved config and
-    container version."""
-    if not summary or summary.get("format") != MANIFEST_FORMAT:
+    """Whether a committed manifest's ``summary`` (any of
+    :data:`~cluster.planning.MANIFEST_FORMATS`) describes exactly this source version
+    (``etag``, ``version``), model (weights and entropy tables; with a target quality,
+    every rate point's), resolved config and container version."""
+    if not summary or summary.get("format") not in MANIFEST_FORMATS:
         return False
     model = summary.get("model", {})
     return (
@@ -83,9 +93,20 @@ def summary_matches(
         and summary.get("source_version") == version
         and model.get("weights_sha256") == ident.weights_sha256
         and model.get("tables_sha256") == ident.tables_sha256
+        and mf.rate_point_digests(model) == _digests(ident)
         and summary.get("config_hash") == refine.hash()
-        and summary.get("container_version") == version_for(refine.gop)
+        and summary.get("container_version") == container_version(ident, refine)
     )
+
+
+def _digests(ident: ModelIdentity) -> list[list[str]]:
+    return [[p.weights_sha256, p.tables_sha256] for p in rate_points_of(ident)]
+
+
+def container_version(ident: ModelIdentity, refine: RefineConfig) -> int:
+    """The ``.rlv`` format version of a stream coded with ``ident`` and ``refine``
+    (:func:`pipeline.bitstream.version_for`: 4 with several rate points)."""
+    return version_for(refine.gop, len(header_rate_points(ident)))
 
 
 def is_committed(paths: OutputPaths, summary: dict[str, Any] | None) -> bool:
@@ -196,8 +217,9 @@ def _assemble(spec: CommitSpec, sidecars: Sequence[dict[str, Any]]) -> _Assemble
         for s in sidecar_stats(sc, sidecar_uri(plan.staging, start, end))
     ]
     entries, tail = stream_tail(
-        header_size, lengths, stats, plan.carry_bytes, version=version_for(spec.refine.gop)
-    )
+        header_size, lengths, stats, plan.carry_bytes,
+        version=container_version(spec.ident, spec.refine),
+    )  # fmt: skip
     packet_bytes = sum(ln for _, ln in lengths)
     srcs = [shard_uri(plan.staging, s, e) for s, e in spec.ranges]
     if plan.carry_bytes:
@@ -224,8 +246,12 @@ def _assemble(spec: CommitSpec, sidecars: Sequence[dict[str, Any]]) -> _Assemble
 def commit_video(spec: CommitSpec) -> dict[str, Any]:
     """Assemble the stream from staged shards, then write the manifest (the commit record),
     then clean staging. Returns the manifest summary (:func:`cluster.manifest.video_summary`).
+    With ``spec.min_psnr``, frames below the floor are flagged in the manifest
+    (``below_min_psnr``), or with ``spec.strict`` the video fails first.
 
     Raises:
+        QualityFloorError: frames are below ``spec.min_psnr`` and ``spec.strict`` is set
+            (exit 9): nothing is assembled or committed (the staged shards stay).
         BitstreamError: the staged shards do not form the planned stream.
         StorageError: staging or the output cannot be read or written.
     """
@@ -238,14 +264,25 @@ def commit_video(spec: CommitSpec) -> dict[str, Any]:
         assert existing is not None
         return existing
     sidecars = _load_sidecars(spec)
+    stats = [
+        s
+        for sc, (start, end) in zip(sidecars, spec.ranges, strict=True)
+        for s in sidecar_stats(sc, sidecar_uri(plan.staging, start, end))
+    ]
+    # before anything is assembled: a strict floor commits nothing of the video
+    check_floor(stats, spec.min_psnr, spec.strict, plan.source)
     carry_rows = staged_carry_rows(carry_uri(plan.staging)) if plan.carry_bytes else []
     stream = _assemble(spec, sidecars)
     origins = [(k, sc.get("node", "")) for k, sc in enumerate(sidecars) for _ in sc["stats"]]
-    rows = mf.frame_rows(plan.video_id, stream.entries, stream.stats, origins)
+    rows = mf.frame_rows(
+        plan.video_id, stream.entries, stream.stats, origins, quality=spec.ident.quality,
+        min_psnr=spec.min_psnr,
+    )  # fmt: skip
     summary = mf.video_summary(
         plan, ident=spec.ident, refine=spec.refine, stream_bytes=stream.stream_bytes,
         header_bytes=stream.header_bytes, packet_bytes=stream.packet_bytes, stats=stream.stats,
         carry_rows=carry_rows, shards=len(spec.ranges), job_id=spec.job_id,
+        min_psnr=spec.min_psnr,
     )  # fmt: skip
     storage.write_bytes(paths.manifest, mf.manifest_bytes(rows, summary))
     storage.delete(paths.error)

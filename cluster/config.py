@@ -8,6 +8,7 @@ resource mapping is unit-tested without a cluster.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,11 @@ class ModelSpec:
             fills it in after loading the model once, so every actor provably runs the same
             weights).
         lmbda: the model's training lambda as resolved by the driver.
+        rate_points: with a target quality (``--target-psnr``, ``--target-msssim``): the
+            weights sha256 of every rate point the actors load, in slot order (ascending
+            lambda; :func:`cluster.identity.pin_model` fills it in). The actors then load
+            every rate point (:func:`pipeline.ratecontrol.rate_point_models`) and refuse
+            other weights. Empty: the one model above (fixed quality).
     """
 
     arch: str | None = None
@@ -50,6 +56,7 @@ class ModelSpec:
     checkpoint: str | None = None
     weights_sha256: str | None = None
     lmbda: float | None = None
+    rate_points: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,12 @@ class TranscodeJob:
             from 0, exactly as ``relatent encode --start --end`` does, and enters the output
             key (:func:`cluster.planning.output_key`).
         job_id: free-form label used in logs and metric tags.
+        min_psnr: the quality floor (dB, RGB PSNR; ``--min-psnr``): frames below it are
+            flagged in the manifest (``below_min_psnr``) and named in a warning. It does not
+            change the bytes, so it is not part of the output key.
+        strict: with ``min_psnr``, a video with frames below the floor fails
+            (:class:`~pipeline.errors.QualityFloorError`, exit 9) and nothing of it is
+            committed (``--strict``).
     """
 
     sources: tuple[str, ...]
@@ -173,6 +186,8 @@ class TranscodeJob:
     video_stream: int | None = None
     start: int = 0
     end: int | None = None
+    min_psnr: float | None = None
+    strict: bool = False
 
     def validate(self) -> TranscodeJob:
         """``self``, once every field (the refine and cluster configs too) is checked.
@@ -181,7 +196,10 @@ class TranscodeJob:
             ConfigError: no sources, a source listed twice (by any spelling,
                 :func:`cluster.planning.canonical_source`), an empty ``out``, an empty or
                 negative frame range (``start``/``end``, as
-                :func:`pipeline.media.check_range` words it) or a field out of range.
+                :func:`pipeline.media.check_range` words it), a target quality with a
+                fixed ``model.quality``, a target bitrate (``--target-kbps``: not on the
+                distributed path yet), ``strict`` without ``min_psnr``, or a field out of
+                range.
         """
         if not self.sources:
             raise ConfigError("no sources given", hint="pass one or more video paths or URIs")
@@ -221,8 +239,39 @@ class TranscodeJob:
                 hint="start must be smaller than end",
             )
         self.refine.validate()
+        self._validate_quality()
         self.cluster.validate()
         return self
+
+    def _validate_quality(self) -> None:
+        """The target quality and floor: as ``relatent encode`` checks them
+        (:func:`jobs.refine_options.check_targets`, :meth:`RefineConfig.validate`), and a
+        target bitrate, which the distributed path does not do yet."""
+        target = self.refine.target
+        if target is not None and target[0] == "kbps":
+            raise ConfigError(
+                f"--target-kbps {target[1]:g}: a target bitrate shares the bits out over the "
+                "whole video in a first pass, which transcode and catalog do not run yet",
+                hint="use relatent encode --target-kbps, or --target-psnr/--target-msssim "
+                "(with --max-kbps as a cap) here",
+            )
+        if target is not None and self.model.quality is not None:
+            raise ConfigError(
+                f"a target quality and --quality {self.model.quality} both set the rate",
+                hint="drop --quality: rate control chooses each GOP's rate point",
+            )
+        if self.min_psnr is not None and not (
+            math.isfinite(self.min_psnr) and 0 < self.min_psnr <= 100
+        ):
+            raise ConfigError(
+                f"--min-psnr {self.min_psnr} must be a number of dB in (0, 100]",
+                hint="e.g. --min-psnr 28",
+            )
+        if self.strict and self.min_psnr is None:
+            raise ConfigError(
+                "--strict fails a video below the quality floor, and no --min-psnr is given",
+                hint="add --min-psnr DB, or drop --strict",
+            )
 
 
 def actor_options(cfg: ClusterConfig) -> dict[str, Any]:

@@ -15,10 +15,16 @@ It assumes Ray is already initialised (``ray.init`` belongs to :mod:`jobs`). The
   Input, model and config errors are deterministic: their video fails at once. A storage
   authentication/authorization failure (:class:`~pipeline.errors.AccessDeniedError`, from
   any task or actor) stops the whole job and is raised: the credentials are the job's. A
-  :class:`~pipeline.errors.ConfigError` of a prepare task (``--start``/``--end`` or
-  ``--video-stream`` do not fit a source) is raised the same way when the job has one
-  source (the CLI then exits as ``relatent encode`` does with the same options); with
-  several sources (a catalog) only the video that does not fit fails.
+  :class:`~pipeline.errors.ConfigError` of a prepare task or a shard (``--start``/``--end``
+  or ``--video-stream`` do not fit a source; a target quality out of reach on the first
+  frame, :class:`~pipeline.errors.TargetUnreachableError`) and a
+  :class:`~pipeline.errors.QualityFloorError` of a commit (``--min-psnr`` with
+  ``--strict``) are raised the same way when the job has one source (the CLI then exits as
+  ``relatent encode`` does with the same options: 2, or 9); with several sources (a
+  catalog) only that video fails.
+* With a target quality the actors hold every rate point (the job's model identity is a
+  :class:`cluster.identity.RatePointsIdentity`, pinned digest by digest); with
+  ``--min-psnr`` the commit flags (or with ``--strict`` refuses) frames below the floor.
 * Only small things cross the object store: shard specs one way, shard outcomes back.
 
 The work itself lives in :mod:`cluster.prepare`, :mod:`cluster.shard` and
@@ -43,11 +49,11 @@ import ray
 from cluster.actor import RemoteEncoderActor, commit_task, prepare_task
 from cluster.commit import CommitSpec, record_error
 from cluster.config import TranscodeJob, actor_options, helper_task_options
-from cluster.identity import pin_model, resolve_model
+from cluster.identity import job_refine, pin_model, resolve_job_model
 from cluster.planning import OutputPaths, ShardSpec, VideoPlan, video_id
 from cluster.results import JobReport, VideoResult, error_message, is_deterministic, root_cause
 from pipeline.config import RefineConfig
-from pipeline.errors import AccessDeniedError, ClusterError, ConfigError
+from pipeline.errors import AccessDeniedError, ClusterError, ConfigError, QualityFloorError
 
 __all__ = ["Driver", "EventHook", "JobReport", "VideoResult", "run_job"]
 
@@ -125,9 +131,10 @@ class Driver:
         self._ever_ready = False
         self._fatal: str | None = None
         #: The first storage authentication/authorization failure of any task or actor, or
-        #: the first option that does not fit a source (a prepare task's ConfigError): it
-        #: stops the job (the credentials and options are the job's).
-        self._denied: AccessDeniedError | ConfigError | None = None
+        #: in a one-source job the first option that does not fit the source (a prepare
+        #: task's or a shard's ConfigError, a commit's QualityFloorError): it stops the job
+        #: (the credentials and options are the job's).
+        self._denied: AccessDeniedError | ConfigError | QualityFloorError | None = None
 
     # -------------------------------------------------------------- helpers
 
@@ -173,10 +180,10 @@ class Driver:
         res.status = "failed"
         res.error = error_message(error) if isinstance(error, BaseException) else error
         res.seconds = time.monotonic() - video.t0
-        record_error(
+        record_error(  # the task's own error (its type and hint), not Ray's wrapper
             video.paths,
             res.source,
-            error if isinstance(error, BaseException) else RuntimeError(error),
+            root_cause(error) if isinstance(error, BaseException) else RuntimeError(error),
             self.job.job_id,
         )
         self._emit("video_failed", video=res.video_id, source=res.source, error=res.error)
@@ -223,6 +230,13 @@ class Driver:
         res.stream, res.manifest = plan.paths.stream, plan.paths.manifest
         if plan.skipped:
             s = plan.summary or {}
+            low = s.get("totals", {}).get("psnr_min")
+            if self.job.min_psnr is not None and low is not None and low < self.job.min_psnr:
+                # the floor does not change the bytes: a committed video is not re-encoded
+                res.warnings.append(
+                    f"committed earlier with frames below --min-psnr {self.job.min_psnr:g} dB "
+                    f"(lowest {low:.2f} dB); the floor does not re-encode a current video"
+                )
             res.status = "skipped"
             res.stream_bytes = int(s.get("stream_bytes", 0))
             res.bpp = float(s.get("totals", {}).get("bpp", 0.0))
@@ -233,7 +247,7 @@ class Driver:
             return
         specs = plan.shards(
             self.job.shard_frames, self.job.keyframe_slack, self.refine,
-            self.ident.weights_sha256, self.job.batch,
+            self.ident.weights_sha256, self.job.batch, self.model_spec.rate_points,
         )  # fmt: skip
         video.ranges = [(s.start, s.end) for s in specs]
         res.shards = len(specs)
@@ -322,8 +336,9 @@ class Driver:
             if video.closed or video.plan is None:
                 continue
             spec = CommitSpec(
-                video.plan, tuple(video.ranges), self.ident, self.refine, self.job.job_id
-            )
+                video.plan, tuple(video.ranges), self.ident, self.refine, self.job.job_id,
+                min_psnr=self.job.min_psnr, strict=self.job.strict,
+            )  # fmt: skip
             self.refs[commit_task.options(**helper_task_options()).remote(spec)] = ("commit", video)
             inflight += 1
 
@@ -334,6 +349,13 @@ class Driver:
         res.bpp = float(summary["totals"]["bpp"])
         res.psnr = float(summary["totals"]["psnr"])
         res.seconds = time.monotonic() - video.t0
+        below = int(summary.get("below_min_psnr", 0) or 0)
+        if below:
+            low = summary["totals"].get("psnr_min", 0.0)
+            res.warnings.append(
+                f"{below} of {res.frames} frames are below --min-psnr {summary['min_psnr']:g} "
+                f"dB (lowest {low:.2f} dB; the manifest's below_min_psnr names them)"
+            )
         self._emit(
             "video_committed", video=res.video_id, stream=res.stream, manifest=res.manifest,
             bytes=res.stream_bytes, frames=res.frames, reused_shards=res.shards_reused,
@@ -348,13 +370,9 @@ class Driver:
             cause = root_cause(exc)  # a task's error arrives wrapped in a RayTaskError
             if self._denied is None and (
                 isinstance(cause, AccessDeniedError)
-                or (
-                    kind == "prepare"
-                    and isinstance(cause, ConfigError)
-                    and len(self.job.sources) == 1
-                )
+                or (len(self.job.sources) == 1 and self._stops_job(kind, cause))
             ):
-                self._denied = cause
+                self._denied = cause  # type: ignore[assignment]
             if kind == "ready":
                 if isinstance(exc, ray.exceptions.RayActorError) or not is_deterministic(exc):
                     self._actor_lost(obj, error_message(exc))
@@ -381,6 +399,16 @@ class Driver:
             self._on_shard(obj, value)
         elif kind == "commit":
             self._on_committed(obj, value)
+
+    @staticmethod
+    def _stops_job(kind: str, cause: BaseException) -> bool:
+        """Whether a one-source job stops on ``cause`` (raised by a ``kind`` task), so the
+        CLI exits with its code as ``relatent encode`` does: an option that does not fit
+        the source (a prepare task's or a shard's ConfigError, e.g. a target out of reach)
+        or a strict quality floor (a commit's QualityFloorError)."""
+        if kind in ("prepare", "shard"):
+            return isinstance(cause, ConfigError)
+        return kind == "commit" and isinstance(cause, QualityFloorError)
 
     def _check_stuck(self) -> None:
         if self._fatal is None and not self.queue:
@@ -439,11 +467,12 @@ class Driver:
             "lower --gpus-per-actor/--cpus-per-actor, or raise --actor-start-timeout",
         )
 
-    def _access_denied(self) -> AccessDeniedError | ConfigError:
+    def _access_denied(self) -> AccessDeniedError | ConfigError | QualityFloorError:
         """Storage refused the job's credentials or permissions, or a source does not fit
-        the job's options: a job-level error (exit 6, or 2 for options, through the CLI, as
-        on the driver or in ``relatent encode``). Videos not done are recorded as failed
-        first (best effort: the same storage may refuse that too)."""
+        the job's options: a job-level error (exit 6, or 2 for options, or 9 for a strict
+        quality floor, through the CLI, as on the driver or in ``relatent encode``). Videos
+        not done are recorded as failed first (best effort: the same storage may refuse that
+        too)."""
         assert self._denied is not None
         for video in self.videos:
             if video.result.status in ("pending", "encoding", "committing"):
@@ -462,13 +491,16 @@ class Driver:
             ClusterError: no encoder actor ever started within ``actor_start_timeout``.
             AccessDeniedError: storage refused the job's credentials or permissions in any
                 task or actor (the job stops at the first refusal).
-            ConfigError: a source does not fit the job's options (``start``/``end`` past its
-                last frame, ``video_stream`` not one of its streams; the job stops).
+            ConfigError: the one source of the job does not fit its options (``start``/``end``
+                past its last frame, ``video_stream`` not one of its streams, a target
+                quality out of reach: :class:`~pipeline.errors.TargetUnreachableError`).
+            QualityFloorError: the one source of the job has frames below ``min_psnr`` and
+                ``strict`` is set (nothing of it is committed).
         """
         t0 = time.monotonic()
-        self.ident = resolve_model(self.job.model)
+        self.ident = resolve_job_model(self.job.model, self.job.refine)
         self.model_spec = pin_model(self.job.model, self.ident)
-        self.refine: RefineConfig = self.job.refine.resolved(self.ident.lmbda)
+        self.refine: RefineConfig = job_refine(self.job.refine, self.ident)
         self.carry = self.job.carry
         if self.cfg.gpus_per_actor > 0 and ray.cluster_resources().get("GPU", 0) <= 0:
             # Scale from zero: an autoscaler adds GPU nodes once the actors are pending.
@@ -533,8 +565,11 @@ def run_job(
         ClusterError: no encoder actor ever started.
         AccessDeniedError: storage refused the job's credentials or permissions (a task's
             or an actor's error, unwrapped from Ray's).
-        ConfigError: also when a source does not fit the job's frame span or video stream
-            (a prepare task's error, unwrapped from Ray's).
+        ConfigError: also when the job's one source does not fit its frame span, video
+            stream or target quality (a prepare task's or a shard's error, unwrapped from
+            Ray's).
+        QualityFloorError: the job's one source has frames below ``min_psnr`` with
+            ``strict`` (a commit's error, unwrapped from Ray's).
     """
     if not ray.is_initialized():
         raise ConfigError(

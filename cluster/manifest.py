@@ -4,7 +4,9 @@ One file per video, ``<out>/<id>.manifest.parquet``, written LAST (after the str
 complete), so its presence means the stream next to it is whole. It holds
 
 * one row per frame (:data:`SCHEMA`): where the frame's packet sits in the stream and what
-  the encoder measured for it, plus which shard and node produced it;
+  the encoder measured for it (with a target quality, the lambda and rate point rate
+  control chose; with ``--min-psnr``, whether it is below the floor), plus which shard and
+  node produced it;
 * a per-video summary as JSON in the Parquet key-value metadata under ``relatent.summary``
   (source URI/ETag/version, model identity and sha256, refine config and its hash,
   totals). Reading the summary touches only the Parquet footer
@@ -27,7 +29,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cluster.planning import MANIFEST_FORMAT, VideoPlan, utc_now
+from cluster.identity import header_rate_points, rate_points_of
+from cluster.planning import MANIFEST_FORMAT, MANIFEST_FORMATS, VideoPlan, utc_now
 from pipeline import storage
 from pipeline.bitstream import IndexEntry, version_for
 from pipeline.config import RefineConfig
@@ -40,6 +43,7 @@ __all__ = [
     "SUMMARY_KEY",
     "frame_rows",
     "manifest_bytes",
+    "rate_point_digests",
     "read_rows",
     "read_summary",
     "totals",
@@ -50,6 +54,10 @@ __all__ = [
 SUMMARY_KEY = b"relatent.summary"
 
 #: The per-frame rows (units: :mod:`pipeline.stats`; byte offsets from the stream's start).
+#: Format 2 (:data:`~cluster.planning.MANIFEST_FORMAT`) appended ``lmbda`` (the lambda rate
+#: control chose for the frame's GOP; null without a target quality), ``rate_point`` (the
+#: quality index of the model that coded the frame: the header's for a fixed-quality
+#: stream) and ``below_min_psnr`` (RGB PSNR below ``--min-psnr``; null without a floor).
 SCHEMA = pa.schema(
     [
         ("video_id", pa.string()),
@@ -68,6 +76,9 @@ SCHEMA = pa.schema(
         ("refine_seconds", pa.float64()),
         ("shard", pa.int32()),
         ("node", pa.string()),
+        ("lmbda", pa.float64()),
+        ("rate_point", pa.int32()),
+        ("below_min_psnr", pa.bool_()),
     ]
 )
 
@@ -77,11 +88,16 @@ def frame_rows(
     entries: Sequence[IndexEntry],
     stats: Sequence[FrameStats],
     origins: Sequence[tuple[int, str]],
+    *,
+    quality: int | None = None,
+    min_psnr: float | None = None,
 ) -> list[dict[str, Any]]:
     """One :data:`SCHEMA` row per frame, in stream order: where its packet sits in the
     stream (``entries``: byte offset and length), what the encoder measured (``stats``,
-    ``refine_seconds`` included) and where it was encoded (``origins``: shard index and
-    node). The three sequences are parallel.
+    ``refine_seconds`` and, with a target quality, ``lmbda`` and ``rate_point`` included)
+    and where it was encoded (``origins``: shard index and node). The three sequences are
+    parallel. ``quality``: the rate point of frames whose stats name none (the header's
+    model); ``min_psnr``: the floor (dB) ``below_min_psnr`` compares with (None: null).
 
     Raises:
         ValueError: the sequences differ in length.
@@ -104,21 +120,32 @@ def frame_rows(
             "refine_seconds": float(s.refine_seconds),
             "shard": shard,
             "node": node,
+            "lmbda": None if s.lmbda is None else float(s.lmbda),
+            "rate_point": quality if s.rate_point is None else int(s.rate_point),
+            "below_min_psnr": None if min_psnr is None else bool(s.psnr < min_psnr),
         }
         for e, s, (shard, node) in zip(entries, stats, origins, strict=True)
     ]
 
 
-def totals(stats: Sequence[FrameStats], packet_bytes: int) -> dict[str, Any]:
+def totals(
+    stats: Sequence[FrameStats], packet_bytes: int, frame_rate: Any = None
+) -> dict[str, Any]:
     """The summary's ``totals``: ``packet_bytes`` (the stream's packet bytes, headers of the
     packets included), unweighted per-frame means of ``bpp``, ``psnr``, ``ms_ssim``,
     ``rd_before``, ``rd_after`` and ``iters_per_frame`` (:func:`pipeline.stats.summarize`),
-    ``refined_frames`` and the sums of ``iters`` and ``refine_seconds`` (seconds)."""
+    ``psnr_min`` (the lowest frame's RGB PSNR, dB), ``kbps`` (packet bits per second of
+    video at ``frame_rate`` frames/s, /1000, as ``relatent encode`` prints it; 0.0 when the
+    rate is unknown), ``refined_frames`` and the sums of ``iters`` and ``refine_seconds``
+    (seconds)."""
     s = summarize(stats)
+    seconds = len(stats) / float(frame_rate) if stats and frame_rate else 0.0
     return {
         "packet_bytes": packet_bytes,
         "bpp": s.bpp,
         "psnr": s.psnr,
+        "psnr_min": min((float(f.psnr) for f in stats), default=0.0),
+        "kbps": 8 * packet_bytes / seconds / 1000 if seconds > 0 else 0.0,
         "ms_ssim": s.ms_ssim,
         "rd_before": s.rd_before,
         "rd_after": s.rd_after,
@@ -141,12 +168,16 @@ def video_summary(
     carry_rows: Sequence[dict[str, Any]],
     shards: int,
     job_id: str,
+    min_psnr: float | None = None,
 ) -> dict[str, Any]:
     """The per-video summary stored under :data:`SUMMARY_KEY`: the source version, the
     stream (sizes in bytes; ``carry_rows`` from :meth:`pipeline.media.CarryInfo.to_rows`
-    split into carried and dropped streams), the model identity, the resolved refine
-    config and its hash, the shard count, the :func:`totals` and the commit time."""
-    return {
+    split into carried and dropped streams), the model identity (with a target quality,
+    ``rate_points``: every rate point's, slot order), the resolved refine config and its
+    hash, the shard count, the :func:`totals` and the commit time; with a target quality,
+    ``target`` (:func:`target_summary`); with a floor, ``min_psnr`` (dB) and
+    ``below_min_psnr`` (how many frames are below it)."""
+    summary = {
         "format": MANIFEST_FORMAT,
         "video_id": plan.video_id,
         "source": plan.source,
@@ -159,7 +190,7 @@ def video_summary(
         "carry_bytes": plan.carry_bytes,
         "carried_streams": [r for r in carry_rows if r["status"] == "carried"],
         "dropped_streams": [r for r in carry_rows if r["status"] != "carried"],
-        "container_version": version_for(refine.gop),
+        "container_version": version_for(refine.gop, len(header_rate_points(ident))),
         "frames": plan.frame_count,
         "width": plan.width,
         "height": plan.height,
@@ -173,10 +204,54 @@ def video_summary(
         "refine": refine.to_json(),
         "config_hash": refine.hash(),
         "shards": shards,
-        "totals": totals(stats, packet_bytes),
+        "totals": totals(stats, packet_bytes, plan.frame_rate),
         "job_id": job_id,
         "committed_at": utc_now(),
     }
+    points = rate_points_of(ident)
+    if points:
+        summary["model"]["rate_points"] = [
+            {"quality": p.quality, "lmbda": p.lmbda, "weights_sha256": p.weights_sha256,
+             "tables_sha256": p.tables_sha256}
+            for p in points
+        ]  # fmt: skip
+    if refine.target is not None:
+        summary["target"] = target_summary(refine, stats)
+    if min_psnr is not None:
+        summary["min_psnr"] = float(min_psnr)
+        summary["below_min_psnr"] = sum(1 for s in stats if s.psnr < min_psnr)
+    return summary
+
+
+def target_summary(refine: RefineConfig, stats: Sequence[FrameStats]) -> dict[str, Any]:
+    """What a targeted video reached (``refine.target`` set): ``metric`` (``psnr`` or
+    ``ms_ssim``) and ``value`` (the target), ``achieved`` (the per-frame mean of the metric)
+    and ``min`` (its lowest frame), ``gops`` and ``gops_met`` (GOPs whose mean is at least
+    the target; GOPs of ``refine.grid`` frames, as rate control decides them)."""
+    assert refine.target is not None
+    metric, value = refine.target
+    vals = {int(s.index): float(s.psnr if metric == "psnr" else s.ms_ssim) for s in stats}
+    gop = max(1, refine.grid)
+    gops: dict[int, list[float]] = {}
+    for i, v in vals.items():
+        gops.setdefault(i // gop, []).append(v)
+    return {
+        "metric": metric,
+        "value": value,
+        "achieved": sum(vals.values()) / len(vals) if vals else 0.0,
+        "min": min(vals.values(), default=0.0),
+        "gops": len(gops),
+        "gops_met": sum(1 for g in gops.values() if sum(g) / len(g) >= value),
+    }
+
+
+def rate_point_digests(model: dict[str, Any]) -> list[list[str]]:
+    """A summary's ``model`` rate points as ``[weights_sha256, tables_sha256]`` pairs, slot
+    order (``[]`` for a fixed-quality video)."""
+    return [
+        [str(p.get("weights_sha256")), str(p.get("tables_sha256"))]
+        for p in model.get("rate_points", []) or []
+    ]
 
 
 def manifest_bytes(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> bytes:
@@ -192,8 +267,9 @@ def manifest_bytes(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> b
 
 
 def read_summary(uri: str) -> dict[str, Any] | None:
-    """The summary of the manifest at ``uri``, or ``None`` if there is none (or it is not
-    a readable manifest, which counts as not committed).
+    """The summary of the manifest at ``uri`` (any of :data:`~cluster.planning.MANIFEST_FORMATS`),
+    or ``None`` if there is none (or it is not a readable manifest, which counts as not
+    committed).
 
     Raises:
         StorageError: the storage cannot be read (other than the manifest being absent).
@@ -214,7 +290,7 @@ def read_summary(uri: str) -> dict[str, Any] | None:
         summary = json.loads(raw)
     except ValueError:
         return None
-    return summary if summary.get("format") == MANIFEST_FORMAT else None
+    return summary if summary.get("format") in MANIFEST_FORMATS else None
 
 
 def read_rows(uri: str) -> pa.Table:

@@ -12,9 +12,9 @@ Layout under the job's ``out`` prefix (``<id>`` = ``<source stem>-<12 hex key>``
     <out>/_staging/<id>/<fp>/footer.bin         index + stats + trailer, made at commit
 
 The key is a digest of (the source's canonical identity, model weights and tables, resolved
-refine config, carry setting, container version; the frame span and the video stream
-only when given), so the same job always writes the same
-names, however the source was spelled (:func:`canonical_source`: ``clip.mp4``,
+refine config, carry setting, container version; the frame span, the video stream and,
+with a target quality, every rate point's weights only when given), so the same job always
+writes the same names, however the source was spelled (:func:`canonical_source`: ``clip.mp4``,
 ``./clip.mp4``, ``/abs/clip.mp4`` and ``file:///abs/clip.mp4`` are one video). ``fp``
 adds the source's ETag/version, so staged shards of an older version of a source are never
 reused.
@@ -35,6 +35,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from fractions import Fraction
 from typing import Any
 
 from pipeline import storage
@@ -46,6 +47,7 @@ from pipeline.models import ModelIdentity
 __all__ = [
     "ERRORS_DIR",
     "MANIFEST_FORMAT",
+    "MANIFEST_FORMATS",
     "SHARD_SUFFIX",
     "SIDECAR_FORMAT",
     "STAGING_DIR",
@@ -70,7 +72,13 @@ STAGING_DIR = "_staging"
 ERRORS_DIR = "_errors"
 SHARD_SUFFIX = ".rlvs"
 SIDECAR_FORMAT = "relatent-shard/1"
-MANIFEST_FORMAT = "relatent-manifest/1"
+#: The manifest format written: version 2 added the per-frame columns ``lmbda``,
+#: ``rate_point`` and ``below_min_psnr`` and the summary's ``totals.psnr_min``/``kbps``,
+#: ``model.rate_points``, ``target`` and ``min_psnr`` (docs/operations-distributed.md).
+MANIFEST_FORMAT = "relatent-manifest/2"
+#: The manifest formats read as commit records: a video committed with version 1 stays
+#: current (its stream is the same; its manifest lacks the new columns).
+MANIFEST_FORMATS = ("relatent-manifest/1", MANIFEST_FORMAT)
 
 
 def utc_now() -> str:
@@ -118,8 +126,10 @@ def output_key(
     end: int | None = None,
 ) -> str:
     """12 hex digits from (the source's :func:`canonical_source`, model, resolved config,
-    carry, container version, the ``--video-stream`` choice when one is made, and the frame
-    span ``[start, end)`` when one is given: ``start`` > 0 or ``end`` set).
+    carry, container version, the ``--video-stream`` choice when one is made, the frame
+    span ``[start, end)`` when one is given: ``start`` > 0 or ``end`` set, and with a
+    target quality every rate point's weights and tables, in slot order: ``model`` a
+    :class:`cluster.identity.RatePointsIdentity`).
 
     Raises:
         ConfigError: ``source`` has an unsupported scheme.
@@ -139,6 +149,9 @@ def output_key(
         doc["video_stream"] = video_stream
     if start or end is not None:  # the whole video keeps the keys of earlier runs
         doc["span"] = [start, end]
+    points = getattr(model, "rate_points", ())
+    if points:  # a fixed model keeps the keys of earlier runs
+        doc["rate_points"] = [[p.weights_sha256, p.tables_sha256] for p in points]
     return _digest(doc)
 
 
@@ -307,7 +320,7 @@ class ShardSpec:
     start: int
     end: int
     frame_count: int
-    refine: RefineConfig  # resolved (lmbda filled in)
+    refine: RefineConfig  # resolved (cluster.identity.job_refine)
     model_sha256: str
     batch: int = 4
     #: Whether the stream carries the source's other streams and tags (``--no-carry``:
@@ -315,6 +328,9 @@ class ShardSpec:
     tags_carried: bool = True
     #: The source frame that is the stream's frame 0 (``--start``; 0: the whole video).
     first: int = 0
+    #: With a target quality: the weights sha256 of every rate point, slot order (the
+    #: actor's must be these; ``model_sha256`` is slot 0's). Empty: one model.
+    rate_sha256: tuple[str, ...] = ()
 
     @property
     def frames(self) -> int:
@@ -360,6 +376,7 @@ class VideoPlan:
     carry_bytes: int = 0  # size of the staged carry section (0: the stream has none)
     carried: bool = True  # False with --no-carry
     first: int = 0  # the source frame coded as frame 0 (--start)
+    frame_rate: Fraction | None = None  # frames per second (the manifest's kbps)
     skipped: bool = False  # a matching committed manifest exists
     summary: dict[str, Any] | None = None  # of the committed manifest when skipped
 
@@ -370,10 +387,11 @@ class VideoPlan:
         refine: RefineConfig,
         model_sha256: str,
         batch: int,
+        rate_sha256: Sequence[str] = (),
     ) -> list[ShardSpec]:
         """The video's shards: :func:`plan_ranges` on the refine grid (``refine`` resolved;
-        ``model_sha256``: the weights the actors must hold; ``batch``: frames refined
-        together).
+        ``model_sha256``: the weights the actors must hold, ``rate_sha256`` every rate
+        point's with a target quality; ``batch``: frames refined together).
 
         Raises:
             ConfigError: ``shard_frames`` < 1.
@@ -396,6 +414,7 @@ class VideoPlan:
                 batch=batch,
                 tags_carried=self.carried,
                 first=self.first,
+                rate_sha256=tuple(rate_sha256),
             )
             for i, (s, e) in enumerate(
                 plan_ranges(

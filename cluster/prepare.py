@@ -270,4 +270,5 @@ def prepare_video(
         keyframes=tuple(int(k) - start for k in info.keyframes if start <= int(k) < stop),
         width=info.width,
         height=info.height,
+        frame_rate=info.frame_rate,
     )

@@ -155,6 +155,13 @@ def build_report(
         error: the run-level error (``None``: none).
     """
     t0, t_plan, t_enc, t_end = times
+    model: dict[str, Any] = {
+        "arch": ident.arch, "quality": ident.quality, "lmbda": ident.lmbda,
+        "weights_sha256": ident.weights_sha256, "tables_sha256": ident.tables_sha256,
+    }  # fmt: skip
+    points = getattr(ident, "rate_points", ())
+    if points:  # a target quality: the rate points it chose from (slot order)
+        model["rate_points"] = [p.quality for p in points]
     return {
         "format": REPORT_FORMAT,
         "run_id": run_id,
@@ -165,8 +172,7 @@ def build_report(
         "seconds": round(t_end - t0, 3),
         "plan_seconds": round(t_plan - t0, 3),
         "encode_seconds": round(t_end - t_enc, 3) if job is not None else 0.0,
-        "model": {"arch": ident.arch, "quality": ident.quality, "lmbda": ident.lmbda,
-                  "weights_sha256": ident.weights_sha256, "tables_sha256": ident.tables_sha256},
+        "model": model,
         "config_hash": refine.hash(),
         "refine": refine.to_json(),
         "carry": carry,

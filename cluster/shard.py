@@ -1,7 +1,8 @@
 """Encode one shard (no Ray): decode a frame range straight from the source, code it, write
 its packets and then its sidecar to staging.
 
-:class:`ShardEncoder` is what an encoder actor holds (:mod:`cluster.actor` wraps it). A
+:class:`ShardEncoder` is what an encoder actor holds (:mod:`cluster.actor` wraps it): one
+model, or with a target quality every rate point (:mod:`pipeline.ratecontrol`). A
 shard's bytes are ``header`` (shard 0 only) + its packets, exactly as ``relatent encode``
 writes them; its *sidecar* (JSON, written after the shard: the completion marker) records
 the shard's size and sha256, every packet's ``(frame index, length)``, the frames' footer
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -26,7 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cluster.planning import SIDECAR_FORMAT, ShardSpec, utc_now
 from pipeline import media, storage
@@ -43,8 +45,9 @@ from pipeline.errors import (
 from pipeline.models import LoadedModel
 from pipeline.stats import FrameStats
 
-if TYPE_CHECKING:
-    from pipeline.codec import FrameEncoder
+#: What :func:`pipeline.ratecontrol.make_encoder` returns: a ``FrameEncoder`` (one model) or a
+#: ``RateController`` (rate points); both have ``refine``, ``models`` and ``encode_groups``.
+Encoder = Any
 
 __all__ = [
     "InfoCache",
@@ -92,7 +95,7 @@ class ShardOutcome:
 
 def load_sidecar(spec: ShardSpec) -> dict[str, Any] | None:
     """The sidecar of a staged shard if it belongs to exactly this spec (format, source
-    version, range, weights and config), else ``None``.
+    version, range, weights, rate points and config), else ``None``.
 
     Raises:
         StorageError: staging cannot be read (other than the sidecar being absent).
@@ -108,6 +111,7 @@ def load_sidecar(spec: ShardSpec) -> dict[str, Any] | None:
         and sc.get("start") == spec.start
         and sc.get("end") == spec.end
         and sc.get("model_sha256") == spec.model_sha256
+        and tuple(sc.get("rate_sha256", ())) == spec.rate_sha256
         and sc.get("config_hash") == spec.refine.hash()
         and len(sc.get("packets", ())) == spec.frames
         and len(sc.get("stats", ())) == spec.frames
@@ -171,8 +175,9 @@ class _Written:
 
 
 def _sidecar(spec: ShardSpec, node: str, w: _Written, seconds: float) -> dict[str, Any]:
-    """The sidecar document of a freshly encoded shard (the JSON layout on disk)."""
-    return {
+    """The sidecar document of a freshly encoded shard (the JSON layout on disk; with a
+    target quality, ``rate_sha256``: every rate point's weights, slot order)."""
+    doc = {
         "format": SIDECAR_FORMAT,
         "video_id": spec.video_id,
         "source": spec.source,
@@ -193,6 +198,9 @@ def _sidecar(spec: ShardSpec, node: str, w: _Written, seconds: float) -> dict[st
         "encoded_at": utc_now(),
         "seconds": round(seconds, 4),
     }
+    if spec.rate_sha256:  # fixed-quality sidecars are as before
+        doc["rate_sha256"] = list(spec.rate_sha256)
+    return doc
 
 
 # --------------------------------------------------------------------------- sources
@@ -264,24 +272,55 @@ def open_source(spec: ShardSpec) -> Iterator[Any]:
 
 
 class ShardEncoder:
-    """Encodes shards with one loaded model (what an actor holds); ``node`` names the
-    machine in sidecars and outcomes (default: the host name)."""
+    """Encodes shards with the loaded models an actor holds: one model (fixed quality), or
+    for specs with a target quality every rate point (``models``, any order: rate control
+    numbers them by ascending lambda; :func:`pipeline.ratecontrol.rate_point_models`).
+    ``node`` names the machine in sidecars and outcomes (default: the host name)."""
 
-    def __init__(self, model: LoadedModel, node: str = "") -> None:
-        self.model = model
+    def __init__(self, model: LoadedModel | Sequence[LoadedModel], node: str = "") -> None:
+        models = [model] if isinstance(model, LoadedModel) else list(model)
+        if not models:
+            raise ConfigError("a shard encoder needs at least one model")
+        #: The models, slot order (ascending lambda); ``model`` is the first (slot 0).
+        self.models = sorted(models, key=lambda m: m.identity.lmbda)
+        self.model = self.models[0]
         self.node = node or socket.gethostname()
-        self._encoders: dict[str, FrameEncoder] = {}
+        self._encoders: dict[tuple[str, float], Encoder] = {}
         self._infos = InfoCache()
 
-    def _encoder(self, refine: RefineConfig) -> FrameEncoder:
-        from pipeline.codec import FrameEncoder
+    def _encoder(self, refine: RefineConfig, frame_rate: float) -> Encoder:
+        """The encoder of ``refine`` for a video of ``frame_rate`` frames/s (cached per
+        config and rate: ``--max-kbps`` caps GOPs in bytes per second):
+        :func:`pipeline.ratecontrol.make_encoder` over every model with a target quality,
+        else over the one model."""
+        from pipeline.ratecontrol import make_encoder
 
-        key = refine.hash()
+        key = (refine.hash(), frame_rate)
         if key not in self._encoders:
-            self._encoders[key] = FrameEncoder(self.model, refine)
+            models = self.models if refine.target is not None else self.model
+            warn = logging.getLogger("relatent.cluster").warning
+            self._encoders[key] = make_encoder(models, refine, warn, frame_rate=frame_rate)
         return self._encoders[key]
 
-    def _check(self, spec: ShardSpec, enc: FrameEncoder, info: media.VideoInfo) -> None:
+    def _check_weights(self, spec: ShardSpec) -> None:
+        """Refuse a spec planned for other weights (or another set of rate points)."""
+        held = tuple(m.identity.weights_sha256 for m in self.models)
+        if spec.model_sha256 != self.model.identity.weights_sha256:
+            raise WeightsMismatchError(
+                f"shard {spec.name} was planned for weights {spec.model_sha256[:12]}…, this "
+                f"actor holds {self.model.identity.weights_sha256[:12]}…",
+                hint="all actors of a job must load the same checkpoint",
+            )
+        if spec.refine.target is not None and spec.rate_sha256 != held:
+            raise WeightsMismatchError(
+                f"shard {spec.name} was planned for {len(spec.rate_sha256)} rate points "
+                f"({' '.join(d[:12] for d in spec.rate_sha256)}), this actor holds "
+                f"{len(held)} ({' '.join(d[:12] for d in held)})",
+                hint="all actors of a targeted job must load every rate point of the same "
+                "release (or the same --checkpoint)",
+            )
+
+    def _check(self, spec: ShardSpec, enc: Encoder, info: media.VideoInfo) -> None:
         """Refuse a spec this encoder cannot code into the planned bytes."""
         if enc.refine.hash() != spec.refine.hash():
             raise BitstreamError(
@@ -299,8 +338,14 @@ class ShardEncoder:
         """Encode (or reuse) the shard ``spec`` describes; writes the shard, then its
         sidecar, to staging.
 
+        With a target quality, the shard that starts the stream (``spec.start`` 0: the
+        span's first frame) first checks the target is within reach on that frame, as
+        ``relatent encode`` does (:meth:`pipeline.ratecontrol.RateController.check_reachable`).
+
         Raises:
-            WeightsMismatchError: the spec was planned for other weights.
+            WeightsMismatchError: the spec was planned for other weights (or rate points).
+            TargetUnreachableError: the target is above what the best rate point reaches on
+                the stream's first frame (a ConfigError: exit 2); nothing is written.
             BitstreamError: the refine config resolves differently here.
             ConfigError: the shard does not start and end on the refine grid.
             CorruptSourceError: the range decoded to other frames than planned.
@@ -310,12 +355,7 @@ class ShardEncoder:
             StorageError: the source or staging cannot be read or written.
         """
         t0 = time.perf_counter()
-        if spec.model_sha256 != self.model.identity.weights_sha256:
-            raise WeightsMismatchError(
-                f"shard {spec.name} was planned for weights {spec.model_sha256[:12]}…, this "
-                f"actor holds {self.model.identity.weights_sha256[:12]}…",
-                hint="all actors of a job must load the same checkpoint",
-            )
+        self._check_weights(spec)
         staged = validate_staged(spec)
         if staged is not None:
             return ShardOutcome(
@@ -323,8 +363,8 @@ class ShardEncoder:
                 float(sum(staged.get("refine_seconds", []))), True, self.node, os.getpid(),
                 time.perf_counter() - t0,
             )  # fmt: skip
-        enc = self._encoder(spec.refine)
         info = self._infos.get(spec)
+        enc = self._encoder(spec.refine, float(info.frame_rate))
         self._check(spec, enc, info)
         written = self._write_shard(spec, enc, info)
         elapsed = time.perf_counter() - t0
@@ -336,22 +376,25 @@ class ShardEncoder:
             float(sum(sidecar["refine_seconds"])), False, self.node, os.getpid(), elapsed,
         )  # fmt: skip
 
-    def _write_shard(self, spec: ShardSpec, enc: FrameEncoder, info: media.VideoInfo) -> _Written:
+    def _write_shard(self, spec: ShardSpec, enc: Encoder, info: media.VideoInfo) -> _Written:
         """Decode, code and write the shard's bytes (header first for shard 0), with the
         largest batch up to ``spec.batch`` that fits this actor's memory
         (:func:`pipeline.memory.fit_batch`; the bytes do not depend on the batch). The
         frames are the source's ``[first + start, first + end)``, numbered from
-        ``spec.first`` as ``relatent encode --start`` numbers them.
+        ``spec.first`` as ``relatent encode --start`` numbers them. With a target quality,
+        shard 0 checks the target on its first frame before anything is written.
 
         Raises:
             InsufficientMemoryError: one frame at a time does not fit either.
+            TargetUnreachableError: the target is out of reach (shard 0 only).
         """
         from pipeline.codec import encode_frames, make_header
         from pipeline.memory import fit_batch
 
+        models = enc.models  # slot order; one model without a target
         batch = fit_batch(
-            info.width, info.height, spec.batch, enc.refine, channels=self.model.N,
-            device=str(self.model.device), name=spec.name,
+            info.width, info.height, spec.batch, enc.refine, channels=models[0].N,
+            device=str(models[0].device), name=spec.name,
             warn=logging.getLogger("relatent.cluster").warning,
         )  # fmt: skip
 
@@ -361,33 +404,45 @@ class ShardEncoder:
         prefix = b""
         if spec.start == 0:
             prefix = make_header(
-                self.model,
+                models[0],
                 info,
                 enc.refine,
                 frame_count=spec.frame_count,
                 tags_carried=spec.tags_carried,
+                rate_points=models,
             ).to_bytes()
         size = 0
-        with open_source(spec) as src, storage.open_write(spec.shard_uri) as f:
-            if prefix:
-                f.write(prefix)
-                h.update(prefix)
-                size += len(prefix)
+        with open_source(spec) as src:
             first = spec.first
-            frames = media.read_frames(src, first + spec.start, first + spec.end, info=info)
-            for e in encode_frames(enc, ((g.rgb, g.index - first, g.pts) for g in frames), batch):
-                pb = e.packet.to_bytes()
-                f.write(pb)
-                h.update(pb)
-                size += len(pb)
-                packets.append((e.packet.frame_index, len(pb)))
-                stats.append(e.stats)
-            if len(packets) != spec.frames or [p[0] for p in packets] != list(
-                range(spec.start, spec.end)
-            ):
-                raise CorruptSourceError(
-                    f"{spec.source}: frames {spec.start}..{spec.end} decoded to "
-                    f"{len(packets)} frames",
-                    hint="the file is probably damaged; re-export it",
-                )
+            frames: Iterator[Any] = iter(
+                media.read_frames(src, first + spec.start, first + spec.end, info=info)
+            )
+            if spec.start == 0 and enc.refine.target is not None:
+                # as `relatent encode`: the stream's first frame, before anything is written
+                head = next(frames, None)
+                if head is not None:
+                    enc.check_reachable(head.rgb, spec.source)
+                    frames = itertools.chain([head], frames)
+            with storage.open_write(spec.shard_uri) as f:
+                if prefix:
+                    f.write(prefix)
+                    h.update(prefix)
+                    size += len(prefix)
+                for e in encode_frames(
+                    enc, ((g.rgb, g.index - first, g.pts) for g in frames), batch
+                ):
+                    pb = e.packet.to_bytes()
+                    f.write(pb)
+                    h.update(pb)
+                    size += len(pb)
+                    packets.append((e.packet.frame_index, len(pb)))
+                    stats.append(e.stats)
+                if len(packets) != spec.frames or [p[0] for p in packets] != list(
+                    range(spec.start, spec.end)
+                ):
+                    raise CorruptSourceError(
+                        f"{spec.source}: frames {spec.start}..{spec.end} decoded to "
+                        f"{len(packets)} frames",
+                        hint="the file is probably damaged; re-export it",
+                    )
         return _Written(len(prefix), size, h.hexdigest(), packets, stats)

@@ -106,6 +106,8 @@ WORKING_DIR_EXCLUDES = [
 ]  # fmt: skip
 #: TranscodeJob fields that are not part of the work (sizing, performance, labels).
 _NOT_WORK = ("cluster", "job_id", "batch")
+#: RefineConfig fields of rate control (None: off), left out of the work when off.
+_RATE_CONTROL_FIELDS = ("target_psnr", "target_msssim", "target_kbps", "max_kbps")
 #: Job statuses after which nothing changes any more.
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 _HTTP_TIMEOUT = 15.0
@@ -212,6 +214,14 @@ def work_spec(job: TranscodeJob) -> dict[str, Any]:
     work = dataclasses.asdict(job)
     for key in _NOT_WORK:
         work.pop(key, None)
+    # quality settings that are off are left out, so the ids of earlier work stay the same
+    for d, key, off in (
+        (work, "min_psnr", None), (work, "strict", False),
+        (work["model"], "rate_points", ()),
+        *((work["refine"], k, None) for k in _RATE_CONTROL_FIELDS),
+    ):  # fmt: skip
+        if key in d and d[key] == off:
+            del d[key]
     work["sources"] = sorted(job.sources)
     return {"format": WORK_FORMAT, **work, "relatent": relatent_version()}
 

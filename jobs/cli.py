@@ -108,6 +108,7 @@ def version_text() -> str:
     nor ray (versions come from package metadata)."""
     from importlib.metadata import PackageNotFoundError, version
 
+    from cluster.planning import MANIFEST_FORMAT
     from pipeline.bitstream import INTER_VERSION, RATE_VERSION, SUPPORTED_VERSIONS, VERSION
 
     def installed(name: str) -> str:
@@ -121,7 +122,7 @@ def version_text() -> str:
         f"relatent {installed('relatent')}\n"
         f".rlv format: writes version {VERSION} (all-intra, --gop 1), {INTER_VERSION} "
         f"(--gop > 1) and {RATE_VERSION} (rate points chosen per GOP); reads versions {reads}\n"
-        f"manifests: relatent-manifest/1; shard sidecars: relatent-shard/1\n"
+        f"manifests: {MANIFEST_FORMAT}; shard sidecars: relatent-shard/1\n"
         f"compressai {installed('compressai')}, torch {installed('torch')}, "
         f"ray {installed('ray')}, av {installed('av')}"
     )

@@ -7,7 +7,10 @@ the only place that initialises Ray and sets process-wide settings (logging).
 Exit codes: 0 when every video committed or was already done; 1 when some videos failed
 (each has ``<out>/_errors/<id>.json`` and a line in the summary table); a job-level error
 (bad options, unloadable model, storage refusing the credentials or permissions anywhere,
-a Ray task included: 6) exits with its :mod:`pipeline.errors` code via the CLI.
+a Ray task included: 6) exits with its :mod:`pipeline.errors` code via the CLI. A job of
+one source exits as ``relatent encode`` would when the source does not fit the options:
+2 (e.g. ``--target-psnr`` out of reach on its first frame), or 9 (frames below
+``--min-psnr`` with ``--strict``); nothing of that video is committed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from cluster.config import ClusterConfig, ModelSpec, TranscodeJob
 from jobs.codec_cmds import add_video_stream_option
 from jobs.refine_options import (
     add_refine_options,
+    add_target_options,
     non_negative_float,
     positive_float,
     refine_kwargs,
@@ -63,8 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def add_encode_options(p: argparse.ArgumentParser) -> None:
-    """The model, refinement, shard layout, actor sizing and carry options (shared by
-    ``transcode`` and ``catalog``; :func:`job_from_args` reads them)."""
+    """The model, refinement, quality target, shard layout, actor sizing and carry options
+    (shared by ``transcode``, ``catalog`` and ``submit``; :func:`job_from_args` reads
+    them)."""
     p.add_argument("--model", default=None, help="architecture id (default: the shipped default)")
     p.add_argument(
         "--quality",
@@ -78,6 +83,7 @@ def add_encode_options(p: argparse.ArgumentParser) -> None:
         help="CompressAI state dict: path or URI (default: the shipped weights)",
     )
     add_refine_options(p)
+    add_target_options(p)
     p.add_argument("--batch", type=int, default=4, help="frames refined together in an actor")
     p.add_argument("--shard-frames", type=int, default=32, help="target frames per shard")
     p.add_argument(
@@ -150,7 +156,9 @@ def job_from_args(
     ``job_id`` default to ``a.src`` and ``a.job_id``).
 
     Raises:
-        ConfigError: an option is out of range or the options contradict each other.
+        ConfigError: an option is out of range or the options contradict each other (a
+            target quality with ``--lambda`` or ``--quality``, two targets, ``--strict``
+            without ``--min-psnr``: :func:`jobs.refine_options.check_targets`).
     """
     actors = a.actors or max(
         1, int((a.num_cpus or os.cpu_count() or 1) // max(a.cpus_per_actor, 1e-9))
@@ -176,6 +184,8 @@ def job_from_args(
         video_stream=getattr(a, "video_stream", None),
         start=getattr(a, "start", 0),
         end=getattr(a, "end", None),
+        min_psnr=getattr(a, "min_psnr", None),
+        strict=getattr(a, "strict", False),
     ).validate()
 
 

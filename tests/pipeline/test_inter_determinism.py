@@ -1,7 +1,8 @@
 """Determinism of inter-coded (GOP) streams through `relatent encode` with the shipped
 weights: the same source and options give byte-identical streams in another process, at
 another torch thread count and another batch size, unrefined and refined (campos, sga,
-warm starts, an adaptive budget; a GOP of 4 and the CLI's default of 16); decoding in
+warm starts, an adaptive budget, quality and bitrate targets; a GOP of 4 and the CLI's
+default of 16); decoding in
 another process at another thread count recovers bit-identical latents (integer symbols
 and ``y_hat``) and frames within 1 LSB.
 
@@ -43,11 +44,18 @@ CONFIGS: dict[str, list[str]] = {
         "--refine", "sga", "--iters", "4", "--tol", "0", "--budget-iters-per-frame", "2",
         "--probe", "2",
     ],
+    # rate control: every shipped rate point, a lambda per GOP (format version 4)
+    "gop4-target-psnr": [
+        "--refine", "sga", "--iters", "3", "--tol", "0", "--gop", "4", "--target-psnr", "21.5",
+    ],
+    "gop4-target-kbps": [
+        "--refine", "sga", "--iters", "3", "--tol", "0", "--gop", "4", "--target-kbps", "38",
+    ],
 }  # fmt: skip
 
 #: The streams decoded in both processes (the decoder does not depend on how the latents
 #: were chosen, only on the GOP structure: a GOP of 4 and one of 16).
-DECODED = ("gop4-sga-warm", "gop16-campos")
+DECODED = ("gop4-sga-warm", "gop16-campos", "gop4-target-psnr")
 
 #: Batch sizes (frames, or GOPs in lockstep) of the two encodes: this process, the child.
 BATCH_HERE, BATCH_CHILD = 3, 1
@@ -212,7 +220,8 @@ def test_bytes_identical_across_processes_threads_and_batch_sizes(
     flags = flags_of(here)
     gop = 4 if name.startswith("gop4") else 16
     with StreamReader(str(here)) as r:
-        assert r.version == 3 and r.header.gop == gop and len(r) == FRAMES
+        assert r.version == (4 if "target" in name else 3)  # rate points: version 4
+        assert r.header.gop == gop and len(r) == FRAMES
     assert not any(f & FLAG_INTER for f in flags[::gop])
     whole = range(0, FRAMES - gop + 1, gop)  # the GOPs with all their frames
     assert all(any(f & FLAG_INTER for f in flags[s + 1 : s + gop]) for s in whole)
