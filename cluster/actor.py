@@ -3,7 +3,9 @@
 The actor loads the model once in ``__init__`` (with a target quality every rate point of
 the job, :attr:`cluster.config.ModelSpec.rate_points`) and warms it up, then encodes shards
 with :class:`cluster.shard.ShardEncoder`. It opens the source itself and writes the shard
-to staging; only a :class:`~cluster.shard.ShardOutcome` (a few numbers) travels back. The
+to staging; only a :class:`~cluster.shard.ShardOutcome` (a few numbers) travels back. With
+``--target-kbps`` it also runs the first pass of a shard's frames before any shard of the
+video is encoded (:mod:`cluster.bitrate`); only each GOP's bytes per rate point travel back. The
 tasks wrap :func:`cluster.prepare.prepare_video` and :func:`cluster.commit.commit_video`.
 Every piece of work is a plain function or class of those modules, tested without Ray.
 """
@@ -125,6 +127,12 @@ class EncoderActor:
         except Exception:  # metrics must never fail a shard
             pass
         return out.to_dict()
+
+    def first_pass(self, spec: ShardSpec) -> list[tuple[int, list[int]]]:
+        """``--target-kbps``: the first pass of one shard's frames
+        (:meth:`cluster.shard.ShardEncoder.first_pass`, whose errors it raises): each GOP's
+        ``(GOP number, bytes per rate point)``, a few numbers per GOP."""
+        return self.encoder.first_pass(spec)
 
 
 RemoteEncoderActor = ray.remote(EncoderActor)

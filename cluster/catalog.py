@@ -13,7 +13,8 @@ key changes with the model and config), with earlier manifests of the same sourc
 * ``model changed``: weights, entropy tables, architecture or rate point differ (another
   ``--quality`` or checkpoint; with a target quality, any rate point's weights);
 * ``config changed``: the refinement config hash (or the carry setting) differs; a target
-  quality (``--target-psnr``, ``--target-msssim``) is part of the config;
+  (``--target-psnr``, ``--target-msssim``, ``--target-kbps``, ``--max-kbps``) is part of
+  the config;
 * ``container changed``: the stream container version differs;
 * ``stream missing``: a manifest matches but its stream is absent or has another size.
 

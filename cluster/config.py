@@ -197,8 +197,7 @@ class TranscodeJob:
                 :func:`cluster.planning.canonical_source`), an empty ``out``, an empty or
                 negative frame range (``start``/``end``, as
                 :func:`pipeline.media.check_range` words it), a target quality with a
-                fixed ``model.quality``, a target bitrate (``--target-kbps``: not on the
-                distributed path yet), ``strict`` without ``min_psnr``, or a field out of
+                fixed ``model.quality``, ``strict`` without ``min_psnr``, or a field out of
                 range.
         """
         if not self.sources:
@@ -244,17 +243,9 @@ class TranscodeJob:
         return self
 
     def _validate_quality(self) -> None:
-        """The target quality and floor: as ``relatent encode`` checks them
-        (:func:`jobs.refine_options.check_targets`, :meth:`RefineConfig.validate`), and a
-        target bitrate, which the distributed path does not do yet."""
+        """The target (quality or bitrate) and floor: as ``relatent encode`` checks them
+        (:func:`jobs.refine_options.check_targets`, :meth:`RefineConfig.validate`)."""
         target = self.refine.target
-        if target is not None and target[0] == "kbps":
-            raise ConfigError(
-                f"--target-kbps {target[1]:g}: a target bitrate shares the bits out over the "
-                "whole video in a first pass, which transcode and catalog do not run yet",
-                hint="use relatent encode --target-kbps, or --target-psnr/--target-msssim "
-                "(with --max-kbps as a cap) here",
-            )
         if target is not None and self.model.quality is not None:
             raise ConfigError(
                 f"a target quality and --quality {self.model.quality} both set the rate",

@@ -25,6 +25,12 @@ It assumes Ray is already initialised (``ray.init`` belongs to :mod:`jobs`). The
 * With a target quality the actors hold every rate point (the job's model identity is a
   :class:`cluster.identity.RatePointsIdentity`, pinned digest by digest); with
   ``--min-psnr`` the commit flags (or with ``--strict`` refuses) frames below the floor.
+* With ``--target-kbps`` a video's shards first run as *first-pass* tasks on the actors
+  (each GOP's unrefined bytes at every rate point, a few numbers back); once all are in,
+  the driver shares the bitrate out as ``relatent encode`` does and queues the shards with
+  their GOPs' budgets (:mod:`cluster.bitrate`). A bitrate out of reach fails the video
+  (:class:`~pipeline.errors.TargetUnreachableError`, exit 2 for a one-source job) before
+  any shard is encoded. First-pass tasks are retried like shards.
 * Only small things cross the object store: shard specs one way, shard outcomes back.
 
 The work itself lives in :mod:`cluster.prepare`, :mod:`cluster.shard` and
@@ -47,9 +53,10 @@ from typing import Any
 import ray
 
 from cluster.actor import RemoteEncoderActor, commit_task, prepare_task
+from cluster.bitrate import needs_first_pass, shard_budgets
 from cluster.commit import CommitSpec, record_error
 from cluster.config import TranscodeJob, actor_options, helper_task_options
-from cluster.identity import job_refine, pin_model, resolve_job_model
+from cluster.identity import job_refine, pin_model, rate_points_of, resolve_job_model
 from cluster.planning import OutputPaths, ShardSpec, VideoPlan, video_id
 from cluster.results import JobReport, VideoResult, error_message, is_deterministic, root_cause
 from pipeline.config import RefineConfig
@@ -87,6 +94,11 @@ class _Video:
     plan: VideoPlan | None = None
     ranges: list[tuple[int, int]] = field(default_factory=list)
     t0: float = field(default_factory=time.monotonic)
+    #: ``--target-kbps``: the planned shards, the first pass's rows so far (GOP number ->
+    #: bytes per rate point) and how many first-pass tasks are still out.
+    specs: list[ShardSpec] = field(default_factory=list)
+    first_rows: dict[int, list[int]] = field(default_factory=dict)
+    first_left: int = 0
 
     @property
     def closed(self) -> bool:
@@ -95,13 +107,15 @@ class _Video:
 
 @dataclass(eq=False)
 class _ShardTask:
-    """One shard to encode, its attempts so far and the actors to avoid on a retry."""
+    """One shard to encode (or with ``first``, whose first pass to run: ``--target-kbps``),
+    its attempts so far and the actors to avoid on a retry."""
 
     video: _Video
     spec: ShardSpec
     attempts: int = 0
     avoid: set[int] = field(default_factory=set)
     actor: _Actor | None = None
+    first: bool = False
 
 
 class Driver:
@@ -252,7 +266,11 @@ class Driver:
         video.ranges = [(s.start, s.end) for s in specs]
         res.shards = len(specs)
         res.status = "encoding"
-        self.queue.extend(_ShardTask(video, s) for s in specs)
+        if needs_first_pass(specs[0]):  # the bitrate is shared out before any shard
+            video.specs, video.first_left = specs, len(specs)
+            self.queue.extend(_ShardTask(video, s, first=True) for s in specs)
+        else:
+            self.queue.extend(_ShardTask(video, s) for s in specs)
         if self._bar is not None:
             self._bar.total = (self._bar.total or 0) + plan.frame_count
             self._bar.refresh()
@@ -273,7 +291,42 @@ class Driver:
             self.queue.popleft()
             task.actor = actor
             actor.inflight += 1
-            self.refs[actor.handle.encode_shard.remote(task.spec)] = ("shard", task)
+            method = actor.handle.first_pass if task.first else actor.handle.encode_shard
+            self.refs[method.remote(task.spec)] = ("shard", task)
+
+    def _on_first_pass(self, task: _ShardTask, rows: list[tuple[int, list[int]]]) -> None:
+        """One shard's first pass is in; after the video's last, share the bitrate out
+        (:func:`cluster.bitrate.shard_budgets`) and queue its shards with their budgets,
+        or fail the video when the bitrate is out of reach (for a one-source job the job
+        stops with that ConfigError: exit 2)."""
+        video = task.video
+        if video.closed:
+            return
+        video.first_rows.update((int(n), list(r)) for n, r in rows)
+        video.first_left -= 1
+        self._emit(
+            "first_pass_done", video=video.result.video_id, shard=task.spec.index,
+            start=task.spec.start, end=task.spec.end, attempt=task.attempts + 1,
+        )  # fmt: skip
+        if video.first_left > 0 or video.plan is None:
+            return
+        plan, target = video.plan, self.refine.target
+        assert target is not None
+        try:
+            specs = shard_budgets(
+                video.specs, video.first_rows, [p.lmbda for p in rate_points_of(self.ident)],
+                target[1], float(plan.frame_rate or 0), plan.frame_count, plan.source,
+            )  # fmt: skip
+        except ConfigError as exc:  # TargetUnreachableError: the bitrate is out of reach
+            if self._denied is None and len(self.job.sources) == 1:
+                self._denied = exc
+            self._fail_video(video, exc)
+            return
+        self.queue.extend(_ShardTask(video, s) for s in specs)
+        self._emit(
+            "bitrate_allocated", video=video.result.video_id, kbps=target[1],
+            gops=len(video.first_rows), budget_bytes=sum(b for s in specs for _, b in s.gop_bytes),
+        )  # fmt: skip
 
     def _on_shard(self, task: _ShardTask, out: dict[str, Any]) -> None:
         video, res = task.video, task.video.result
@@ -314,9 +367,10 @@ class Driver:
         self.report.shard_retries += 1
         video.result.retries += 1
         if task.attempts >= self.cfg.max_attempts:
+            what = "the first pass of shard" if task.first else "shard"
             self._fail_video(
                 video,
-                f"shard {task.spec.start}..{task.spec.end} failed {task.attempts} times, "
+                f"{what} {task.spec.start}..{task.spec.end} failed {task.attempts} times, "
                 f"last: {error_message(exc)}",
             )
             return
@@ -326,7 +380,7 @@ class Driver:
         self.queue.appendleft(task)
         self._emit(
             "shard_retry", video=video.result.video_id, shard=task.spec.index,
-            attempt=task.attempts + 1, error=error_message(exc),
+            attempt=task.attempts + 1, error=error_message(exc), first_pass=task.first,
         )  # fmt: skip
 
     def _submit_commits(self) -> None:
@@ -396,7 +450,10 @@ class Driver:
             self._on_prepared(obj, *value)
         elif kind == "shard":
             obj.actor.inflight -= 1
-            self._on_shard(obj, value)
+            if obj.first:
+                self._on_first_pass(obj, value)
+            else:
+                self._on_shard(obj, value)
         elif kind == "commit":
             self._on_committed(obj, value)
 

@@ -331,6 +331,13 @@ class ShardSpec:
     #: With a target quality: the weights sha256 of every rate point, slot order (the
     #: actor's must be these; ``model_sha256`` is slot 0's). Empty: one model.
     rate_sha256: tuple[str, ...] = ()
+    #: With ``--target-kbps``: each GOP of the shard's byte budget, ``(GOP number, bytes)``
+    #: (the driver's allocation over the whole video, :mod:`cluster.bitrate`), and its
+    #: first-pass bytes at each rate point, ``(GOP number, (bytes per slot))``. Both are
+    #: in the shard's sidecar: a staged shard is reused only for the same ones. Empty:
+    #: no bitrate target (or not allocated yet).
+    gop_bytes: tuple[tuple[int, int], ...] = ()
+    first_bytes: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
     @property
     def frames(self) -> int:

@@ -10,7 +10,10 @@ statistics (:meth:`pipeline.stats.FrameStats.to_stream` records) and their refin
 seconds. The commit (:mod:`cluster.commit`) builds the stream's tail from sidecars alone.
 
 Idempotence: a staged shard whose sidecar matches the spec and whose bytes match the
-sidecar's size and sha256 is reused instead of re-encoded (:func:`validate_staged`).
+sidecar's size and sha256 is reused instead of re-encoded (:func:`validate_staged`). With
+``--target-kbps`` the spec's GOP budgets and first-pass rows are part of that match, and
+the first pass of a shard's frames (:meth:`ShardEncoder.first_pass`, :mod:`cluster.bitrate`)
+is staged and reused the same way.
 
 Importing this module does not load torch (the codec is imported when a shard is encoded).
 """
@@ -30,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from cluster.bitrate import load_first_pass, needs_first_pass, shard_gops, store_first_pass
 from cluster.planning import SIDECAR_FORMAT, ShardSpec, utc_now
 from pipeline import media, storage
 from pipeline.config import RefineConfig
@@ -95,7 +99,8 @@ class ShardOutcome:
 
 def load_sidecar(spec: ShardSpec) -> dict[str, Any] | None:
     """The sidecar of a staged shard if it belongs to exactly this spec (format, source
-    version, range, weights, rate points and config), else ``None``.
+    version, range, weights, rate points, config and, with ``--target-kbps``, the GOPs'
+    budgets and first-pass rows), else ``None``.
 
     Raises:
         StorageError: staging cannot be read (other than the sidecar being absent).
@@ -113,6 +118,8 @@ def load_sidecar(spec: ShardSpec) -> dict[str, Any] | None:
         and sc.get("model_sha256") == spec.model_sha256
         and tuple(sc.get("rate_sha256", ())) == spec.rate_sha256
         and sc.get("config_hash") == spec.refine.hash()
+        and sc.get("gop_bytes", []) == [list(g) for g in spec.gop_bytes]
+        and sc.get("first_bytes", []) == [[n, list(r)] for n, r in spec.first_bytes]
         and len(sc.get("packets", ())) == spec.frames
         and len(sc.get("stats", ())) == spec.frames
     )
@@ -200,6 +207,9 @@ def _sidecar(spec: ShardSpec, node: str, w: _Written, seconds: float) -> dict[st
     }
     if spec.rate_sha256:  # fixed-quality sidecars are as before
         doc["rate_sha256"] = list(spec.rate_sha256)
+    if spec.gop_bytes:  # --target-kbps: the shares the shard was coded to
+        doc["gop_bytes"] = [list(g) for g in spec.gop_bytes]
+        doc["first_bytes"] = [[n, list(r)] for n, r in spec.first_bytes]
     return doc
 
 
@@ -334,6 +344,61 @@ class ShardEncoder:
                 hint="plan shards with cluster.planning.plan_ranges(..., grid=refine.cut_grid)",
             )
 
+    def _batch(self, spec: ShardSpec, enc: Encoder, info: media.VideoInfo) -> int:
+        """The largest batch up to ``spec.batch`` that fits this actor's memory
+        (:func:`pipeline.memory.fit_batch`; the bytes do not depend on the batch).
+
+        Raises:
+            InsufficientMemoryError: one frame at a time does not fit either."""
+        from pipeline.memory import fit_batch
+
+        models = enc.models  # slot order; one model without a target
+        return fit_batch(
+            info.width, info.height, spec.batch, enc.refine, channels=models[0].N,
+            device=str(models[0].device), name=spec.name,
+            warn=logging.getLogger("relatent.cluster").warning,
+        )  # fmt: skip
+
+    def first_pass(self, spec: ShardSpec) -> list[tuple[int, list[int]]]:
+        """``--target-kbps``: the first pass of the shard's frames (coded unrefined at every
+        rate point, :func:`pipeline.ratecontrol.first_pass_rows`), as ``relatent encode``
+        runs it over the whole video: each GOP's ``(GOP number, bytes per slot)``, in
+        order. Staged (:func:`cluster.bitrate.store_first_pass`) and reused by a rerun;
+        nothing else is written.
+
+        Raises:
+            WeightsMismatchError: the spec was planned for other rate points.
+            ConfigError: the spec has no target bitrate, or is not cut on the GOP grid.
+            CorruptSourceError: the range decoded to other frames than planned.
+            InsufficientMemoryError, InputError, StorageError: as :meth:`encode`.
+        """
+        from pipeline.ratecontrol import first_pass_rows
+
+        self._check_weights(spec)
+        if not needs_first_pass(spec):
+            raise ConfigError(f"shard {spec.name}: a first pass needs --target-kbps")
+        staged = load_first_pass(spec)
+        if staged is not None:
+            return staged
+        info = self._infos.get(spec)
+        enc = self._encoder(spec.refine, float(info.frame_rate))
+        self._check(spec, enc, info)
+        batch = self._batch(spec, enc, info)
+        first = spec.first
+        with open_source(spec) as src:
+            read = media.read_frames(src, first + spec.start, first + spec.end, info=info)
+            table, count = first_pass_rows(
+                enc, ((g.rgb, g.index - first, g.pts) for g in read), batch
+            )
+        rows = sorted(table.items())
+        if count != spec.frames or [n for n, _ in rows] != list(shard_gops(spec)):
+            raise CorruptSourceError(
+                f"{spec.source}: frames {spec.start}..{spec.end} decoded to {count} frames",
+                hint="the file is probably damaged; re-export it",
+            )
+        store_first_pass(spec, rows)
+        return rows
+
     def encode(self, spec: ShardSpec) -> ShardOutcome:
         """Encode (or reuse) the shard ``spec`` describes; writes the shard, then its
         sidecar, to staging.
@@ -341,13 +406,17 @@ class ShardEncoder:
         With a target quality, the shard that starts the stream (``spec.start`` 0: the
         span's first frame) first checks the target is within reach on that frame, as
         ``relatent encode`` does (:meth:`pipeline.ratecontrol.RateController.check_reachable`).
+        With ``--target-kbps`` the spec carries its GOPs' byte budgets and first-pass rows
+        (the driver's first pass and allocation, :mod:`cluster.bitrate`), which the rate
+        controller codes to.
 
         Raises:
             WeightsMismatchError: the spec was planned for other weights (or rate points).
             TargetUnreachableError: the target is above what the best rate point reaches on
                 the stream's first frame (a ConfigError: exit 2); nothing is written.
             BitstreamError: the refine config resolves differently here.
-            ConfigError: the shard does not start and end on the refine grid.
+            ConfigError: the shard does not start and end on the refine grid, or a
+                ``--target-kbps`` spec lacks its GOPs' budgets.
             CorruptSourceError: the range decoded to other frames than planned.
             InsufficientMemoryError: one frame at a time needs more memory than the actor
                 has (a larger ``spec.batch`` is made smaller instead).
@@ -366,6 +435,15 @@ class ShardEncoder:
         info = self._infos.get(spec)
         enc = self._encoder(spec.refine, float(info.frame_rate))
         self._check(spec, enc, info)
+        if needs_first_pass(spec):  # the driver's shares of the bitrate (cluster.bitrate)
+            gops = list(shard_gops(spec))
+            if [n for n, _ in spec.gop_bytes] != gops or [n for n, _ in spec.first_bytes] != gops:
+                raise ConfigError(
+                    f"shard {spec.name}: --target-kbps and no byte budget for its GOPs",
+                    hint="the driver runs the first pass and sets ShardSpec.gop_bytes",
+                )
+            enc.budgets = dict(spec.gop_bytes)
+            enc.first_bytes = {n: list(r) for n, r in spec.first_bytes}
         written = self._write_shard(spec, enc, info)
         elapsed = time.perf_counter() - t0
         sidecar = _sidecar(spec, self.node, written, elapsed)
@@ -389,14 +467,9 @@ class ShardEncoder:
             TargetUnreachableError: the target is out of reach (shard 0 only).
         """
         from pipeline.codec import encode_frames, make_header
-        from pipeline.memory import fit_batch
 
         models = enc.models  # slot order; one model without a target
-        batch = fit_batch(
-            info.width, info.height, spec.batch, enc.refine, channels=models[0].N,
-            device=str(models[0].device), name=spec.name,
-            warn=logging.getLogger("relatent.cluster").warning,
-        )  # fmt: skip
+        batch = self._batch(spec, enc, info)
 
         h = hashlib.sha256()
         packets: list[tuple[int, int]] = []
@@ -417,8 +490,9 @@ class ShardEncoder:
             frames: Iterator[Any] = iter(
                 media.read_frames(src, first + spec.start, first + spec.end, info=info)
             )
-            if spec.start == 0 and enc.refine.target is not None:
+            if spec.start == 0 and enc.refine.target is not None and not needs_first_pass(spec):
                 # as `relatent encode`: the stream's first frame, before anything is written
+                # (a bitrate was checked by the driver's allocation instead)
                 head = next(frames, None)
                 if head is not None:
                     enc.check_reachable(head.rgb, spec.source)

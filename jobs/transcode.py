@@ -9,7 +9,8 @@ Exit codes: 0 when every video committed or was already done; 1 when some videos
 (bad options, unloadable model, storage refusing the credentials or permissions anywhere,
 a Ray task included: 6) exits with its :mod:`pipeline.errors` code via the CLI. A job of
 one source exits as ``relatent encode`` would when the source does not fit the options:
-2 (e.g. ``--target-psnr`` out of reach on its first frame), or 9 (frames below
+2 (e.g. ``--target-psnr`` out of reach on its first frame, or ``--target-kbps`` outside
+what the rate points can spend on it), or 9 (frames below
 ``--min-psnr`` with ``--strict``); nothing of that video is committed.
 """
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +72,8 @@ __all__ = [
     "GopOutcome",
     "RateController",
     "allocate_bytes",
+    "bitrate_budgets",
+    "first_pass_rows",
     "make_encoder",
     "plan_bitrate",
     "quality_db",
@@ -245,6 +247,7 @@ class RateController:
         #: Bytes one frame may take on average (``--target-kbps``) and at most
         #: (``--max-kbps``), from the frame rate; None when not asked for.
         self.frame_bytes = _kbps_bytes(self.target, frame_rate) if self.metric == "kbps" else None
+        self.frame_rate = frame_rate  # frames/s (None: not given)
         self.cap_frame_bytes = _kbps_bytes(refine.max_kbps, frame_rate)
         #: ``--target-kbps``: each GOP's byte budget (GOP number -> bytes), set from the
         #: first pass (:meth:`first_pass`, :func:`allocate_bytes`) before it is coded.
@@ -666,25 +669,37 @@ def plan_bitrate(
     name: str = "video",
 ) -> list[int]:
     """``--target-kbps``: run the first pass over every frame of the video (``(rgb, index,
-    pts)`` in coding order, indices from 0 at the span's start) and set ``rc.budgets``
-    (:func:`allocate_bytes` of the bitrate over the frames' duration). Returns the budgets
-    in GOP order. Nothing is written.
+    pts)`` in coding order, indices from 0 at the span's start; :func:`first_pass_rows`)
+    and set ``rc.first_bytes`` and ``rc.budgets`` (:func:`bitrate_budgets`). Returns the
+    budgets in GOP order. Nothing is written.
 
     Raises:
-        TargetUnreachableError: the bitrate is above what the best rate point spends at
-            twice its lambda, or below what the lowest spends at a quarter of its own
-            (estimated from the first pass: 1.3x the top's unrefined bytes, 0.45x the
-            lowest's)."""
+        TargetUnreachableError: as :func:`bitrate_budgets`."""
     if rc.frame_bytes is None:
         raise ConfigError("plan_bitrate needs a --target-kbps rate controller")
+    rows, count = first_pass_rows(rc, frames, batch)
+    rc.first_bytes.update(rows)
+    args = (rc.log_lmbdas, rc.target, rc.frame_rate or 0.0, count, name)
+    rc.budgets = bitrate_budgets(rc.first_bytes, *args)
+    return [rc.budgets[n] for n in sorted(rc.budgets)]
+
+
+def first_pass_rows(
+    rc: RateController, frames: Iterable[tuple[np.ndarray, int, int]], batch: int
+) -> tuple[dict[int, list[int]], int]:
+    """:meth:`RateController.first_pass` over ``frames`` (``(rgb, index, pts)``, whole GOPs
+    in coding order), ``batch`` GOPs at a time. Returns each GOP's bytes at each rate point
+    (GOP number ``index // refine.grid`` -> ``[slot]``) and the number of frames. A GOP's
+    row depends on its own frames only (not on the batch or the other frames)."""
     grid = rc.refine.grid
+    rows: dict[int, list[int]] = {}
     buf: list[tuple[np.ndarray, int, int]] = []
     count = 0
 
     def flush() -> None:
-        rows = rc.first_pass([b[0] for b in buf], [b[1] for b in buf], [b[2] for b in buf], batch)
+        out = rc.first_pass([b[0] for b in buf], [b[1] for b in buf], [b[2] for b in buf], batch)
         numbers = sorted({b[1] // grid for b in buf})
-        rc.first_bytes.update(zip(numbers, rows, strict=True))
+        rows.update(zip(numbers, out, strict=True))
 
     for rgb, idx, pts in frames:
         if buf and idx // grid != buf[-1][1] // grid and len({b[1] // grid for b in buf}) >= batch:
@@ -694,21 +709,44 @@ def plan_bitrate(
         count += 1
     if buf:
         flush()
-    numbers = sorted(rc.first_bytes)
-    table = [rc.first_bytes[n] for n in numbers]
-    total = rc.frame_bytes * count
+    return rows, count
+
+
+def bitrate_budgets(
+    first_bytes: Mapping[int, Sequence[int]],
+    log_lmbdas: Sequence[float],
+    kbps: float,
+    frame_rate: float,
+    frames: int,
+    name: str = "video",
+) -> dict[int, int]:
+    """``--target-kbps K``: each GOP's byte budget (GOP number -> bytes): ``kbps`` over the
+    ``frames`` frames' duration at ``frame_rate`` frames/s, shared by :func:`allocate_bytes`
+    (GOP order) from the whole video's first pass ``first_bytes`` (GOP number -> bytes per
+    slot: :func:`first_pass_rows`) and the slots' ``ln lambda``. ``encode``
+    (:func:`plan_bitrate`) and the distributed path's driver share the bits out with it.
+
+    Raises:
+        TargetUnreachableError: the bitrate is above what the best rate point spends at
+            twice its lambda, or below what the lowest spends at a quarter of its own
+            (estimated from the first pass: 1.3x the top's unrefined bytes, 0.45x the
+            lowest's); ``name`` names the video in the message."""
+    frame_bytes = _kbps_bytes(kbps, frame_rate)
+    if frame_bytes is None:
+        raise ConfigError(f"{name}: a bitrate needs the video's frame rate")
+    numbers = sorted(first_bytes)
+    table = [first_bytes[n] for n in numbers]
+    total = frame_bytes * frames
     top, bottom = sum(r[-1] for r in table), sum(r[0] for r in table)
-    kbps = rc.target
     if total > 1.3 * top or total < 0.45 * bottom:
-        per_s = rc.target / rc.frame_bytes  # kb/s of one byte per frame
+        per_s = kbps / frame_bytes  # kb/s of one byte per frame
         raise TargetUnreachableError(
             f"{name}: --target-kbps {kbps:g} is outside what the rate points can spend on "
-            f"this video (about {0.45 * bottom / count * per_s:.0f}..{1.3 * top / count * per_s:.0f} kb/s)",
+            f"this video (about {0.45 * bottom / frames * per_s:.0f}..{1.3 * top / frames * per_s:.0f} kb/s)",
             hint="ask for a bitrate within that range",
         )
-    budgets = allocate_bytes(table, rc.log_lmbdas, total)
-    rc.budgets = dict(zip(numbers, budgets, strict=True))
-    return budgets
+    budgets = allocate_bytes(table, log_lmbdas, total)
+    return dict(zip(numbers, budgets, strict=True))
 
 
 def _kbps_bytes(kbps: float | None, frame_rate: float | None) -> float | None:
