@@ -17,14 +17,19 @@ PSNR/MS-SSIM of the decoded frames):
    a few forward passes); the lowest rate point whose GOP mean, plus the refinement gain
    expected at its own lambda (:data:`HEADROOM_DB`), reaches the aim, and a lambda below
    its own by :data:`SLOPE_DB` per unit of ``ln lambda`` for the surplus, give trial 0;
-2. trial 0 refines the GOP at that lambda; trial ``k + 1`` moves lambda by the secant of
+2. trial 0 codes the GOP at that lambda; trial ``k + 1`` moves lambda by the secant of
    ``(log lambda, quality)`` through the trials nearest the aim (bisection when it leaves
-   the bracket) and restarts each frame from its trial-``k`` latents when the rate point is
-   the same (a new rate point starts cold). The restart keeps the full budget
-   (``iters // RESTART_FRACTION``): measured on carphone (16 frames, q3, SGA 2e-2, 50
-   iterations, lambda 0.00466 -> 0.0038), a restart with 50 iterations coded 30.19 dB in
-   9,880 bytes where a cold start coded 30.13 dB in 9,952, but with 12 or 25 iterations it
-   had moved only part of the way (30.34 dB in 10,896 bytes; 30.27 dB in 10,504);
+   the bracket). Every trial is a whole encode of the GOP at its lambda, from the encoder's
+   latents (warm chains and the budget as configured). Restarting from the previous
+   trial's latents was measured and dropped: on carphone (16 frames, q3, SGA 2e-2, lambda
+   0.00466 -> 0.0038) it gained a little with the full budget (30.19 dB in 9,880 bytes
+   against 30.13 dB in 9,952 from the encoder's latents) and moved only part of the way
+   with 12 or 25 iterations (30.34 dB in 10,896 bytes; 30.27 dB in 10,504), but on the
+   screencast (8 frames at long side 256) it stayed stuck: q3 restarted at 0.00426 coded
+   +0.61 dB above the target in 3,848 bytes where a fresh encode at that lambda coded
+   +0.09 dB in 3,688, and q5 restarted down to 0.0065 kept +0.72 dB in 6,280 bytes where a
+   fresh one gave 33.41 dB in 5,632 (``relatent bench target``, docs/benchmarks/target.md).
+   What the trials reuse is the first pass and the earlier trials' measurements;
 3. the search stops once a trial lands in ``[target, target + WINDOW_DB]`` (the quality
    scale: dB of PSNR, or dB of MS-SSIM, ``-10 log10(1 - ms_ssim)``), after
    :data:`TRIALS` trials, or at the end of the lambda range; the GOP keeps the trial of
@@ -66,7 +71,6 @@ from pipeline.refine import grid_groups
 __all__ = [
     "HEADROOM_DB",
     "REACH_DB",
-    "RESTART_FRACTION",
     "TRIALS",
     "WINDOW_DB",
     "GopOutcome",
@@ -84,9 +88,6 @@ __all__ = [
 TRIALS = 4
 #: Width of the band above the target a GOP aims into (dB of the target's metric).
 WINDOW_DB = 0.3
-#: Later trials restart from the previous trial's latents with ``iters // RESTART_FRACTION``
-#: (1: the full budget, see the module docstring for the measurement).
-RESTART_FRACTION = 1
 #: The refinement gain in quality (dB) expected at a rate point's own lambda: trial 0's
 #: guess only (measured on carphone, q3, the CLI default: +0.55 dB).
 HEADROOM_DB = 0.5
@@ -257,7 +258,6 @@ class RateController:
         self.warn = warn
         self.encoders = [FrameEncoder(m, refine) for m in order]
         for slot, enc in enumerate(self.encoders):
-            enc.keep_offsets = True
             enc.rate_point = enc.model.identity.quality
             enc.packet_flags = _slot_flags(slot) if len(order) > 1 else 0
         self.log_lmbdas = [math.log(e.lmbda) for e in self.encoders]
@@ -527,7 +527,6 @@ class RateController:
         trials: list[list[_Trial]] = [[] for _ in groups]
         spent = [0] * n
         spent_s = [0.0] * n
-        offsets: list[dict[str, torch.Tensor] | None] = [None] * n
         x_next: list[tuple[int, float] | None] = []
         for g in range(len(groups)):
             mean, goal = per_gop[g], goals[g]
@@ -542,7 +541,7 @@ class RateController:
             else:
                 slot, x = self._first_guess(mean, goal)
                 x_next.append(self._guess(limits[g], mean, goal) if slot > limits[g] else (slot, x))
-        for k in range(TRIALS if self.refine.active else 1):
+        for _trial in range(TRIALS if self.refine.active else 1):
             live = [g for g in range(len(groups)) if x_next[g] is not None]
             if not live:
                 break
@@ -554,24 +553,16 @@ class RateController:
                 positions = [i for g in gs for i in groups[g]]
                 for g in gs:
                     lam = math.exp(x_next[g][1])  # type: ignore[index]
-                    warm = bool(trials[g]) and trials[g][-1].slot == slot
                     for i in groups[g]:
-                        inits[i] = FrameInit(
-                            offset=offsets[i] if warm else None,
-                            stop=max(1, self.refine.iters // RESTART_FRACTION) if warm else None,
-                            lmbda=lam,
-                        )
-                # trial 0 runs as a plain encode (warm chains, budget); later trials
-                # restart each frame (warm from its last trial at the same rate point)
-                out = self._run(slot, positions, rgbs, fidx, pts, batch, inits, k == 0)
+                        inits[i] = FrameInit(lmbda=lam)
+                # every trial is a plain encode at its lambda (module docstring, step 2)
+                out = self._run(slot, positions, rgbs, fidx, pts, batch, inits, True)
                 got = dict(zip(positions, out, strict=True))
                 for g in gs:
                     frames = [got[i] for i in groups[g]]
                     for i, f in zip(groups[g], frames, strict=True):
                         spent[i] += f.stats.iters
                         spent_s[i] += f.stats.refine_seconds
-                        offsets[i] = f.offset
-                        f.offset = None
                     score, q, nbytes = self._measure(frames, goals[g])
                     x = x_next[g][1]  # type: ignore[index]
                     trials[g].append(_Trial(x, slot, score, q, nbytes, frames))

@@ -14,6 +14,8 @@ One module per benchmark, each with its ``add_parser`` and command function:
 * :mod:`~jobs.bench.all`: models, rd and speed in one run.
 * :mod:`~jobs.bench.defaults`: refinement recipes and the CLI's default on the shared clips
   with inter coding: RD cost against encode time.
+* :mod:`~jobs.bench.target`: rate control (``--target-psnr``) against the fixed rate points
+  on the shared clips: targets hit, BD-rate, search cost (:mod:`~jobs.bench.target_report`).
 * :mod:`~jobs.bench.startup`: how long ``relatent --help`` and ``relatent info`` take to
   start, in this checkout and others.
 
@@ -32,7 +34,7 @@ __all__ = ["add_parser"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``bench`` and every benchmark under it on the CLI's subcommands ``sub``."""
     from jobs.bench import all as bench_all
-    from jobs.bench import defaults, gop, models, pipeline, rd, speed, startup
+    from jobs.bench import defaults, gop, models, pipeline, rd, speed, startup, target
 
     p = sub.add_parser(
         "bench", help="benchmarks that write JSON, Markdown and plots to docs/benchmarks"
@@ -46,3 +48,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     startup.add_parser(bsub)
     gop.add_parser(bsub)
     defaults.add_parser(bsub)
+    target.add_parser(bsub)
