@@ -93,6 +93,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     add_video_stream_option(p)
     p.add_argument(
+        "--vmaf",
+        action="store_true",
+        help="also print the VMAF of the coded frames against the source (mean, lowest; "
+        "libvmaf through imageio-ffmpeg, offline: relatent vmaf)",
+    )
+    p.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress bar (none is drawn when stderr is not a terminal)",
@@ -199,6 +205,13 @@ def cmd_encode(a: argparse.Namespace) -> int:
     )
     if refine.target is not None:
         print(target_line(refine, summary.frames, summary.header))
+    if a.vmaf:
+        from pipeline.vmaf import stream_vmaf
+
+        v = stream_vmaf(a.dst, a.src, device=a.device)
+        print(
+            f"vmaf        mean {v.mean:.2f}, lowest {v.min:.2f} (frame {v.min_frame}), vmaf_v0.6.1"
+        )
     if summary.carry is not None:
         c = summary.carry
         print(

