@@ -16,11 +16,15 @@ command's own option definitions; ``--iters`` replaces the iterations for quick 
    (:func:`pipeline.ratecontrol.make_encoder` over
    :func:`~pipeline.ratecontrol.rate_point_models`), timed, with every GOP's
    :class:`~pipeline.ratecontrol.GopOutcome` (rate point, lambda, achieved mean PSNR,
-   bytes, trials, iterations).
+   bytes, trials, iterations);
+3. **bitrates** (:mod:`jobs.bench.target_kbps`; clips ``--kbps-clips``, default all): the
+   midpoints of the fixed encodes' kb/s (at the clip's frame rate) of the same pairs,
+   rounded to 0.1 kb/s, each coded with ``target_kbps`` (the first pass, then the encode):
+   one item per whole encode, released with the clip's targets.
 
-Both go through :func:`pipeline.codec.encode_frames` (the path of ``relatent encode``,
+All go through :func:`pipeline.codec.encode_frames` (the path of ``relatent encode``,
 frames in coding order with their own indices, batch :data:`jobs.bench.rd_video.BATCH`).
-An item is one GOP of one encode (GOPs are coded independently, as a transcode's shards
+A fixed or target item is one GOP of one encode (GOPs are coded independently, as a transcode's shards
 are, so the bytes are those of the whole encode; its wall time is the sum of its GOPs'),
 one item per process (``--jobs``, one torch thread each); a clip's target items start as
 soon as the fixed items they need are measured (costliest ready item first). Every
@@ -37,6 +41,10 @@ The analysis and the report (:mod:`jobs.bench.target_report`): the share of GOPs
 curve (per clip and pooled), and the search cost (wall time, CPU time and refinement
 iterations of each targeted encode over the fixed encode of the rate point it mostly
 chose, and the trials per GOP). Writes ``target.json``, ``target.md`` and ``target.png`` under ``--out``.
+
+Target and bitrate items' cache keys carry :func:`rate_control_stamp` (the rate-control
+version and a hash of ``pipeline/ratecontrol.py``): a changed search never reuses them,
+while the fixed items stay valid.
 """
 
 from __future__ import annotations
@@ -65,11 +73,14 @@ __all__ = [
     "base_config",
     "cmd_target",
     "encode_task",
+    "frame_records",
     "item_key",
     "load_cache",
     "merge",
+    "rate_control_stamp",
     "run",
     "targets_from_fixed",
+    "trace_trials",
 ]
 
 #: Consecutive frames per clip by default: two GOPs of the CLI's default GOP (16).
@@ -113,14 +124,41 @@ def targets_from_fixed(
     return out
 
 
+def rate_control_stamp() -> str:
+    """What identifies the rate-control code: :data:`pipeline.config.RATE_CONTROL_VERSION`
+    and the first 12 hex digits of the sha256 of ``pipeline/ratecontrol.py``'s source (a
+    change to the search invalidates the cached target and bitrate items)."""
+    global _STAMP
+    if _STAMP is None:
+        import hashlib
+
+        import pipeline
+        from pipeline.config import RATE_CONTROL_VERSION
+
+        src = (Path(pipeline.__file__).parent / "ratecontrol.py").read_bytes()
+        _STAMP = f"rc{RATE_CONTROL_VERSION}-{hashlib.sha256(src).hexdigest()[:12]}"
+    return _STAMP
+
+
+_STAMP: str | None = None
+
+
 def item_key(task: dict[str, Any]) -> str:
-    """The cache key of an item: clip, kind, rate point or target, config hash, the GOP's
-    frame range and the frame size (the same key means the same encode: GOPs are coded
-    independently of each other, as the shards of a transcode are)."""
-    what = f"q{task['quality']}" if task["kind"] == "fixed" else f"t{task['target']:.1f}"
+    """The cache key of an item: clip, kind, rate point, target or bitrate, config hash, the
+    GOP's (or the bitrate encode's) frame range and the frame size (the same key means the
+    same encode: GOPs are coded independently of each other, as the shards of a transcode
+    are), and for targets and bitrates the :func:`rate_control_stamp` (and the frame
+    rate)."""
+    kind = task["kind"]
+    if kind == "fixed":
+        what = f"q{task['quality']}"
+    elif kind == "target":
+        what = f"t{task['target']:.1f}|{rate_control_stamp()}"
+    else:
+        what = f"k{task['kbps']:.1f}@{task['fps']:.4f}|{rate_control_stamp()}"
     h, w = task["frames"][0].shape[:2]
     span = f"{task['start']}-{task['start'] + len(task['frames']) - 1}"
-    return f"{task['clip']}|{task['kind']}|{what}|{task['config'].hash()}|{span}|{h}x{w}"
+    return f"{task['clip']}|{kind}|{what}|{task['config'].hash()}|{span}|{h}x{w}"
 
 
 def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -171,6 +209,10 @@ def encode_task(task: dict[str, Any]) -> dict[str, Any]:
 
     if not _MODELS:
         _MODELS.extend(rate_point_models())
+    if task["kind"] == "kbps":
+        from jobs.bench.target_kbps import encode_kbps
+
+        return encode_kbps(task, _MODELS)
     frames = task["frames"]
     h, w = frames[0].shape[:2]
     trace: list[dict[str, Any]] = []
@@ -182,11 +224,33 @@ def encode_task(task: dict[str, Any]) -> dict[str, Any]:
         else:
             cfg = dataclasses.replace(task["config"], target_psnr=task["target"])
             enc = make_encoder(_MODELS, cfg)
-            trace = _trace_trials(enc, task["gop"])
+            trace = trace_trials(enc, task["gop"])
         coded = ((f, i, i) for i, f in enumerate(frames, task["start"]))
         out = list(encode_frames(enc, coded, task["batch"]))
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    recs = [
+    rec = {
+        "clip": task["clip"],
+        "kind": task["kind"],
+        "quality": task.get("quality"),
+        "target": task.get("target"),
+        "pair": task.get("pair"),
+        "start": task["start"],
+        "size": [h, w],
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "frames": frame_records(out, task, h, w),
+    }
+    if task["kind"] == "target":
+        rec["outcomes"] = [dataclasses.asdict(o) for o in enc.outcomes]
+        rec["trials"] = trace
+    return rec
+
+
+def frame_records(out: list[Any], task: dict[str, Any], h: int, w: int) -> list[dict[str, Any]]:
+    """The per-frame records of an encode's frames ``out`` (``task``: its ``gop`` and, for a
+    fixed encode, ``quality``): index, GOP, bytes, bpp, RGB PSNR, frame type, iterations,
+    rate point and lambda."""
+    return [
         {
             "index": int(e.stats.index),
             "gop": int(e.stats.index) // task["gop"],
@@ -202,25 +266,9 @@ def encode_task(task: dict[str, Any]) -> dict[str, Any]:
         }
         for e in out
     ]
-    rec = {
-        "clip": task["clip"],
-        "kind": task["kind"],
-        "quality": task.get("quality"),
-        "target": task.get("target"),
-        "pair": task.get("pair"),
-        "start": task["start"],
-        "size": [h, w],
-        "seconds": seconds,
-        "cpu_seconds": cpu,
-        "frames": recs,
-    }
-    if task["kind"] == "target":
-        rec["outcomes"] = [dataclasses.asdict(o) for o in enc.outcomes]
-        rec["trials"] = trace
-    return rec
 
 
-def _trace_trials(enc: Any, gop: int) -> list[dict[str, Any]]:
+def trace_trials(enc: Any, gop: int) -> list[dict[str, Any]]:
     """Record every trial of a :class:`~pipeline.ratecontrol.RateController` (per GOP: rate
     point, lambda, mean RGB PSNR, bytes, iterations) by wrapping its private ``_run`` (the
     one call that codes a trial); an empty list, and nothing wrapped, when it has none.
@@ -263,13 +311,12 @@ def _trace_trials(enc: Any, gop: int) -> list[dict[str, Any]]:
 
 def _cost(task: dict[str, Any]) -> float:
     """Relative cost of an item: pixels x (iterations + 1), times :data:`TRIAL_GUESS` for a
-    target (its trials) plus its unrefined passes at every rate point."""
+    target or a bitrate (its trials) plus its unrefined passes at every rate point."""
     h, w = task["frames"][0].shape[:2]
     px = len(task["frames"]) * h * w
     it = (task["config"].iters if task["config"].active else 0) + 1
-    return px * it * (TRIAL_GUESS if task["kind"] == "target" else 1.0) + (
-        5 * px if task["kind"] == "target" else 0
-    )
+    searched = task["kind"] != "fixed"
+    return px * it * (TRIAL_GUESS if searched else 1.0) + (5 * px if searched else 0)
 
 
 def _schedule(
@@ -358,9 +405,13 @@ def run(
     cache: Path | None = DEFAULT_CACHE,
     fresh: bool = False,
     log: Any = print,
+    kbps_clips: list[str] | None = None,
 ) -> dict[str, Any] | None:
     """Measure every available clip (see the module docstring), write the result files and
     return the results dict; None (nothing written) when no shared clip is present.
+
+    ``kbps_clips``: the clips of the bitrate section (default None: every clip measured;
+    an empty list: none).
 
     Raises:
         ConfigError: ``frames`` or ``iters`` < 1, or an unknown clip label.
@@ -372,7 +423,7 @@ def run(
     if frames < 1:
         raise ConfigError(f"--frames {frames} must be at least 1", hint="e.g. 32")
     labels = [c[0] for c in CLIPS]
-    for c in clips or []:
+    for c in [*(clips or []), *(kbps_clips or [])]:
         if c not in labels:
             raise ConfigError(
                 f"--clips: unknown clip {c!r}", hint=f"use some of {' '.join(labels)}"
@@ -403,6 +454,7 @@ def run(
             "size": [h, w],
             "native_size": [info.height, info.width],
             "frames": len(imgs),
+            "fps": float(info.frame_rate),
         }
     if not meta:
         log(f"bench target: no shared clip under {video}; nothing measured")
@@ -435,12 +487,42 @@ def run(
             fr = [f for r in recs for f in r["frames"]]
             if kind == "fixed":
                 means[q] = sum(f["psnr"] for f in fr) / len(fr)
-        return [x for t in targets_from_fixed(means, pairs) for x in tasks(clip, "target", **t)]
+        out = [x for t in targets_from_fixed(means, pairs) for x in tasks(clip, "target", **t)]
+        if clip in kbps_set:
+            out += kbps_tasks(clip)
+        return out
 
+    def kbps_tasks(clip: str) -> list[dict[str, Any]]:
+        """One item per bitrate: the whole encode (its first pass needs every frame)."""
+        from jobs.bench.target_kbps import kbps_of, kbps_targets
+
+        fps = meta[clip]["fps"]
+        rates = {}
+        for (kind, q), recs in parts[clip].items():
+            fr = [f for r in recs for f in r["frames"]]
+            if kind == "fixed":
+                rates[q] = kbps_of(sum(f["bytes"] for f in fr), len(fr), fps)
+        return [
+            {
+                "clip": clip,
+                "kind": "kbps",
+                "config": base,
+                "start": 0,
+                "frames": imgs_of[clip],
+                "batch": BATCH,
+                "gop": base.gop,
+                "fps": fps,
+                **t,
+            }
+            for t in kbps_targets(rates, pairs)
+        ]
+
+    kbps_set = [c for c in meta if kbps_clips is None or c in kbps_clips]
     args = {
         "frames": frames,
         "long_side": long_side,
         "clips": list(meta),
+        "kbps_clips": kbps_set,
         "jobs": jobs,
         "iters": base.iters,
         "pairs": [list(p) for p in pairs],
@@ -451,9 +533,13 @@ def run(
     total = sum(_cost(t) for t in fixed) + sum(
         _cost(t) * len(pairs) for c in meta for t in tasks(c, "target", target=30.0)
     )
+    total += sum(
+        _cost({"kind": "kbps", "config": base, "frames": imgs_of[c]}) * len(pairs) for c in kbps_set
+    )
     log(
         f"bench target: {len(meta)} clips x {frames} frames (GOP {base.gop}), "
-        f"{len(qualities)} rate points + {len(pairs)} targets each, {base.method} "
+        f"{len(qualities)} rate points + {len(pairs)} targets each"
+        f" + {len(pairs)} bitrates on {len(kbps_set)} clips, {base.method} "
         f"{base.iters} it, {jobs} processes"
         + (f"; {len(items)} cached items in {cache}" if items else "")
     )
@@ -463,7 +549,11 @@ def run(
 
     def done(t: dict[str, Any], rec: dict[str, Any], cached: bool) -> None:
         key = item_key(t)
-        label = t["quality"] if t["kind"] == "fixed" else f"{t['target']:.1f}"
+        label = {
+            "fixed": lambda: t["quality"],
+            "target": lambda: f"{t['target']:.1f}",
+            "kbps": lambda: f"{t['kbps']:.1f}",
+        }[t["kind"]]()
         parts[t["clip"]].setdefault((t["kind"], label), []).append(rec)
         spent[0] += _cost(t)
         n_items[0] += 1
@@ -472,10 +562,21 @@ def run(
             items[key] = rec
             bl.write_json(cache, {"version": CACHE_VERSION, "items": items})
         el = time.perf_counter() - t0
-        what = f"q{t['quality']}" if t["kind"] == "fixed" else f"target {t['target']:.1f} dB"
+        what = {
+            "fixed": lambda: f"q{t['quality']}",
+            "target": lambda: f"target {t['target']:.1f} dB",
+            "kbps": lambda: f"target {t['kbps']:.1f} kb/s",
+        }[t["kind"]]()
         n = len(rec["frames"])
         extra = ""
-        if t["kind"] == "target":
+        if t["kind"] == "kbps":
+            from jobs.bench.target_kbps import kbps_of
+
+            got = kbps_of(sum(f["bytes"] for f in rec["frames"]), n, t["fps"])
+            extra = f" | {got:.2f} kb/s ({100 * (got / t['kbps'] - 1):+.2f}%), " + ", ".join(
+                f"q{o['rate_point']} {o['trials']} trials" for o in rec["outcomes"]
+            )
+        elif t["kind"] == "target":
             extra = " | " + ", ".join(
                 f"q{o['rate_point']} lambda {o['lmbda']:.4g} {o['score']:.2f} dB, "
                 f"{o['trials']} trials"
@@ -499,6 +600,7 @@ def run(
         c: {
             "fixed": {q: merge(r) for (k, q), r in ps.items() if k == "fixed"},
             "target": {q: merge(r) for (k, q), r in ps.items() if k == "target"},
+            "kbps": {q: r[0] for (k, q), r in ps.items() if k == "kbps"},
         }
         for c, ps in parts.items()
     }
@@ -512,13 +614,15 @@ def run(
         "arch": arch,
         "qualities": qualities,
         "pairs": [list(p) for p in pairs],
+        "rate_control": rate_control_stamp(),
+        "kbps_clips": kbps_set,
         "clips": meta,
         "jobs": jobs,
         "minutes": (time.perf_counter() - t0) / 60,
         "items": n_items[0],
         "cached_items": n_cached[0],
         "iters_option": iters,
-        "command": _command(frames, long_side, clips, jobs, iters),
+        "command": _command(frames, long_side, clips, jobs, iters, kbps_clips),
         **analyse(raw, base.gop),
     }
     results["provenance"] = prov
@@ -528,7 +632,12 @@ def run(
 
 
 def _command(
-    frames: int, long_side: int | None, clips: list[str] | None, jobs: int, iters: int | None
+    frames: int,
+    long_side: int | None,
+    clips: list[str] | None,
+    jobs: int,
+    iters: int | None,
+    kbps_clips: list[str] | None = None,
 ) -> str:
     """The ``relatent bench target`` command line of a run (options that differ from their
     defaults, and ``--jobs``)."""
@@ -541,6 +650,8 @@ def _command(
         parts.append("--clips " + " ".join(clips))
     if iters is not None:
         parts.append(f"--iters {iters}")
+    if kbps_clips is not None:
+        parts.append("--kbps-clips" + "".join(f" {c}" for c in kbps_clips))
     parts.append(f"--jobs {jobs}")
     return " ".join(parts)
 
@@ -586,6 +697,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="refinement iterations per frame (default: the CLI's; fewer for a quick look)",
     )
+    p.add_argument(
+        "--kbps-clips",
+        nargs="*",
+        default=None,
+        choices=[c[0] for c in CLIPS],
+        help="clips of the bitrate (--target-kbps) section (default: every clip run; "
+        "none: no bitrate section)",
+    )
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument(
         "--cache",
@@ -615,7 +734,18 @@ def cmd_target(a: argparse.Namespace) -> int:
         rerender(a.out)
         print(f"wrote {a.out / 'target.md'}")
         return 0
-    res = run(a.video, a.out, a.frames, a.long_side, a.clips, a.jobs, a.iters, a.cache, a.fresh)
+    res = run(
+        a.video,
+        a.out,
+        a.frames,
+        a.long_side,
+        a.clips,
+        a.jobs,
+        a.iters,
+        a.cache,
+        a.fresh,
+        kbps_clips=a.kbps_clips,
+    )
     if res is not None:
         print(f"wrote {a.out / 'target.md'}")
     return 0

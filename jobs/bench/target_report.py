@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.bench import lib as bl
+from jobs.bench.target_kbps import analyse_kbps, markdown_kbps, plot_kbps
 
 __all__ = [
     "GOAL_SHARE",
@@ -81,6 +82,15 @@ def _gop_means(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "bytes": sum(f["bytes"] for f in fs),
         }
         for g, fs in sorted(by.items())
+    ]
+
+
+def pooled_points(frames: dict[Any, list[dict[str, Any]]], key: str) -> list[dict[str, Any]]:
+    """One RD point per key (sorted): the mean bpp and mean PSNR over every frame of every
+    clip coded with it (the pooled curve)."""
+    return [
+        {key: k, "bpp": _mean([f["bpp"] for f in fs]), "psnr": _mean([f["psnr"] for f in fs])}
+        for k, fs in sorted(frames.items())
     ]
 
 
@@ -206,7 +216,8 @@ def analyse(raw: dict[str, dict[str, Any]], gop: int) -> dict[str, Any]:
     """The results of a run (``raw``: clip -> ``fixed`` (quality -> record) and ``target``
     (target label -> record), records of :func:`jobs.bench.target.encode_task`): see the
     module docstring. Returns ``per_clip``, ``pooled``, ``windows`` (overall and per clip),
-    ``bd_rate`` and ``search_cost``."""
+    ``bd_rate``, ``search_cost`` and ``kbps`` (the bitrate streams of ``raw``'s ``kbps``:
+    :func:`jobs.bench.target_kbps.analyse_kbps`)."""
     per_clip: dict[str, dict[str, Any]] = {}
     frames_fixed: dict[int, list[dict[str, Any]]] = {}
     frames_target: dict[int, list[dict[str, Any]]] = {}
@@ -235,14 +246,8 @@ def analyse(raw: dict[str, dict[str, Any]], gop: int) -> dict[str, Any]:
             "cpu_ratio_geomean": geomean([t["cpu_ratio"] for t in targets]),
             "iters_ratio_geomean": geomean([t["iters_ratio"] for t in targets]),
         }
-    pooled_fixed = [
-        {"quality": q, "bpp": _mean([f["bpp"] for f in fs]), "psnr": _mean([f["psnr"] for f in fs])}
-        for q, fs in sorted(frames_fixed.items())
-    ]
-    pooled_target = [
-        {"point": k, "bpp": _mean([f["bpp"] for f in fs]), "psnr": _mean([f["psnr"] for f in fs])}
-        for k, fs in sorted(frames_target.items())
-    ]
+    pooled_fixed = pooled_points(frames_fixed, "quality")
+    pooled_target = pooled_points(frames_target, "point")
     encodes = [t for v in per_clip.values() for t in v["targets"]]
     return {
         "per_clip": per_clip,
@@ -262,6 +267,7 @@ def analyse(raw: dict[str, dict[str, Any]], gop: int) -> dict[str, Any]:
             if all_gops
             else None,
         },
+        "kbps": analyse_kbps(raw, {c: v["fixed"] for c, v in per_clip.items()}),
         "gop_size": gop,
     }
 
@@ -310,7 +316,8 @@ def markdown(results: dict[str, Any]) -> str:
     w, bd, sc = results["windows"], results["bd_rate"], results["search_cost"]
     cfg = results["config"]
     per = results["per_clip"]
-    lines = ["# Rate control: `relatent encode --target-psnr`", ""]
+    kbps_head, kbps_lines = markdown_kbps(results)
+    lines = ["# Rate control: `relatent encode --target-psnr` and `--target-kbps`", ""]
     lines += [*bl.provenance_md(results["provenance"]), ""]
     lines += [
         f"Command: `{results['command']}` ({results['minutes']:.0f} min on this machine"
@@ -365,6 +372,7 @@ def markdown(results: dict[str, Any]) -> str:
         + f"), wall time {_f(sc['time_ratio_geomean'], '.2f')}x, refinement iterations {_f(sc['iters_ratio_geomean'], '.2f')}x (geometric mean), "
         f"{_f(sc['trials_per_gop_mean'], '.2f')} trials per GOP on average (count of GOPs by "
         f"trials: {', '.join(f'{k}: {v}' for k, v in w['trials'].items())}).",
+        *kbps_head,
         "",
         "## Fixed quality (every shipped rate point)",
         "",
@@ -440,9 +448,9 @@ def markdown(results: dict[str, Any]) -> str:
          "CPU vs fixed (geo)", "wall vs fixed (geo)", "iterations vs fixed (geo)"],
         rows,
     )  # fmt: skip
+    lines += ["", *kbps_lines]
     lines += [
-        "",
-        "![Fixed RD curves with the target points, and each GOP's error](target.png)",
+        "![Fixed RD curves with the target and bitrate points, and each GOP's error](target.png)",
         "",
     ]
     return "\n".join(lines)
@@ -514,6 +522,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
         )
         for t in ts:
             ax.axhline(t["target"], color="C3", lw=0.5, ls=":")
+        plot_kbps(ax, (results.get("kbps") or {}).get("per_clip", {}).get(c))
         ax.set_title(f"{c} (BD-rate {bl.fmt_pct(v['bd_rate_pct'])})", fontsize=9)
         ax.set_xlabel("bpp (packet bytes)")
         ax.grid(alpha=0.3)
@@ -545,7 +554,13 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
     fig.suptitle(
         f"--target-psnr on {results['frames']} frames per clip: "
         f"{results['windows'].get('in_window', 0)}/{results['windows'].get('gops', 0)} GOPs in "
-        f"[T, T+{WINDOW_DB}], pooled BD-rate {bl.fmt_pct(results['bd_rate']['pooled'])}",
+        f"[T, T+{WINDOW_DB}], pooled BD-rate {bl.fmt_pct(results['bd_rate']['pooled'])}"
+        + (
+            f"; --target-kbps: {k['within']}/{k['streams']} streams within ±5%, pooled BD-rate "
+            f"{bl.fmt_pct(k['bd_rate']['pooled'])}"
+            if (k := results.get("kbps")) and k.get("streams")
+            else ""
+        ),
         fontsize=10,
     )
     fig.tight_layout()

@@ -17,6 +17,7 @@ from jobs.bench import target
 from jobs.bench import target_report as tr
 from jobs.bench.gop import CLIPS
 from jobs.bench.pipeline import synthetic_clip
+from jobs.bench.target_kbps import kbps_of, kbps_targets, markdown_kbps
 from pipeline.config import RefineConfig
 from pipeline.models import load_cards
 from tests.jobs.bench.helpers import log_linear
@@ -114,6 +115,11 @@ def test_gop_items_merge_into_one_encode_and_have_distinct_keys() -> None:
     assert k0 != target.item_key(base | {"frames": [img] * 16, "quality": 4})
     t = base | {"kind": "target", "target": 29.3, "frames": [img] * 16}
     assert "t29.3" in target.item_key(t) and k0 != target.item_key(t)
+    # targets and bitrates are keyed by the rate-control code (a changed search is rerun)
+    stamp = target.rate_control_stamp()
+    assert stamp.startswith("rc") and stamp in target.item_key(t) and stamp not in k0
+    kb = base | {"kind": "kbps", "kbps": 104.0, "fps": 30.0, "frames": [img] * 16}
+    assert "k104.0" in target.item_key(kb) and stamp in target.item_key(kb)
 
 
 def test_analysis_counts_windows_bd_rate_and_search_cost() -> None:
@@ -164,6 +170,86 @@ def test_analysis_counts_windows_bd_rate_and_search_cost() -> None:
     assert len(res["pooled"]["target"]) == 3
 
 
+def kbps_records(errors_pct: list[float], qs: list[tuple[int, int]]) -> dict[str, Any]:
+    """A clip's three bitrate encodes (4 frames at 25 fps, so kb/s = 0.2 x bytes per frame):
+    targets 100, 200 and 300 kb/s coded ``errors_pct`` off, 5% below the fixed curve of
+    :func:`raw_clip` at the quality targets' PSNRs, GOPs at the rate points ``qs`` (2 and 3
+    trials), 30 s of wall time and 16 s of CPU time."""
+    out = {}
+    for k, (lo, hi) in enumerate(target.PAIRS):
+        t = round((log_linear(RATES[lo]) + log_linear(RATES[hi])) / 2, 1)
+        r = 2 ** ((t + 0.2 - 40.0) / 6.0)
+        goal = 100.0 * (k + 1)
+        fr = frames(0.95 * r, t + 0.2, qs[k][0], 125)
+        for f in fr:
+            f["bytes"] = round(5 * goal * (1 + errors_pct[k] / 100))
+        out[f"{goal:.1f}"] = {
+            "kbps": goal,
+            "pair": [lo, hi],
+            "fps": 25.0,
+            "seconds": 30.0,
+            "cpu_seconds": 16.0,
+            "first_pass_seconds": 1.5,
+            "budgets": [1000 * (k + 1)] * 2,
+            "frames": fr,
+            "outcomes": [
+                outcome(0, qs[k][0], t + 0.2, 2, 250),
+                outcome(GOP, qs[k][1], t + 0.2, 3, 250),
+            ],
+        }
+    return out
+
+
+def test_kbps_targets_errors_and_bd_rate() -> None:
+    assert kbps_of(1000, 25, 25.0) == 8.0  # 1000 bytes in one second
+    assert kbps_targets({1: 10.0, 2: 20.04, 3: 30.0, 4: 41.0, 5: 50.0}, target.PAIRS) == [
+        {"kbps": 15.0, "pair": [1, 2]},
+        {"kbps": 25.0, "pair": [2, 3]},
+        {"kbps": 35.5, "pair": [3, 4]},
+    ]
+    assert kbps_targets({1: 10.0, 3: 30.0}, target.PAIRS) == []
+    raw = {"a": raw_clip([(0.1, 0.2)] * 3, [(2, 2), (3, 3), (4, 4)])}
+    raw["a"]["kbps"] = kbps_records([-2.0, -6.0, 1.0], [(2, 2), (2, 3), (4, 3)])
+    raw["b"] = raw_clip([(0.1, 0.2)] * 3, [(2, 2), (3, 3), (4, 4)])
+    raw["b"]["kbps"] = kbps_records([0.0, -5.0, -4.0], [(2, 2), (3, 3), (3, 4)])
+    raw["c"] = raw_clip([(0.1, 0.2)] * 3, [(2, 2), (3, 3), (4, 4)])  # no bitrate encodes
+    k = tr.analyse(raw, GOP)["kbps"]
+    assert list(k["per_clip"]) == ["a", "b"] and k["streams"] == 6
+    a = k["per_clip"]["a"]["streams"]
+    assert [s["kbps"] for s in a] == [100.0, 200.0, 300.0]
+    assert [s["achieved_kbps"] for s in a] == pytest.approx([98.0, 188.0, 303.0])
+    assert [s["error_pct"] for s in a] == pytest.approx([-2.0, -6.0, 1.0])
+    assert [s["within"] for s in a] == [True, False, True]
+    assert [s["in_design"] for s in a] == [True, False, False]
+    # the edges count: -5% is within and in the design's window, 0% too
+    b = k["per_clip"]["b"]["streams"]
+    assert all(s["within"] and s["in_design"] for s in b)
+    assert (k["within"], k["in_design"], k["goal_met"]) == (5, 4, False)
+    assert k["error_pct_max_abs"] == pytest.approx(6.0)
+    assert k["error_pct_mean"] == pytest.approx((-2 - 6 + 1 + 0 - 5 - 4) / 6)
+    # rate points, trials, the first pass, CPU time over the fixed encode of the main one
+    assert [s["rate_points"] for s in a] == [[2], [2, 3], [3, 4]]
+    assert [s["main_rate_point"] for s in a] == [2, 2, 3]
+    assert a[0]["trials"] == [2, 3] and a[0]["trials_mean"] == 2.5 and a[0]["iters"] == 500
+    assert a[0]["cpu_ratio"] == 2.0 and a[0]["first_pass_seconds"] == 1.5
+    assert a[0]["budget_bytes"] == 2000 and k["trials_per_gop_mean"] == 2.5
+    assert k["cpu_ratio_geomean"] == pytest.approx(2.0)
+    # 5% fewer bits at equal PSNR on a curve linear in log-rate: exactly -5%
+    assert a[0]["rate_change_pct"] == pytest.approx(-5.0, abs=1e-6)
+    assert k["per_clip"]["a"]["bd_rate_pct"] == pytest.approx(-5.0, abs=1e-3)
+    assert k["bd_rate"]["mean_over_clips"] == pytest.approx(-5.0, abs=1e-3)
+    assert k["bd_rate"]["pooled"] == pytest.approx(-5.0, abs=1e-3)
+    assert len(k["pooled"]["kbps"]) == 3 and len(k["pooled"]["fixed"]) == 5
+    # the fixed encodes' kb/s: 4 frames of 100 bytes at 25 fps
+    assert k["per_clip"]["a"]["fixed_kbps"] == pytest.approx({q: 20.0 for q in RATES})
+    # the report: the headline and a row per stream
+    res = {"kbps": k, "pairs": [list(p) for p in target.PAIRS]}
+    head, lines = markdown_kbps(res)
+    assert "streams within ±5%: **5 of 6**" in head[0] and "-6.0%" in head[0]
+    assert sum(line.startswith("| a |") for line in lines) == 3 + 1  # streams + BD row
+    assert markdown_kbps({"kbps": tr.analyse({"c": raw["c"]}, GOP)["kbps"]}) == ([], [])
+
+
 def test_shares_and_geomeans_of_nothing() -> None:
     assert tr.window_shares([])["gops"] == 0 and tr.geomean([]) is None
     assert tr.geomean([2.0, 8.0, None]) == pytest.approx(4.0)  # type: ignore[list-item]
@@ -198,8 +284,21 @@ def test_bench_target_on_a_clip_resumes_from_its_cache(tmp_path: Path) -> None:
             for x in g["search"]
         )
         assert t["time_ratio"] > 0 and t["iters_ratio"] > 0 and t["cpu_ratio"] > 0
-    assert saved["windows"]["gops"] == 3 and saved["items"] == 5 + 3 and saved["cached_items"] == 0
-    assert "relatent bench target --frames 2" in (out / "target.md").read_text()
+    assert saved["windows"]["gops"] == 3 and saved["items"] == 5 + 3 + 3
+    assert saved["cached_items"] == 0
+    # the bitrates: the midpoints of the fixed encodes' kb/s, each one whole encode
+    k = saved["kbps"]["per_clip"]["carphone"]
+    fps = saved["clips"]["carphone"]["fps"]
+    rates = {int(q): kbps_of(f["bytes"], 2, fps) for q, f in c["fixed"].items()}
+    assert [s["kbps"] for s in k["streams"]] == [
+        t["kbps"] for t in kbps_targets(rates, target.PAIRS)
+    ]
+    for s in k["streams"]:
+        assert s["achieved_kbps"] == pytest.approx(kbps_of(s["bytes"], 2, fps))
+        assert len(s["gops"]) == 1 and s["seconds"] >= s["first_pass_seconds"] > 0
+    assert saved["kbps"]["streams"] == 3
+    md = (out / "target.md").read_text()
+    assert "relatent bench target --frames 2" in md and "streams within ±5%" in md
     assert (out / "target.png").stat().st_size > 0
     # the report alone, from the encodes stored in target.json: the same numbers
     tr.rerender(out)
@@ -208,6 +307,7 @@ def test_bench_target_on_a_clip_resumes_from_its_cache(tmp_path: Path) -> None:
     assert rewritten["per_clip"] == saved["per_clip"]
     # a rerun takes every item from the cache: the same numbers
     again = target.run(video, tmp_path / "again", log=lambda _: None, **kw)
-    assert again is not None and again["cached_items"] == again["items"] == 8
+    assert again is not None and again["cached_items"] == again["items"] == 11
+    assert again["kbps"]["per_clip"] == res["kbps"]["per_clip"]
     assert again["per_clip"]["carphone"]["targets"] == res["per_clip"]["carphone"]["targets"]
     assert target.run(tmp_path / "none", out, log=lambda _: None, **kw) is None
