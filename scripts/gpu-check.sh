@@ -5,7 +5,8 @@
 #   2. `relatent bench speed` on CUDA (short protocol);
 #   3. a stream with a GOP encoded on the GPU (refined, P frames) decodes on the CPU: the
 #      decoder checks every frame's symbols CRC, so success means bit-identical latents;
-#      the decoded frames are compared with a CPU encode's (8-bit values within 1 LSB).
+#      the decoded frames are compared with a CPU encode's (8-bit values within 1 LSB);
+#   4. the same for a rate-controlled stream (--target-psnr: several rate points, version 4).
 # Copy what it prints into docs/benchmarks/gpu.md with the date and the device.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,4 +52,9 @@ print("frames whose latents equal the CPU encode's:", sum(same), "of", len(same)
 a = [f.rgb for f in read_frames(f"{out}/gpu.y4m")]
 print("GPU stream decoded on the CPU:", len(a), "frames, symbols CRC verified for every frame")
 PY
+echo "== 4. a rate-controlled stream (format version 4: a rate point per GOP) from the GPU, decoded on the CPU"
+timeout 150 $RL encode "$SRC" "$OUT/gpu-target.rlv" --device cuda --refine sga --iters 5 --gop 3 \
+  --target-psnr 24 --no-progress 2>&1 | tail -2
+timeout 120 $RL decode "$OUT/gpu-target.rlv" "$OUT/gpu-target.y4m" --device cpu --no-progress  # CRC-checked latents
+$RL info "$OUT/gpu-target.rlv" --frames | tail -n +1 | head -20
 echo "gpu-check: done"
