@@ -1,17 +1,19 @@
-"""Rate control: encode each GOP to a quality target with fixed models.
+"""Rate control: encode each GOP to a quality or a bitrate target with fixed models.
 
 Refinement minimises ``R + lambda * D`` (:mod:`pipeline.refine`). A lambda other than the
 model's moves a frame along its rate-distortion curve with the networks and the decoder
-unchanged, so a target quality (``--target-psnr``, ``--target-msssim``) is met by choosing,
-per GOP, one of the shipped rate points (models) and a continuous lambda.
+unchanged, so a target (``--target-psnr``, ``--target-msssim``, ``--target-kbps``) is met
+by choosing, per GOP, one of the shipped rate points (models) and a continuous lambda.
 
-The search (docs/ratecontrol.md) runs on one axis, ``log lambda``: each lambda is coded by
-the rate point of the lowest own lambda at or above it, so one monotone search covers every
-rate point, and a rate point is only ever refined towards fewer bits. (Measured on carphone,
-16 frames: the q3 model refined at half its lambda coded 29.96 dB in 3% fewer bits than
-the q2-q3 curve of the rate points at their own lambdas, and at a quarter as few as the q2
-model; at twice its lambda it needed 7% more bits than the q3-q4 curve.) Per GOP, with every frame of the GOP coded for real (actual bytes, actual
-PSNR/MS-SSIM of the decoded frames):
+The search (docs/ratecontrol.md) moves each rate point's lambda between a quarter of its
+own and its own (above it only as a last resort), and moves to the next rate point past
+that, so a rate point is refined towards fewer bits. (Measured on carphone, 16 frames: the
+q3 model refined at half its lambda coded 29.96 dB in 3% fewer bits than the q2-q3 curve
+of the rate points at their own lambdas, and at a quarter as few as the q2 model; at twice
+its lambda it needed 7% more bits than the q3-q4 curve.) Per GOP, with every frame of the
+GOP coded for real (actual bytes, actual PSNR/MS-SSIM of the decoded frames); a bitrate is
+first shared out among the GOPs (:func:`plan_bitrate`), and each GOP's search then aims at
+``10 log10(bytes)`` of its share instead of a quality:
 
 1. every frame is analysed and synthesised, unrefined, at every rate point (no refinement,
    a few forward passes); the lowest rate point whose GOP mean, plus the refinement gain
