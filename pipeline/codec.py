@@ -17,7 +17,6 @@ identity then holds per device type."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -177,10 +176,9 @@ class FrameEncoder:
         #: P-frame references: frame index -> its coded symbols, until the next frame used it.
         self._refs: dict[int, np.ndarray] = {}
         #: Set by rate control (:mod:`pipeline.ratecontrol`): flag bits of every packet (its
-        #: rate slot), the rate point in the stats, and offsets kept (the next trial's start).
+        #: rate slot) and the rate point recorded in the stats.
         self.packet_flags = 0
         self.rate_point: int | None = None
-        self.keep_offsets = False
 
     @property
     def models(self) -> list[LoadedModel]:
@@ -410,7 +408,7 @@ class FrameEncoder:
                     [s.loss_end for s in states],
                 )
                 best = self._candidate(latents, refs, frame_indices, pts, FLAG_REFINED, lams)
-                if self.refine.warm_start or self.keep_offsets:
+                if self.refine.warm_start:
                     offsets = [
                         s.offset({k: v[i : i + 1] for k, v in lat0.items()})
                         for i, s in enumerate(states)
@@ -456,7 +454,6 @@ class FrameEncoder:
         frame_indices: Sequence[int],
         pts: Sequence[int],
         batch: int,
-        restarts: Sequence[FrameInit] | None = None,
         lmbdas: Sequence[float | None] | None = None,
     ) -> list[EncodedFrame]:
         """Encode whole grid groups (frames ``i`` with equal ``i // grid``; consecutive,
@@ -468,10 +465,8 @@ class FrameEncoder:
         time), then each group's iterations are shared out by :func:`pipeline.refine.allocate`.
         A frame's bytes depend only on its group, never on the batch or the other groups.
 
-        ``restarts`` (rate control's later trials, :mod:`pipeline.ratecontrol`): how every
-        frame starts instead (its lambda, and the offset and iterations of a restart from an
-        earlier trial); warm-start chains and the budget's probe are then skipped.
-        ``lmbdas``: each frame's own lambda (rate control's first trial); None: the config's."""
+        ``lmbdas``: each frame's own lambda (rate control's trials,
+        :mod:`pipeline.ratecontrol`); None: the config's."""
         cfg = self.refine
         n = len(rgbs)
         if n == 0:
@@ -479,20 +474,11 @@ class FrameEncoder:
         refs = [r if r.dtype == np.uint8 else metrics.to_uint8(r) for r in rgbs]
         fidx = [int(i) for i in frame_indices]
         groups = grid_groups(fidx, cfg.grid)
-        if restarts is not None:
-            warm = [False] * n
-            inits = [dataclasses.replace(r) for r in restarts]
-        else:
-            warm = (
-                warm_flags(refs, fidx, groups, cfg.warm_threshold)
-                if cfg.warm_start
-                else [False] * n
-            )
-            inits = [
-                FrameInit(warm=warm[i], lmbda=None if lmbdas is None else lmbdas[i])
-                for i in range(n)
-            ]
-        if cfg.budget > 0 and restarts is None:
+        warm = warm_flags(refs, fidx, groups, cfg.warm_threshold) if cfg.warm_start else [False] * n
+        inits = [
+            FrameInit(warm=warm[i], lmbda=None if lmbdas is None else lmbdas[i]) for i in range(n)
+        ]
+        if cfg.budget > 0:
             probed: list[FrameState] = []
             for chunk in batched(range(n), batch):
                 probed += self.probe([refs[i] for i in chunk], [fidx[i] for i in chunk])
@@ -532,12 +518,11 @@ class FrameEncoder:
                     results[i] = e
             for i in sel:  # free what the next position no longer needs
                 inits[i] = FrameInit()
-                if pos > 0 and results[i - 1] is not None and not self.keep_offsets:
+                if pos > 0 and results[i - 1] is not None:
                     results[i - 1].offset = None  # type: ignore[union-attr]
         for e in results:
             assert e is not None
-            if not self.keep_offsets:
-                e.offset = None
+            e.offset = None
         return results  # type: ignore[return-value]
 
 

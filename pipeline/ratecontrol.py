@@ -470,8 +470,9 @@ class RateController:
         pts: Sequence[int],
         batch: int,
         inits: Sequence[FrameInit],
-        first: bool,
     ) -> list[EncodedFrame]:
+        """Code the frames at ``positions`` with rate point ``slot``, each at its
+        ``inits[i].lmbda`` (one trial of their GOPs)."""
         enc = self.encoders[slot]
         for i in positions:
             enc._refs.pop(fidx[i], None)
@@ -480,9 +481,7 @@ class RateController:
             [fidx[i] for i in positions],
             [pts[i] for i in positions],
         )
-        if first:
-            return enc.encode_groups(*args, batch, lmbdas=[inits[i].lmbda for i in positions])
-        return enc.encode_groups(*args, batch, restarts=[inits[i] for i in positions])
+        return enc.encode_groups(*args, batch, lmbdas=[inits[i].lmbda for i in positions])
 
     def encode_groups(
         self,
@@ -558,7 +557,7 @@ class RateController:
                     for i in groups[g]:
                         inits[i] = FrameInit(lmbda=lam)
                 # every trial is a plain encode at its lambda (module docstring, step 2)
-                out = self._run(slot, positions, rgbs, fidx, pts, batch, inits, True)
+                out = self._run(slot, positions, rgbs, fidx, pts, batch, inits)
                 got = dict(zip(positions, out, strict=True))
                 for g in gs:
                     frames = [got[i] for i in groups[g]]

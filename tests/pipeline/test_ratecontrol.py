@@ -7,6 +7,7 @@ floor with ``--strict``) with their exit codes and nothing written."""
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -177,31 +178,16 @@ def test_an_unreachable_target_is_refused_before_anything_is_written(
 
 def test_the_floor_warns_or_with_strict_fails_and_writes_nothing(clip, models, tmp_path) -> None:
     dst = tmp_path / "t.rlv"
-    one = [models[0]]
+    floor = partial(
+        encode_video, str(clip), str(dst), [models[0]], cfg(method="none"), end=N, carry=False,
+        min_psnr=40.0,
+    )  # fmt: skip
     with pytest.raises(QualityFloorError, match="below --min-psnr 40") as exc:
-        encode_video(
-            str(clip),
-            str(dst),
-            one,
-            cfg(method="none"),
-            end=N,
-            carry=False,
-            min_psnr=40.0,
-            strict=True,
-        )
+        floor(strict=True)
     assert exc.value.exit_code == 9
     assert list(tmp_path.iterdir()) == []
     said: list[str] = []
-    encode_video(
-        str(clip),
-        str(dst),
-        one,
-        cfg(method="none"),
-        end=N,
-        carry=False,
-        min_psnr=40.0,
-        warn=said.append,
-    )
+    floor(warn=said.append)
     assert dst.exists() and any(f"{N} of {N} frames are below" in m for m in said)
 
 
