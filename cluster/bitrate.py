@@ -10,7 +10,7 @@ A target bitrate shares the bits out over the whole video before any GOP is code
    (``firstpass-<s>-<e>.json``, :func:`store_first_pass`), so a rerun does not code them
    again.
 2. Once every shard's rows are in, the driver shares the bitrate out
-   (:func:`shard_budgets`: :func:`pipeline.ratecontrol.bitrate_budgets`, the very function
+   (:func:`shard_budgets`: :func:`pipeline.bitrate.bitrate_budgets`, the very function
    ``relatent encode`` uses), or the video fails (``TargetUnreachableError``: exit 2 for a
    one-source job, nothing committed).
 3. Each shard spec then carries its GOPs' budgets and first-pass rows
@@ -132,7 +132,7 @@ def shard_budgets(
     over the video's ``frames`` frames at ``frame_rate`` frames/s, shared out from the whole
     video's first pass ``rows`` (GOP number -> bytes per slot) at the rate points' lambdas
     ``lmbdas`` (slot order) exactly as ``relatent encode`` shares it
-    (:func:`pipeline.ratecontrol.bitrate_budgets`).
+    (:func:`pipeline.bitrate.bitrate_budgets`).
 
     Raises:
         TargetUnreachableError: the bitrate is outside what the rate points can spend on
@@ -140,8 +140,8 @@ def shard_budgets(
         ConfigError: a shard's GOP has no first-pass row (a bug: every shard's first pass
             must be in).
     """
+    from pipeline.bitrate import bitrate_budgets
     from pipeline.errors import ConfigError
-    from pipeline.ratecontrol import bitrate_budgets
 
     missing = [n for s in specs for n in shard_gops(s) if n not in rows]
     if missing:

@@ -84,7 +84,7 @@ class RefineConfig:
         target_msssim: the same on each GOP's mean MS-SSIM (in (0, 1)).
         target_kbps: average bitrate (kb/s of packet bytes over the frames' duration): a
             first pass shares the bits out among the GOPs (equal RD slope), and each GOP
-            is brought within [0.95, 1] of its share.
+            is brought within [0.96, 1.04] of its share.
         max_kbps: no GOP above this bitrate (kb/s; a cap on any of the targets).
     """
 

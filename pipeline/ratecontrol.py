@@ -3,40 +3,32 @@
 Refinement minimises ``R + lambda * D`` (:mod:`pipeline.refine`). A lambda other than the
 model's moves a frame along its rate-distortion curve with the networks and the decoder
 unchanged, so a target (``--target-psnr``, ``--target-msssim``, ``--target-kbps``) is met
-by choosing, per GOP, one of the shipped rate points (models) and a continuous lambda.
+by choosing, per GOP, one of the shipped rate points (models) and a continuous lambda. A
+bitrate is first shared out among the GOPs (:func:`plan_bitrate`, :mod:`pipeline.bitrate`);
+each GOP's search then aims at ``10 log10(bytes)`` of its share instead of a quality.
+The search, per GOP, every trial coding the whole GOP for real (docs/ratecontrol.md):
 
-The search (docs/ratecontrol.md) moves each rate point's lambda between a quarter of its
-own and its own (above it only as a last resort), and moves to the next rate point past
-that, so a rate point is refined towards fewer bits. (Measured on carphone, 16 frames: the
-q3 model refined at half its lambda coded 29.96 dB in 3% fewer bits than the q2-q3 curve
-of the rate points at their own lambdas, and at a quarter as few as the q2 model; at twice
-its lambda it needed 7% more bits than the q3-q4 curve.) Per GOP, with every frame of the
-GOP coded for real (actual bytes, actual PSNR/MS-SSIM of the decoded frames); a bitrate is
-first shared out among the GOPs (:func:`plan_bitrate`), and each GOP's search then aims at
-``10 log10(bytes)`` of its share instead of a quality:
-
-1. every frame is analysed and synthesised, unrefined, at every rate point (no refinement,
-   a few forward passes); the lowest rate point whose GOP mean, plus the refinement gain
-   expected at its own lambda (:data:`HEADROOM_DB`), reaches the aim, and a lambda below
-   its own by :data:`SLOPE_DB` per unit of ``ln lambda`` for the surplus, give trial 0;
-2. trial 0 codes the GOP at that lambda; trial ``k + 1`` moves lambda by the secant of
-   ``(log lambda, quality)`` through the trials nearest the aim (bisection when it leaves
-   the bracket). Every trial is a whole encode of the GOP at its lambda, from the encoder's
-   latents (warm chains and the budget as configured). Restarting from the previous
-   trial's latents was measured and dropped: on carphone (16 frames, q3, SGA 2e-2, lambda
-   0.00466 -> 0.0038) it gained a little with the full budget (30.19 dB in 9,880 bytes
-   against 30.13 dB in 9,952 from the encoder's latents) and moved only part of the way
-   with 12 or 25 iterations (30.34 dB in 10,896 bytes; 30.27 dB in 10,504), but on the
-   screencast (8 frames at long side 256) it stayed stuck: q3 restarted at 0.00426 coded
-   +0.61 dB above the target in 3,848 bytes where a fresh encode at that lambda coded
-   +0.09 dB in 3,688, and q5 restarted down to 0.0065 kept +0.72 dB in 6,280 bytes where a
-   fresh one gave 33.41 dB in 5,632 (``relatent bench target``, docs/benchmarks/target.md).
-   What the trials reuse is the first pass and the earlier trials' measurements;
-3. the search stops once a trial lands in ``[target, target + WINDOW_DB]`` (the quality
-   scale: dB of PSNR, or dB of MS-SSIM, ``-10 log10(1 - ms_ssim)``), after
-   :data:`TRIALS` trials, or at the end of the lambda range; the GOP keeps the trial of
-   fewest bytes that reaches the target, else the one of highest quality (the GOP is then
-   reported as missing the target).
+1. every frame is analysed and synthesised, unrefined, at every rate point (a bitrate:
+   coded unrefined, the first pass); the lowest rate point whose GOP mean, plus the
+   refinement gain expected at its own lambda (:data:`HEADROOM_DB`), reaches the aim, at a
+   lambda below its own by :data:`SLOPE_DB` per unit of ``ln lambda`` for the surplus, is
+   trial 0;
+2. trial ``k + 1`` moves lambda by the secant of ``(log lambda, quality)`` through the
+   trials of that rate point nearest the aim (bisection when it leaves the bracket; the
+   end of the range when the secant points past it and the end is expected near the aim);
+   past a rate point's range, the neighbouring rate point, at the lambda that the gain
+   measured so far predicts. Every trial is a fresh encode at its lambda: restarts from an
+   earlier trial's latents stayed stuck where its lambda had put them (measured, docs);
+3. once a trial lands in ``[target, target + WINDOW_DB]`` (PSNR dB, or dB of MS-SSIM,
+   ``-10 log10(1 - ms_ssim)``; a bitrate: ``[BUDGET_LOW, BUDGET_HIGH]`` of the share),
+   the neighbouring rate point on the other side of the landing is tried too: a landing
+   below its rate point's own lambda from the rate point below, raised, and the reverse.
+   Which side codes fewer bits depends on the content (measured against the fixed rate
+   points' curve at equal PSNR, 8 frames at long side 256: carphone lowered -0.6..-1.7%,
+   raised +1.9..+6.6%; bikes lowered +2.7..+5.3%, raised -1.2..-2.1%);
+4. after :data:`TRIALS` trials, or when no untried lambda is left, the GOP keeps the trial
+   of fewest bytes that reaches the target, else the one of highest quality (reported as
+   missing); a bitrate: the best PSNR within the window, at :data:`RD_SLOPE_DB`.
 
 Without refinement (``--refine none``) lambda moves nothing: the GOP takes the lowest rate
 point whose unrefined mean reaches the target, which step 1 measured exactly.
@@ -49,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +49,7 @@ import numpy as np
 import torch
 
 from pipeline import metrics
+from pipeline.bitrate import BYTES_SLOPE_DB, allocate_bytes, bitrate_budgets, kbps_bytes
 from pipeline.codec import (
     EncodedFrame,
     FrameEncoder,
@@ -71,6 +64,8 @@ from pipeline.models import LoadedModel
 from pipeline.refine import grid_groups
 
 __all__ = [
+    "BUDGET_HIGH",
+    "BUDGET_LOW",
     "HEADROOM_DB",
     "REACH_DB",
     "TRIALS",
@@ -87,7 +82,11 @@ __all__ = [
 ]
 
 #: Trials per GOP at most (each codes the whole GOP).
-TRIALS = 4
+TRIALS = 5
+#: Trials after the first landing, on the other side of it (:meth:`RateController._other_side`).
+OTHER_SIDE_TRIALS = 2
+#: A landing this far from its rate point's own lambda (``|ln|``) is tried from the other side.
+OTHER_SIDE_MIN = 0.15
 #: Width of the band above the target a GOP aims into (dB of the target's metric).
 WINDOW_DB = 0.3
 #: The refinement gain in quality (dB) expected at a rate point's own lambda: trial 0's
@@ -100,15 +99,18 @@ REACH_DB = 1.5
 #: carphone, q3, SGA 2e-2: 1.0 between 0.7x and 1x its lambda, 1.1 from 0.5x, 1.7 from
 #: 0.25x to 0.5x).
 SLOPE_DB = 1.1
-#: A rate point is refined with lambdas from its own / SPAN**2 to its own * SPAN.
+#: A rate point is refined with lambdas from its own / SPAN**2 to its own * SPAN**1.5.
 SPAN = 2.0
-#: ``--target-kbps``: a GOP aims into ``[BUDGET_LOW, 1] x`` its byte budget.
-BUDGET_LOW = 0.95
+#: ``--target-kbps``: a GOP aims into ``[BUDGET_LOW, BUDGET_HIGH] x`` its byte budget.
+BUDGET_LOW = 0.96
+BUDGET_HIGH = 1.04
+#: ``--target-kbps``: among a GOP's trials within its window, the one of the highest PSNR
+#: less ``RD_SLOPE_DB`` per dB of bytes above the budget is kept (dB of PSNR per dB of
+#: bytes; the fixed rate points' curves of the shared clips: 0.9 to 1.5).
+RD_SLOPE_DB = 1.0
 #: The change of bytes refinement makes at a rate point's own lambda (dB of bytes; -10%),
 #: trial 0's guess of a byte budget (measured on carphone, q3, the CLI default: -10%).
 BYTES_HEADROOM_DB = -0.46
-#: Bytes (dB) per unit of ``ln lambda`` (carphone, q3, SGA 2e-2: 1.4 from 0.5x to 1x).
-BYTES_SLOPE_DB = 1.4
 #: The first pass codes without refinement (and without a target).
 _PLAIN: dict[str, object] = {
     "method": "none", "target_psnr": None, "target_msssim": None, "target_kbps": None,
@@ -156,8 +158,8 @@ class _Trial:  # one coding of a GOP at one rate point and lambda
 class _Goal:
     """What one GOP's search aims at, on its scale ``q`` (dB): ``[lo, hi]``; for a quality
     target ``lo`` is the target and ``hi`` the window's top; for a byte budget ``q`` is
-    ``10 log10(bytes)`` and the window ``[0.95, 1] x`` the budget. ``cap``: the GOP's most
-    bytes (``--max-kbps``), or None."""
+    ``10 log10(bytes)``, the window ``[0.96, 1.04] x`` the budget and ``budget`` its dB.
+    ``cap``: the GOP's most bytes (``--max-kbps``), or None."""
 
     lo: float
     hi: float
@@ -165,10 +167,11 @@ class _Goal:
     headroom: float
     slope: float
     cap: int | None = None
+    budget: float = 0.0  # a byte budget's 10 log10(bytes)
 
     @property
     def aim(self) -> float:
-        return (self.lo + self.hi) / 2
+        return self.budget if self.bytes else (self.lo + self.hi) / 2
 
     def over_cap(self, t: _Trial) -> bool:
         return self.cap is not None and t.bytes > self.cap
@@ -192,8 +195,14 @@ class _Goal:
     def best(self, trials: Sequence[_Trial]) -> _Trial:
         """The trial a GOP keeps: for a quality, the fewest bytes that reach it (under the
         cap), else the highest quality under the cap, else the fewest bytes; for a byte
-        budget, the highest quality within the budget, else the fewest bytes."""
+        budget, the best within its window (the highest PSNR at the budget, at
+        :data:`RD_SLOPE_DB`), else the highest PSNR below it, else the fewest bytes."""
         if self.bytes:
+            inside = [t for t in trials if self.done(t)]
+            if inside:
+                return max(
+                    inside, key=lambda t: (t.score - RD_SLOPE_DB * (t.q - self.budget), -t.bytes)
+                )
             ok = [t for t in trials if t.q <= self.hi]
             if ok:
                 return max(ok, key=lambda t: (t.score, -t.bytes))
@@ -249,9 +258,9 @@ class RateController:
         self.target_db = quality_db(self.metric, self.target) if self.metric != "kbps" else 0.0
         #: Bytes one frame may take on average (``--target-kbps``) and at most
         #: (``--max-kbps``), from the frame rate; None when not asked for.
-        self.frame_bytes = _kbps_bytes(self.target, frame_rate) if self.metric == "kbps" else None
+        self.frame_bytes = kbps_bytes(self.target, frame_rate) if self.metric == "kbps" else None
         self.frame_rate = frame_rate  # frames/s (None: not given)
-        self.cap_frame_bytes = _kbps_bytes(refine.max_kbps, frame_rate)
+        self.cap_frame_bytes = kbps_bytes(refine.max_kbps, frame_rate)
         #: ``--target-kbps``: each GOP's byte budget (GOP number -> bytes), set from the
         #: first pass (:meth:`first_pass`, :func:`allocate_bytes`) before it is coded.
         self.budgets: dict[int, int] = {}
@@ -350,10 +359,17 @@ class RateController:
                 f"frames {first}..{first + frames - 1}: no byte budget for GOP {gop}",
                 hint="run the first pass (RateController.first_pass, allocate_bytes) first",
             )
-        budget = self.budgets[gop] if cap is None else min(cap, self.budgets[gop])
-        top = 10.0 * math.log10(max(1, budget))
+        budget = self.budgets[gop]
+        top = budget * BUDGET_HIGH if cap is None else min(cap, budget * BUDGET_HIGH)
+        bottom = min(budget * BUDGET_LOW, top * BUDGET_LOW / BUDGET_HIGH)
         return _Goal(
-            top + 10.0 * math.log10(BUDGET_LOW), top, True, BYTES_HEADROOM_DB, BYTES_SLOPE_DB, cap
+            10.0 * math.log10(max(1.0, bottom)),
+            10.0 * math.log10(max(1.0, top)),
+            True,
+            BYTES_HEADROOM_DB,
+            BYTES_SLOPE_DB,
+            cap,
+            10.0 * math.log10(max(1.0, min(budget, top))),
         )
 
     def first_pass(
@@ -378,11 +394,10 @@ class RateController:
 
     def _range(self, slot: int) -> tuple[float, float]:
         """The ``log lambda`` range a rate point is refined over: from a quarter of its own
-        lambda (towards fewer bits, as efficient as the lower rate points: module
-        docstring) to twice it (the upper end only when the next rate point was tried and
-        overshot)."""
+        lambda to ``2**1.5`` times it (above its own only when the next rate point was
+        tried and overshot, or from the other side of a landing: module docstring)."""
         own = self.log_lmbdas[slot]
-        return own - 2 * math.log(SPAN), own + math.log(SPAN)
+        return own - 2 * math.log(SPAN), own + 1.5 * math.log(SPAN)
 
     def _first_guess(self, unrefined: Sequence[float], goal: _Goal) -> tuple[int, float]:
         """Trial 0's rate point and ``log lambda`` from the GOP's unrefined mean at each
@@ -393,30 +408,44 @@ class RateController:
         s = next((i for i, q in enumerate(unrefined) if q + goal.headroom >= goal.aim), top)
         return self._guess(s, unrefined, goal)
 
-    def _guess(self, slot: int, unrefined: Sequence[float], goal: _Goal) -> tuple[int, float]:
+    def _guess(
+        self,
+        slot: int,
+        unrefined: Sequence[float],
+        goal: _Goal,
+        trials: Sequence[_Trial] = (),
+        above_own: bool = False,
+    ) -> tuple[int, float]:
         """Rate point ``slot`` at the lambda expected to bring the GOP to the aim from its
-        unrefined mean at that rate point (no higher than its own lambda)."""
-        x = self.log_lmbdas[slot] - (unrefined[slot] + goal.headroom - goal.aim) / goal.slope
-        lo, _ = self._range(slot)
-        return slot, min(max(x, lo), self.log_lmbdas[slot])
-
-    def _next(
-        self, trials: Sequence[_Trial], unrefined: Sequence[float], goal: _Goal
-    ) -> tuple[int, float] | None:
-        """The next trial's rate point and ``log lambda``, or None when the search is over.
-
-        Within the last trial's rate point: the secant through the two trials of that rate
-        point nearest the aim (the goal's slope with one), bisection when it leaves the
-        bracket of the trials below the goal and above it. At the end of the rate point's
-        range (or when the secant points beyond it): the next rate point up (below the
-        goal) or down (above it), at the lambda :meth:`_guess` gives it, unless that one
-        was tried already."""
-        last = trials[-1]
-        slot = last.slot
+        unrefined mean at that rate point (no higher than its own lambda unless
+        ``above_own``): refinement's gain at the rate point's own lambda is the goal's
+        headroom, or what the last of ``trials`` measured on its rate point."""
+        own = self.log_lmbdas[slot]
+        x = (
+            own
+            - (unrefined[slot] + self._headroom(trials, unrefined, goal) - goal.aim) / goal.slope
+        )
         lo, hi = self._range(slot)
-        if not any(t.slot == slot + 1 for t in trials):
-            hi = min(hi, self.log_lmbdas[slot])  # above its own lambda only as a last resort
-        mine = [t for t in trials if t.slot == slot]
+        return slot, min(max(x, lo), hi if above_own else own)
+
+    def _headroom(self, trials: Sequence[_Trial], unrefined: Sequence[float], goal: _Goal) -> float:
+        """Refinement's change of the goal's scale at a rate point's own lambda: measured by
+        the last trial (less the goal's slope times its distance from its own lambda), else
+        the goal's assumption."""
+        if not trials:
+            return goal.headroom
+        t = trials[-1]
+        return t.q - unrefined[t.slot] - goal.slope * (t.log_lmbda - self.log_lmbdas[t.slot])
+
+    @staticmethod
+    def _secant(
+        mine: Sequence[_Trial], goal: _Goal, lo: float, hi: float
+    ) -> tuple[float, bool, float]:
+        """Within one rate point: the next ``log lambda`` from the secant of ``(log lambda,
+        q)`` through the two trials nearest the aim (the goal's slope with one), bisection
+        when it leaves the bracket of the trials below and above the goal, clamped to
+        ``[lo, hi]``. Returns it, whether the secant pointed beyond the range, and the
+        value the secant predicts at the returned point."""
         below = [t.log_lmbda for t in mine if goal.below(t)]
         above = [t.log_lmbda for t in mine if goal.above(t)]
         b_lo = max(below) if below else lo
@@ -435,7 +464,64 @@ class RateController:
         if not b_lo < x < b_hi:
             x = (b_lo + b_hi) / 2
         x = min(max(x, lo), hi)
-        if not beyond and min(abs(x - t.log_lmbda) for t in mine) >= 1e-3:
+        return x, beyond, a.q + slope * (x - a.log_lmbda)
+
+    def _other_side(
+        self, trials: Sequence[_Trial], unrefined: Sequence[float], goal: _Goal
+    ) -> tuple[int, float] | None:
+        """After a trial landed in the goal's window: the next trial on the other side of
+        the landing, or None. A landing below its rate point's own lambda is tried again
+        from the rate point below, raised, and one above it from the rate point above,
+        lowered (which side codes fewer bits varies with the content: module docstring);
+        at most :data:`OTHER_SIDE_TRIALS` trials, none when the landing is within
+        :data:`OTHER_SIDE_MIN` of its own lambda or the other side cannot reach the aim."""
+        first = next(i for i, t in enumerate(trials) if goal.done(t))
+        landed = trials[first]
+        gap = landed.log_lmbda - self.log_lmbdas[landed.slot]
+        if abs(gap) < OTHER_SIDE_MIN or len(trials) - 1 - first >= OTHER_SIDE_TRIALS:
+            return None
+        other = landed.slot + (1 if gap > 0 else -1)
+        if not 0 <= other < len(self.encoders):
+            return None
+        mine = [t for t in trials if t.slot == other]
+        if any(goal.done(t) for t in mine):
+            return None
+        lo, hi = self._range(other)
+        if not mine:
+            slot, x = self._guess(other, unrefined, goal, [landed], above_own=True)
+            pred = unrefined[other] + self._headroom([landed], unrefined, goal)
+            pred += goal.slope * (x - self.log_lmbdas[other])
+            # not when even the end of its range is expected to miss the window
+            return None if pred < goal.lo - 0.5 or pred > goal.hi + 0.5 else (slot, x)
+        x, beyond, _ = self._secant(mine, goal, lo, hi)
+        if beyond or min(abs(x - t.log_lmbda) for t in mine) < 1e-3:
+            return None
+        return other, x
+
+    def _next(
+        self, trials: Sequence[_Trial], unrefined: Sequence[float], goal: _Goal
+    ) -> tuple[int, float] | None:
+        """The next trial's rate point and ``log lambda``, or None when the search is over.
+
+        Within the last trial's rate point: the secant through the two trials of that rate
+        point nearest the aim (the goal's slope with one), bisection when it leaves the
+        bracket of the trials below the goal and above it (:meth:`_secant`). When the
+        secant points beyond the rate point's range: the end of the range, if untried and
+        expected within a window's width of the aim; else the next rate point up (below
+        the goal) or down (above it), at the lambda :meth:`_guess` gives it, unless that
+        one was tried already. Once a trial landed: :meth:`_other_side`."""
+        if any(goal.done(t) for t in trials):
+            return self._other_side(trials, unrefined, goal)
+        last = trials[-1]
+        slot = last.slot
+        lo, hi = self._range(slot)
+        if not any(t.slot == slot + 1 for t in trials):
+            hi = min(hi, self.log_lmbdas[slot])  # above its own lambda only as a last resort
+        mine = [t for t in trials if t.slot == slot]
+        below = [t.log_lmbda for t in mine if goal.below(t)]
+        x, beyond, pred = self._secant(mine, goal, lo, hi)
+        untried = min(abs(x - t.log_lmbda) for t in mine) >= 1e-3
+        if untried and (not beyond or abs(pred - goal.aim) <= goal.hi - goal.lo):
             return slot, x
         # this rate point cannot do better: move to a neighbour not tried yet
         step = 1 if goal.below(last) else -1 if goal.above(last) else 0
@@ -449,7 +535,7 @@ class RateController:
             hi = self._range(slot)[1]
             x = (max(below) + hi) / 2 if below else hi
             return (slot, x) if min(abs(x - t.log_lmbda) for t in mine) >= 1e-3 else None
-        return self._guess(other, unrefined, goal)
+        return self._guess(other, unrefined, goal, [last])
 
     def _measure(self, frames: list[EncodedFrame], goal: _Goal) -> tuple[float, float, int]:
         """``(score, q, bytes)`` of a trial: the mean of the quality metric (PSNR when the
@@ -568,8 +654,7 @@ class RateController:
                     x = x_next[g][1]  # type: ignore[index]
                     trials[g].append(_Trial(x, slot, score, q, nbytes, frames))
             for g in live:
-                done = goals[g].done(trials[g][-1])
-                x_next[g] = None if done else self._next(trials[g], per_gop[g], goals[g])
+                x_next[g] = self._next(trials[g], per_gop[g], goals[g])
         results: list[EncodedFrame] = []
         for g, grp in enumerate(groups):
             best = goals[g].best(trials[g])
@@ -702,89 +787,3 @@ def first_pass_rows(
     if buf:
         flush()
     return rows, count
-
-
-def bitrate_budgets(
-    first_bytes: Mapping[int, Sequence[int]],
-    log_lmbdas: Sequence[float],
-    kbps: float,
-    frame_rate: float,
-    frames: int,
-    name: str = "video",
-) -> dict[int, int]:
-    """``--target-kbps K``: each GOP's byte budget (GOP number -> bytes): ``kbps`` over the
-    ``frames`` frames' duration at ``frame_rate`` frames/s, shared by :func:`allocate_bytes`
-    (GOP order) from the whole video's first pass ``first_bytes`` (GOP number -> bytes per
-    slot: :func:`first_pass_rows`) and the slots' ``ln lambda``. ``encode``
-    (:func:`plan_bitrate`) and the distributed path's driver share the bits out with it.
-
-    Raises:
-        TargetUnreachableError: the bitrate is above what the best rate point spends at
-            twice its lambda, or below what the lowest spends at a quarter of its own
-            (estimated from the first pass: 1.3x the top's unrefined bytes, 0.45x the
-            lowest's); ``name`` names the video in the message."""
-    frame_bytes = _kbps_bytes(kbps, frame_rate)
-    if frame_bytes is None:
-        raise ConfigError(f"{name}: a bitrate needs the video's frame rate")
-    numbers = sorted(first_bytes)
-    table = [first_bytes[n] for n in numbers]
-    total = frame_bytes * frames
-    top, bottom = sum(r[-1] for r in table), sum(r[0] for r in table)
-    if total > 1.3 * top or total < 0.45 * bottom:
-        per_s = kbps / frame_bytes  # kb/s of one byte per frame
-        raise TargetUnreachableError(
-            f"{name}: --target-kbps {kbps:g} is outside what the rate points can spend on "
-            f"this video (about {0.45 * bottom / frames * per_s:.0f}..{1.3 * top / frames * per_s:.0f} kb/s)",
-            hint="ask for a bitrate within that range",
-        )
-    budgets = allocate_bytes(table, log_lmbdas, total)
-    return dict(zip(numbers, budgets, strict=True))
-
-
-def _kbps_bytes(kbps: float | None, frame_rate: float | None) -> float | None:
-    """Bytes per frame of ``kbps`` kb/s at ``frame_rate`` frames/s (None: no bitrate)."""
-    if kbps is None or not frame_rate:
-        return None
-    return float(kbps) * 1000.0 / 8.0 / float(frame_rate)
-
-
-def allocate_bytes(
-    table: Sequence[Sequence[int]], log_lmbdas: Sequence[float], total: float
-) -> list[int]:
-    """Share ``total`` bytes out among GOPs at equal RD slope: one lambda for the whole
-    video, found by bisection in ``log lambda`` so that the GOPs' predicted bytes add up to
-    ``total``; each GOP's predicted bytes at a lambda are its first-pass bytes
-    (``table[gop][slot]``, unrefined, at each rate point's own lambda ``log_lmbdas``)
-    interpolated linearly in ``(log lambda, log bytes)`` and extrapolated with the end
-    segments. The shares are then scaled to add up to ``total`` exactly (rounded down).
-
-    Returns:
-        Each GOP's byte budget, in the order of ``table``."""
-    if not table:
-        return []
-    xs = list(log_lmbdas)
-
-    def predicted(row: Sequence[int], x: float) -> float:
-        ys = [math.log(max(1, b)) for b in row]
-        if len(xs) == 1:
-            return math.exp(ys[0] + (x - xs[0]) * BYTES_SLOPE_DB * math.log(10) / 10)
-        i = (
-            0
-            if x <= xs[0]
-            else len(xs) - 2
-            if x >= xs[-1]
-            else max(j for j in range(len(xs) - 1) if xs[j] <= x)
-        )
-        t = (x - xs[i]) / (xs[i + 1] - xs[i])
-        return math.exp(ys[i] + t * (ys[i + 1] - ys[i]))
-
-    lo, hi = xs[0] - 6.0, xs[-1] + 6.0
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        if sum(predicted(r, mid) for r in table) > total:
-            hi = mid
-        else:
-            lo = mid
-    shares = [predicted(r, (lo + hi) / 2) for r in table]
-    scale = total / sum(shares)
-    return [int(v * scale) for v in shares]
