@@ -14,11 +14,25 @@ Pure arithmetic: importing this module loads neither torch nor ray.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
+import numpy as np
+
+from pipeline import metrics
 from pipeline.errors import ConfigError, TargetUnreachableError
 
-__all__ = ["BYTES_SLOPE_DB", "allocate_bytes", "bitrate_budgets", "kbps_bytes"]
+if TYPE_CHECKING:
+    from pipeline.ratecontrol import RateController
+
+__all__ = [
+    "BYTES_SLOPE_DB",
+    "allocate_bytes",
+    "bitrate_budgets",
+    "first_pass_rows",
+    "kbps_bytes",
+    "plan_bitrate",
+]
 
 #: Bytes (dB) per unit of ``ln lambda`` (carphone, q3, SGA 2e-2: 1.4 from 0.5x to 1x).
 BYTES_SLOPE_DB = 1.4
@@ -108,3 +122,53 @@ def allocate_bytes(
     shares = [predicted(r, (lo + hi) / 2) for r in table]
     scale = total / sum(shares)
     return [int(v * scale) for v in shares]
+
+
+def plan_bitrate(
+    rc: RateController,
+    frames: Iterable[tuple[np.ndarray, int, int]],
+    batch: int,
+    name: str = "video",
+) -> list[int]:
+    """``--target-kbps``: run the first pass over every frame of the video (``(rgb, index,
+    pts)`` in coding order, indices from 0 at the span's start; :func:`first_pass_rows`)
+    and set ``rc.first_bytes`` and ``rc.budgets`` (:func:`bitrate_budgets`). Returns the
+    budgets in GOP order. Nothing is written.
+
+    Raises:
+        TargetUnreachableError: as :func:`bitrate_budgets`."""
+    if rc.frame_bytes is None:
+        raise ConfigError("plan_bitrate needs a --target-kbps rate controller")
+    rows, count = first_pass_rows(rc, frames, batch)
+    rc.first_bytes.update(rows)
+    args = (rc.log_lmbdas, rc.target, rc.frame_rate or 0.0, count, name)
+    rc.budgets = bitrate_budgets(rc.first_bytes, *args)
+    return [rc.budgets[n] for n in sorted(rc.budgets)]
+
+
+def first_pass_rows(
+    rc: RateController, frames: Iterable[tuple[np.ndarray, int, int]], batch: int
+) -> tuple[dict[int, list[int]], int]:
+    """:meth:`RateController.first_pass` over ``frames`` (``(rgb, index, pts)``, whole GOPs
+    in coding order), ``batch`` GOPs at a time. Returns each GOP's bytes at each rate point
+    (GOP number ``index // refine.grid`` -> ``[slot]``) and the number of frames. A GOP's
+    row depends on its own frames only (not on the batch or the other frames)."""
+    grid = rc.refine.grid
+    rows: dict[int, list[int]] = {}
+    buf: list[tuple[np.ndarray, int, int]] = []
+    count = 0
+
+    def flush() -> None:
+        out = rc.first_pass([b[0] for b in buf], [b[1] for b in buf], [b[2] for b in buf], batch)
+        numbers = sorted({b[1] // grid for b in buf})
+        rows.update(zip(numbers, out, strict=True))
+
+    for rgb, idx, pts in frames:
+        if buf and idx // grid != buf[-1][1] // grid and len({b[1] // grid for b in buf}) >= batch:
+            flush()
+            buf = []
+        buf.append((rgb if rgb.dtype == np.uint8 else metrics.to_uint8(rgb), int(idx), int(pts)))
+        count += 1
+    if buf:
+        flush()
+    return rows, count

@@ -49,7 +49,14 @@ import numpy as np
 import torch
 
 from pipeline import metrics
-from pipeline.bitrate import BYTES_SLOPE_DB, allocate_bytes, bitrate_budgets, kbps_bytes
+from pipeline.bitrate import (
+    BYTES_SLOPE_DB,
+    allocate_bytes,
+    bitrate_budgets,
+    first_pass_rows,
+    kbps_bytes,
+    plan_bitrate,
+)
 from pipeline.codec import (
     EncodedFrame,
     FrameEncoder,
@@ -83,8 +90,11 @@ __all__ = [
 
 #: Trials per GOP at most (each codes the whole GOP).
 TRIALS = 5
-#: Trials after the first landing, on the other side of it (:meth:`RateController._other_side`).
-OTHER_SIDE_TRIALS = 2
+#: Trials after the first landing, on the other side of it (:meth:`RateController._other_side`);
+#: after the first, only while the other side's best is within OTHER_SIDE_MARGIN_DB of the
+#: landing (:meth:`_Goal.merit`).
+OTHER_SIDE_TRIALS = 3
+OTHER_SIDE_MARGIN_DB = 0.1
 #: A landing this far from its rate point's own lambda (``|ln|``) is tried from the other side.
 OTHER_SIDE_MIN = 0.15
 #: Width of the band above the target a GOP aims into (dB of the target's metric).
@@ -104,9 +114,11 @@ SPAN = 2.0
 #: ``--target-kbps``: a GOP aims into ``[BUDGET_LOW, BUDGET_HIGH] x`` its byte budget.
 BUDGET_LOW = 0.96
 BUDGET_HIGH = 1.04
-#: ``--target-kbps``: among a GOP's trials within its window, the one of the highest PSNR
-#: less ``RD_SLOPE_DB`` per dB of bytes above the budget is kept (dB of PSNR per dB of
-#: bytes; the fixed rate points' curves of the shared clips: 0.9 to 1.5).
+#: ``--target-kbps``: a GOP keeps a trial within ``[KEEP_LOW, KEEP_HIGH] x`` its budget.
+KEEP_LOW = 0.95
+KEEP_HIGH = 1.05
+#: Trials are compared at the aim along this slope (:meth:`_Goal.merit`; dB of PSNR per dB
+#: of bytes: the fixed rate points' curves of the shared clips have 0.9 to 1.5).
 RD_SLOPE_DB = 1.0
 #: The change of bytes refinement makes at a rate point's own lambda (dB of bytes; -10%),
 #: trial 0's guess of a byte budget (measured on carphone, q3, the CLI default: -10%).
@@ -192,17 +204,27 @@ class _Goal:
     def done(self, t: _Trial) -> bool:
         return self.lo <= t.q <= self.hi and not self.over_cap(t)
 
+    def merit(self, t: _Trial) -> float:
+        """A trial's worth for the goal, higher is better, at the aim along
+        :data:`RD_SLOPE_DB`: for a quality, minus its bytes (dB) at the target's quality;
+        for a byte budget, its PSNR at the budget."""
+        if self.bytes:
+            return t.score - RD_SLOPE_DB * (t.q - self.budget)
+        return (t.q - self.aim) / RD_SLOPE_DB - 10.0 * math.log10(max(1, t.bytes))
+
     def best(self, trials: Sequence[_Trial]) -> _Trial:
         """The trial a GOP keeps: for a quality, the fewest bytes that reach it (under the
         cap), else the highest quality under the cap, else the fewest bytes; for a byte
-        budget, the best within its window (the highest PSNR at the budget, at
-        :data:`RD_SLOPE_DB`), else the highest PSNR below it, else the fewest bytes."""
+        budget, the best :meth:`merit` within ``[KEEP_LOW, KEEP_HIGH]`` of it (under the
+        cap), else the highest PSNR below it, else the fewest bytes."""
         if self.bytes:
-            inside = [t for t in trials if self.done(t)]
+            keep = (
+                self.budget + 10 * math.log10(KEEP_LOW),
+                self.budget + 10 * math.log10(KEEP_HIGH),
+            )
+            inside = [t for t in trials if keep[0] <= t.q <= keep[1] and not self.over_cap(t)]
             if inside:
-                return max(
-                    inside, key=lambda t: (t.score - RD_SLOPE_DB * (t.q - self.budget), -t.bytes)
-                )
+                return max(inside, key=lambda t: (self.merit(t), -t.bytes))
             ok = [t for t in trials if t.q <= self.hi]
             if ok:
                 return max(ok, key=lambda t: (t.score, -t.bytes))
@@ -473,7 +495,8 @@ class RateController:
         the landing, or None. A landing below its rate point's own lambda is tried again
         from the rate point below, raised, and one above it from the rate point above,
         lowered (which side codes fewer bits varies with the content: module docstring);
-        at most :data:`OTHER_SIDE_TRIALS` trials, none when the landing is within
+        at most :data:`OTHER_SIDE_TRIALS` trials (more than one only while the other side
+        is about as good as the landing), none when the landing is within
         :data:`OTHER_SIDE_MIN` of its own lambda or the other side cannot reach the aim."""
         first = next(i for i, t in enumerate(trials) if goal.done(t))
         landed = trials[first]
@@ -485,6 +508,9 @@ class RateController:
             return None
         mine = [t for t in trials if t.slot == other]
         if any(goal.done(t) for t in mine):
+            return None
+        since = [goal.merit(t) for t in trials[first + 1 :]]
+        if since and max(since) < goal.merit(landed) - OTHER_SIDE_MARGIN_DB:
             return None
         lo, hi = self._range(other)
         if not mine:
@@ -737,53 +763,3 @@ def _slot_flags(slot: int) -> int:
 
     shift = getattr(fmt, "RATE_SLOT_SHIFT", 2)
     return slot << shift
-
-
-def plan_bitrate(
-    rc: RateController,
-    frames: Iterable[tuple[np.ndarray, int, int]],
-    batch: int,
-    name: str = "video",
-) -> list[int]:
-    """``--target-kbps``: run the first pass over every frame of the video (``(rgb, index,
-    pts)`` in coding order, indices from 0 at the span's start; :func:`first_pass_rows`)
-    and set ``rc.first_bytes`` and ``rc.budgets`` (:func:`bitrate_budgets`). Returns the
-    budgets in GOP order. Nothing is written.
-
-    Raises:
-        TargetUnreachableError: as :func:`bitrate_budgets`."""
-    if rc.frame_bytes is None:
-        raise ConfigError("plan_bitrate needs a --target-kbps rate controller")
-    rows, count = first_pass_rows(rc, frames, batch)
-    rc.first_bytes.update(rows)
-    args = (rc.log_lmbdas, rc.target, rc.frame_rate or 0.0, count, name)
-    rc.budgets = bitrate_budgets(rc.first_bytes, *args)
-    return [rc.budgets[n] for n in sorted(rc.budgets)]
-
-
-def first_pass_rows(
-    rc: RateController, frames: Iterable[tuple[np.ndarray, int, int]], batch: int
-) -> tuple[dict[int, list[int]], int]:
-    """:meth:`RateController.first_pass` over ``frames`` (``(rgb, index, pts)``, whole GOPs
-    in coding order), ``batch`` GOPs at a time. Returns each GOP's bytes at each rate point
-    (GOP number ``index // refine.grid`` -> ``[slot]``) and the number of frames. A GOP's
-    row depends on its own frames only (not on the batch or the other frames)."""
-    grid = rc.refine.grid
-    rows: dict[int, list[int]] = {}
-    buf: list[tuple[np.ndarray, int, int]] = []
-    count = 0
-
-    def flush() -> None:
-        out = rc.first_pass([b[0] for b in buf], [b[1] for b in buf], [b[2] for b in buf], batch)
-        numbers = sorted({b[1] // grid for b in buf})
-        rows.update(zip(numbers, out, strict=True))
-
-    for rgb, idx, pts in frames:
-        if buf and idx // grid != buf[-1][1] // grid and len({b[1] // grid for b in buf}) >= batch:
-            flush()
-            buf = []
-        buf.append((rgb if rgb.dtype == np.uint8 else metrics.to_uint8(rgb), int(idx), int(pts)))
-        count += 1
-    if buf:
-        flush()
-    return rows, count
