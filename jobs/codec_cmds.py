@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from jobs.console import progress_bar, set_threads, warn_printer
+from jobs.console import count, progress_bar, set_threads, warn_printer
 from jobs.refine_options import add_refine_options, add_target_options
 from pipeline.errors import RelatentError
 
@@ -198,7 +198,7 @@ def cmd_encode(a: argparse.Namespace) -> int:
     t = summary.totals
     file_bytes = storage.stat(a.dst).size
     print(
-        f"{a.dst}: {t.frames} frames, {file_bytes} file bytes ({t.bytes} packet bytes), "
+        f"{a.dst}: {count(t.frames, 'frame')}, {file_bytes} file bytes ({t.bytes} packet bytes), "
         f"{t.bpp:.4f} bpp from packet bytes, {t.psnr:.2f} dB PSNR, "
         f"{t.refined}/{t.frames} refined, {t.iters_per_frame:.1f} iterations/frame, "
         f"{summary.seconds:.1f} s ({_models_line(models)})"
@@ -274,7 +274,7 @@ def cmd_decode(a: argparse.Namespace) -> int:
     if bar:
         bar.close()
     print(
-        f"{a.dst}: {summary.frames} frames {header.width}x{header.height} @ {header.frame_rate} fps"
+        f"{a.dst}: {count(summary.frames, 'frame')} {header.width}x{header.height} @ {header.frame_rate} fps"
     )
     if summary.carried or summary.skipped:
         print(
@@ -318,6 +318,15 @@ def cmd_info(a: argparse.Namespace) -> int:
         )
         return failed[0].exit_code  # the exit code of the first error (jobs.cli's table)
     return 0
+
+
+def _fields(d: Any) -> str:
+    """A header object as ``key value, ...`` (nested objects in braces), or as is."""
+    if not isinstance(d, dict):
+        return str(d)
+    return ", ".join(
+        f"{k} {{{_fields(v)}}}" if isinstance(v, dict) else f"{k} {v}" for k, v in d.items()
+    )
 
 
 def stream_uris(sources: list[str]) -> list[str]:
@@ -396,9 +405,9 @@ def _info_one(src: str, a: argparse.Namespace) -> dict[str, Any]:
         f"video       {h.width}x{h.height} (coded {h.padded_width}x{h.padded_height}), {h.frame_rate} fps, time base {h.time_base}"
     )
     print(f"frames      {h.frame_count}")
-    print(f"color       {h.color}")
+    print(f"color       {_fields(h.color)}")
     print(f"display     {_display_line(display, h)}")
-    print(f"refinement  {h.refine} (hash {h.refine_hash})")
+    print(f"refinement  {_fields(h.refine)} (hash {h.refine_hash})")
     print(
         f"summary     {t.bytes} packet bytes, {t.bpp:.4f} bpp from packet bytes, {kbps:.1f} kb/s, "
         f"PSNR {t.psnr:.2f} dB (Y {t.psnr_y:.2f}; lowest frame {psnr_min:.2f}), "

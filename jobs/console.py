@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["progress_bar", "set_threads", "warn_printer"]
+__all__ = ["count", "progress_bar", "set_threads", "warn_printer"]
 
 
 def warn_printer(command: str) -> Callable[[str], None]:
@@ -38,3 +38,8 @@ def set_threads(n: int | None) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+def count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1 (``count(1, "frame")`` is ``1 frame``)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from jobs.console import progress_bar, set_threads
+from jobs.console import count, progress_bar, set_threads
 from jobs.refine_options import positive_float
 
 __all__ = ["add_parsers", "cmd_vmaf"]
@@ -104,7 +104,7 @@ def cmd_vmaf(a: argparse.Namespace) -> int:
     r = result
     print(
         f"{r.stream}: VMAF mean {r.mean:.2f}, min {r.min:.2f} (frame {r.min_frame}) over "
-        f"{len(r.scores)} frames {r.start}..{r.end - 1} against {r.source} frames "
+        f"{count(len(r.scores), 'frame')} {r.start}..{r.end - 1} against {r.source} frames "
         f"{r.source_start}..{r.source_start + len(r.scores) - 1} "
         f"({MODEL}, {PIX_FMT} {MATRIX}, 0..100)"
     )

@@ -22,13 +22,14 @@ The search, per GOP, every trial coding the whole GOP for real (docs/ratecontrol
 3. once a trial lands in ``[target, target + WINDOW_DB]`` (PSNR dB, or dB of MS-SSIM,
    ``-10 log10(1 - ms_ssim)``; a bitrate: ``[BUDGET_LOW, BUDGET_HIGH]`` of the share),
    the neighbouring rate point on the other side of the landing is tried too: a landing
-   below its rate point's own lambda from the rate point below, raised, and the reverse.
+   below its rate point's own lambda from the rate point below, raised, and the reverse
+   (further trials there only while it is about as good: :meth:`_Goal.merit`).
    Which side codes fewer bits depends on the content (measured against the fixed rate
    points' curve at equal PSNR, 8 frames at long side 256: carphone lowered -0.6..-1.7%,
    raised +1.9..+6.6%; bikes lowered +2.7..+5.3%, raised -1.2..-2.1%);
 4. after :data:`TRIALS` trials, or when no untried lambda is left, the GOP keeps the trial
    of fewest bytes that reaches the target, else the one of highest quality (reported as
-   missing); a bitrate: the best PSNR within the window, at :data:`RD_SLOPE_DB`.
+   missing); a bitrate: the best PSNR at the budget within ``[KEEP_LOW, KEEP_HIGH]`` of it.
 
 Without refinement (``--refine none``) lambda moves nothing: the GOP takes the lowest rate
 point whose unrefined mean reaches the target, which step 1 measured exactly.

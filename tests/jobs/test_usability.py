@@ -172,6 +172,21 @@ def test_info_names_every_byte_count_and_they_add_up(capsys) -> None:
         f"{sizes['carry']} carry + {sizes['footer']} index/footer"
     ) in out
     assert f"summary     {packets} packet bytes, {summary['bpp']:.4f} bpp from packet bytes" in out
+    # header objects read as "key value" pairs, not Python dicts
+    color = next(ln for ln in out.splitlines() if ln.startswith("color "))
+    refine = next(ln for ln in out.splitlines() if ln.startswith("refinement "))
+    assert "{" not in color and "'" not in color and "matrix " in color, color
+    assert "'" not in refine and "method " in refine, refine
+
+
+def test_counts_read_as_english() -> None:
+    from jobs.console import count
+
+    assert (count(1, "frame"), count(0, "frame"), count(6, "frame")) == (
+        "1 frame",
+        "0 frames",
+        "6 frames",
+    )
 
 
 def _frames(capsys, stream: Path) -> list[dict]:
