@@ -220,10 +220,11 @@ def test_kbps_targets_errors_and_bd_rate() -> None:
     assert [s["achieved_kbps"] for s in a] == pytest.approx([98.0, 188.0, 303.0])
     assert [s["error_pct"] for s in a] == pytest.approx([-2.0, -6.0, 1.0])
     assert [s["within"] for s in a] == [True, False, True]
-    assert [s["in_design"] for s in a] == [True, False, False]
-    # the edges count: -5% is within and in the design's window, 0% too
+    assert [s["in_design"] for s in a] == [True, False, True]
+    # the edges count: -5% is within, -4% in the search's window
     b = k["per_clip"]["b"]["streams"]
-    assert all(s["within"] and s["in_design"] for s in b)
+    assert all(s["within"] for s in b)
+    assert [s["in_design"] for s in b] == [True, False, True]
     assert (k["within"], k["in_design"], k["goal_met"]) == (5, 4, False)
     assert k["error_pct_max_abs"] == pytest.approx(6.0)
     assert k["error_pct_mean"] == pytest.approx((-2 - 6 + 1 + 0 - 5 - 4) / 6)
@@ -276,7 +277,7 @@ def test_bench_target_on_a_clip_resumes_from_its_cache(tmp_path: Path) -> None:
     for t in c["targets"]:
         (g,) = t["gops"]
         assert g["rate_point"] == t["main_rate_point"] in (1, 2, 3, 4, 5)
-        assert g["frames"] == 2 and 1 <= g["trials"] <= 4 and g["score"] == pytest.approx(t["psnr"])
+        assert g["frames"] == 2 and 1 <= g["trials"] <= 5 and g["score"] == pytest.approx(t["psnr"])
         # the traced trials: as many as the outcome counts, the chosen one among them
         assert len(g["search"]) == g["trials"] and g["search"][0]["trial"] == 0
         assert any(
