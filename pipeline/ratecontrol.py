@@ -119,7 +119,8 @@ BUDGET_HIGH = 1.04
 KEEP_LOW = 0.95
 KEEP_HIGH = 1.05
 #: Trials are compared at the aim along this slope (:meth:`_Goal.merit`; dB of PSNR per dB
-#: of bytes: the fixed rate points' curves of the shared clips have 0.9 to 1.5).
+#: of bytes: the fixed rate points' curves of the shared clips have 0.9 to 1.5; MS-SSIM
+#: targets use it on their dB scale too, uncalibrated: it only ranks trials of one GOP).
 RD_SLOPE_DB = 1.0
 #: The change of bytes refinement makes at a rate point's own lambda (dB of bytes; -10%),
 #: trial 0's guess of a byte budget (measured on carphone, q3, the CLI default: -10%).
@@ -196,11 +197,20 @@ class _Goal:
         return t.q > self.hi or self.over_cap(t)
 
     def met(self, t: _Trial) -> bool:
-        """Reached: a quality target at least (under the cap); a byte budget not exceeded
-        and at least its window's bottom."""
+        """Reached: a quality target at least (under the cap); a byte budget within
+        ``[KEEP_LOW, KEEP_HIGH]`` of it (under the cap)."""
         if self.bytes:
-            return self.lo <= t.q <= self.hi
+            keep = (
+                self.budget + 10 * math.log10(KEEP_LOW),
+                self.budget + 10 * math.log10(KEEP_HIGH),
+            )
+            return keep[0] <= t.q <= keep[1] and not self.over_cap(t)
         return t.q >= self.lo and not self.over_cap(t)
+
+    def near(self, pred: float) -> bool:
+        """A prediction worth a trial: in the window, widened by a quarter of its width."""
+        w = (self.hi - self.lo) / 4
+        return self.lo - w <= pred <= self.hi + w
 
     def done(self, t: _Trial) -> bool:
         return self.lo <= t.q <= self.hi and not self.over_cap(t)
@@ -217,13 +227,9 @@ class _Goal:
         """The trial a GOP keeps: for a quality, the fewest bytes that reach it (under the
         cap), else the highest quality under the cap, else the fewest bytes; for a byte
         budget, the best :meth:`merit` within ``[KEEP_LOW, KEEP_HIGH]`` of it (under the
-        cap), else the highest PSNR below it, else the fewest bytes."""
+        cap), else the highest PSNR under the window's top, else the fewest bytes."""
         if self.bytes:
-            keep = (
-                self.budget + 10 * math.log10(KEEP_LOW),
-                self.budget + 10 * math.log10(KEEP_HIGH),
-            )
-            inside = [t for t in trials if keep[0] <= t.q <= keep[1] and not self.over_cap(t)]
+            inside = [t for t in trials if self.met(t)]
             if inside:
                 return max(inside, key=lambda t: (self.merit(t), -t.bytes))
             ok = [t for t in trials if t.q <= self.hi]
@@ -392,7 +398,7 @@ class RateController:
             BYTES_HEADROOM_DB,
             BYTES_SLOPE_DB,
             cap,
-            10.0 * math.log10(max(1.0, min(budget, top))),
+            10.0 * math.log10(max(1.0, min(budget, math.sqrt(bottom * top)))),
         )
 
     def first_pass(
@@ -467,8 +473,9 @@ class RateController:
         """Within one rate point: the next ``log lambda`` from the secant of ``(log lambda,
         q)`` through the two trials nearest the aim (the goal's slope with one), bisection
         when it leaves the bracket of the trials below and above the goal, clamped to
-        ``[lo, hi]``. Returns it, whether the secant pointed beyond the range, and the
-        value the secant predicts at the returned point."""
+        ``[lo, hi]`` (past the range: its end, when that is in the bracket). Returns it,
+        whether the secant pointed beyond the range, and the value the secant predicts at
+        the returned point."""
         below = [t.log_lmbda for t in mine if goal.below(t)]
         above = [t.log_lmbda for t in mine if goal.above(t)]
         b_lo = max(below) if below else lo
@@ -484,7 +491,10 @@ class RateController:
         if goal.above(a) and a.q <= goal.hi:  # over the byte cap only: come down
             x = min(x, a.log_lmbda - 0.25)
         beyond = x > hi + 1e-3 or x < lo - 1e-3
-        if not b_lo < x < b_hi:
+        end = min(max(x, lo), hi)
+        if beyond and b_lo <= end <= b_hi:  # the end of the range, where the secant points
+            x = end
+        elif not b_lo < x < b_hi:
             x = (b_lo + b_hi) / 2
         x = min(max(x, lo), hi)
         return x, beyond, a.q + slope * (x - a.log_lmbda)
@@ -520,8 +530,8 @@ class RateController:
             pred += goal.slope * (x - self.log_lmbdas[other])
             # not when even the end of its range is expected to miss the window
             return None if pred < goal.lo - 0.5 or pred > goal.hi + 0.5 else (slot, x)
-        x, beyond, _ = self._secant(mine, goal, lo, hi)
-        if beyond or min(abs(x - t.log_lmbda) for t in mine) < 1e-3:
+        x, beyond, pred = self._secant(mine, goal, lo, hi)
+        if (beyond and not goal.near(pred)) or min(abs(x - t.log_lmbda) for t in mine) < 1e-3:
             return None
         return other, x
 
@@ -534,7 +544,7 @@ class RateController:
         point nearest the aim (the goal's slope with one), bisection when it leaves the
         bracket of the trials below the goal and above it (:meth:`_secant`). When the
         secant points beyond the rate point's range: the end of the range, if untried and
-        expected within a window's width of the aim; else the next rate point up (below
+        expected in the window (:meth:`_Goal.near`); else the next rate point up (below
         the goal) or down (above it), at the lambda :meth:`_guess` gives it, unless that
         one was tried already. Once a trial landed: :meth:`_other_side`."""
         if any(goal.done(t) for t in trials):
@@ -542,13 +552,14 @@ class RateController:
         last = trials[-1]
         slot = last.slot
         lo, hi = self._range(slot)
-        if not any(t.slot == slot + 1 for t in trials):
+        top = slot + 1 == len(self.encoders)
+        if not top and not any(t.slot == slot + 1 for t in trials):
             hi = min(hi, self.log_lmbdas[slot])  # above its own lambda only as a last resort
         mine = [t for t in trials if t.slot == slot]
         below = [t.log_lmbda for t in mine if goal.below(t)]
         x, beyond, pred = self._secant(mine, goal, lo, hi)
         untried = min(abs(x - t.log_lmbda) for t in mine) >= 1e-3
-        if untried and (not beyond or abs(pred - goal.aim) <= goal.hi - goal.lo):
+        if untried and (not beyond or goal.near(pred)):
             return slot, x
         # this rate point cannot do better: move to a neighbour not tried yet
         step = 1 if goal.below(last) else -1 if goal.above(last) else 0
@@ -645,7 +656,7 @@ class RateController:
         for g in range(len(groups)):
             mean, goal = per_gop[g], goals[g]
             if not self.refine.active:  # unrefined, measured exactly: choose from them
-                if goal.bytes:  # the highest rate point within the budget
+                if goal.bytes:  # the highest rate point under the window's top
                     ok = [s for s, q in enumerate(mean) if q <= goal.hi]
                     s = ok[-1] if ok else 0
                 else:  # the lowest rate point that reaches the target (under the cap)
@@ -704,7 +715,7 @@ class RateController:
             self.outcomes.append(outcome)
             if not outcome.met and self.warn is not None:
                 what = (
-                    f"{outcome.bytes} bytes for a budget of {int(10 ** (goals[g].hi / 10))}"
+                    f"{outcome.bytes} bytes for a budget of {int(10 ** (goals[g].budget / 10))}"
                     if goals[g].bytes
                     else f"reached {outcome.score:.4g}, below the target {self.target}"
                 )

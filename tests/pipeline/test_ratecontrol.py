@@ -120,6 +120,19 @@ def test_a_landing_off_its_own_lambda_is_tried_from_the_other_side(models) -> No
     up = trial(1, own[1] + 0.6, 30.05)
     slot, x = rc._next([up], unrefined, goal)
     assert slot == 2 and x < own[2]
+    # a second trial there only while it is about as good as the landing at the aim
+    # (the secant stays in range either way: only the merit decides)
+    worse = [landed, trial(1, own[1] + 0.3, 29.7, 1100)]
+    assert rc._next(worse, unrefined, goal) is None
+    slot, x2 = rc._next([landed, trial(1, own[1] + 0.3, 29.7, 850)], unrefined, goal)
+    assert slot == 1 and own[1] + 0.3 < x2 < own[1] + 1.05
+    # and never more than three
+    three = [landed] + [trial(1, own[1] + d, 29.7 + d / 4, 500) for d in (0.1, 0.2, 0.3)]
+    assert rc._next(three, unrefined, goal) is None
+    # a secant past the range tries the range's end (here its own lambda) when it is
+    # expected near the target, before the rate point above
+    short = trial(2, own[2] - 0.25, 29.78)
+    assert rc._next([short], unrefined, goal) == (2, pytest.approx(own[2]))
     # the GOP keeps the fewest bytes among the trials that reach the target
     kept = goal.best([landed, trial(1, x, 30.25, 900), trial(1, x, 29.9, 800)])
     assert kept.bytes == 900
