@@ -132,6 +132,11 @@ _PLAIN: dict[str, object] = {
 }  # fmt: skip
 
 
+def _bytes_db(nbytes: float) -> float:
+    """The search's scale of a byte count: ``10 log10(bytes)`` (at least 1 byte)."""
+    return 10.0 * math.log10(max(1.0, float(nbytes)))
+
+
 def quality_db(metric: str, value: float) -> float:
     """The search's quality scale: PSNR in dB as is; MS-SSIM as ``-10 log10(1 - v)`` dB."""
     if metric == "psnr":
@@ -221,7 +226,7 @@ class _Goal:
         for a byte budget, its PSNR at the budget."""
         if self.bytes:
             return t.score - RD_SLOPE_DB * (t.q - self.budget)
-        return (t.q - self.aim) / RD_SLOPE_DB - 10.0 * math.log10(max(1, t.bytes))
+        return (t.q - self.aim) / RD_SLOPE_DB - _bytes_db(t.bytes)
 
     def best(self, trials: Sequence[_Trial]) -> _Trial:
         """The trial a GOP keeps: for a quality, the fewest bytes that reach it (under the
@@ -392,13 +397,13 @@ class RateController:
         top = budget * BUDGET_HIGH if cap is None else min(cap, budget * BUDGET_HIGH)
         bottom = min(budget * BUDGET_LOW, top * BUDGET_LOW / BUDGET_HIGH)
         return _Goal(
-            10.0 * math.log10(max(1.0, bottom)),
-            10.0 * math.log10(max(1.0, top)),
+            _bytes_db(bottom),
+            _bytes_db(top),
             True,
             BYTES_HEADROOM_DB,
             BYTES_SLOPE_DB,
             cap,
-            10.0 * math.log10(max(1.0, min(budget, math.sqrt(bottom * top)))),
+            _bytes_db(min(budget, math.sqrt(bottom * top))),
         )
 
     def first_pass(
@@ -450,12 +455,23 @@ class RateController:
         ``above_own``): refinement's gain at the rate point's own lambda is the goal's
         headroom, or what the last of ``trials`` measured on its rate point."""
         own = self.log_lmbdas[slot]
-        x = (
-            own
-            - (unrefined[slot] + self._headroom(trials, unrefined, goal) - goal.aim) / goal.slope
-        )
+        x = own + (goal.aim - self._predict(slot, own, unrefined, goal, trials)) / goal.slope
         lo, hi = self._range(slot)
         return slot, min(max(x, lo), hi if above_own else own)
+
+    def _predict(
+        self,
+        slot: int,
+        x: float,
+        unrefined: Sequence[float],
+        goal: _Goal,
+        trials: Sequence[_Trial] = (),
+    ) -> float:
+        """The goal's scale expected at rate point ``slot`` and ``log lambda`` ``x``: its
+        unrefined mean, refinement's gain (:meth:`_headroom` of ``trials``) and the goal's
+        slope for the distance from its own lambda."""
+        gain = self._headroom(trials, unrefined, goal)
+        return unrefined[slot] + gain + goal.slope * (x - self.log_lmbdas[slot])
 
     def _headroom(self, trials: Sequence[_Trial], unrefined: Sequence[float], goal: _Goal) -> float:
         """Refinement's change of the goal's scale at a rate point's own lambda: measured by
@@ -526,8 +542,7 @@ class RateController:
         lo, hi = self._range(other)
         if not mine:
             slot, x = self._guess(other, unrefined, goal, [landed], above_own=True)
-            pred = unrefined[other] + self._headroom([landed], unrefined, goal)
-            pred += goal.slope * (x - self.log_lmbdas[other])
+            pred = self._predict(other, x, unrefined, goal, [landed])
             # not when even the end of its range is expected to miss the window
             return None if pred < goal.lo - 0.5 or pred > goal.hi + 0.5 else (slot, x)
         x, beyond, pred = self._secant(mine, goal, lo, hi)
@@ -582,7 +597,7 @@ class RateController:
         vals = [f.stats.psnr if metric == "psnr" else f.stats.ms_ssim for f in frames]
         score = float(sum(vals) / len(vals))
         nbytes = sum(f.stats.bytes for f in frames)
-        q = 10.0 * math.log10(max(1, nbytes)) if goal.bytes else quality_db(metric, score)
+        q = _bytes_db(nbytes) if goal.bytes else quality_db(metric, score)
         return score, q, nbytes
 
     def _run(
@@ -630,7 +645,7 @@ class RateController:
                 table = [self.first_bytes[n] for n in numbers]
             else:
                 table = self.first_pass(rgbs, fidx, pts, batch)
-            per_gop = [[10.0 * math.log10(max(1, b)) for b in row] for row in table]
+            per_gop = [[_bytes_db(b) for b in row] for row in table]
         else:
             per_slot = self.unrefined(rgbs, batch)
             per_gop = [
