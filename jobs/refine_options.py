@@ -21,6 +21,7 @@ from typing import Any
 from pipeline.config import (
     AUTOCAST,
     DEFAULT_GOP,
+    DEFAULT_IP_RATIO,
     DEFAULT_ITERS,
     DEFAULT_LR,
     DEFAULT_METHOD,
@@ -135,6 +136,14 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
         help="frames per group of pictures: the first is intra, the others are coded against "
         "the previous frame's latents where that saves bits; warm-start chains, budget groups "
         f"and shard cuts follow it (1: all intra; default {DEFAULT_GOP}, docs/benchmarks/gop.md)",
+    )
+    g.add_argument(
+        "--ip-ratio",
+        type=float_option(0.25, example="1.4"),
+        default=DEFAULT_IP_RATIO,
+        help="quantizer-step ratio of a GOP's P frames to its intra frame, as x264's "
+        "--ipratio: the intra frame is refined at ratio^2 times the lambda (1: one lambda; "
+        "docs/benchmarks/ipratio.md)",
     )
     g.add_argument(
         "--grid",
@@ -296,6 +305,7 @@ def refine_kwargs(a: argparse.Namespace) -> dict[str, Any]:
         "method": a.refine, "iters": a.iters, "lr": lr_of(a), "lmbda": a.lmbda, "tol": a.tol, "window": a.window,
         "seed": a.seed, "warm_start": a.warm_start, "warm_threshold": a.warm_threshold,
         "budget": a.budget, "probe": a.probe, "autocast": a.autocast, "gop": gop_of(a),
+        "ip_ratio": a.ip_ratio,
         "target_psnr": getattr(a, "target_psnr", None),
         "target_msssim": getattr(a, "target_msssim", None),
         "target_kbps": getattr(a, "target_kbps", None),

@@ -317,6 +317,9 @@ class FrameEncoder:
                 )
                 for i, fi in enumerate(frame_indices)
             ]
+            for s, fi in zip(states, frame_indices, strict=True):
+                lam = cfg.frame_lmbda(int(fi))
+                s.lmbda = None if lam == cfg.lmbda else lam  # an intra frame's (--ip-ratio)
             with torch.enable_grad():
                 secs = run_states(self.codec, x, states, (h, w), cfg)
             gains = probe_gains(self.codec, x, lat0, states, (h, w), cfg)
@@ -329,6 +332,7 @@ class FrameEncoder:
         lat0: dict[str, Tensor],
         frame_indices: Sequence[int],
         inits: Sequence[FrameInit] | None,
+        lams: Sequence[float],
     ) -> list[FrameState]:
         cfg = self.refine
         states = []
@@ -343,7 +347,8 @@ class FrameEncoder:
                 stop = cfg.iters if init.stop is None else init.stop
                 state = FrameState.start(lat, int(fi), cfg.seed, stop)
             state.ref = self._reference(int(fi))
-            state.lmbda = init.lmbda
+            # None: the config's own (one lambda for the batch, as before --ip-ratio)
+            state.lmbda = init.lmbda if lams[i] == (init.lmbda or cfg.lmbda) else lams[i]
             states.append(state)
         return states
 
@@ -375,10 +380,8 @@ class FrameEncoder:
                     "refined P frames are refined against their coded reference: encode a "
                     "GOP's frames in order (FrameEncoder.encode_groups or encode_frames)"
                 )
-        lams = [
-            self.lmbda if inits is None or inits[i].lmbda is None else float(inits[i].lmbda)
-            for i in range(n)
-        ]
+        given = [None if inits is None else inits[i].lmbda for i in range(n)]
+        lams = [self.refine.frame_lmbda(int(fi), given[i]) for i, fi in enumerate(frame_indices)]
         with deterministic(dev):
             refs, x = self._prepare(rgbs)
             with torch.no_grad():
@@ -390,7 +393,7 @@ class FrameEncoder:
             choose = [False] * n
             offsets: list[dict[str, Tensor] | None] = [None] * n
             if self.refine.active:
-                states = self._start_states(lat0, frame_indices, inits)
+                states = self._start_states(lat0, frame_indices, inits, lams)
                 with torch.enable_grad():
                     seconds = run_states(self.codec, x, states, (h, w), self.refine)
                 # A frame whose refinement diverged (inf/nan latents, e.g. an absurd --lr)
@@ -442,7 +445,7 @@ class FrameEncoder:
                     probe_gain=init.probe_gain,
                     allocated=init.allocated,
                     frame_type="P" if pkt.flags & FLAG_INTER else "I",
-                    lmbda=init.lmbda,
+                    lmbda=None if init.lmbda is None else lams[i],
                     rate_point=self.rate_point,
                 )
                 out.append(EncodedFrame(pkt, pb, stats, offsets[i]))

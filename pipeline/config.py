@@ -19,6 +19,7 @@ from pipeline.errors import ConfigError
 __all__ = [
     "AUTOCAST",
     "DEFAULT_GOP",
+    "DEFAULT_IP_RATIO",
     "DEFAULT_ITERS",
     "DEFAULT_LR",
     "DEFAULT_METHOD",
@@ -32,6 +33,10 @@ METHODS = ("none", "campos", "sga")
 #: library's :class:`RefineConfig` defaults to all-intra (``gop`` 1). Chosen by
 #: ``relatent bench gop`` (docs/benchmarks/gop.md).
 DEFAULT_GOP = 16
+#: The command line's ``--ip-ratio`` when none is given: a GOP's intra frame is refined at
+#: ``ip_ratio ** 2`` times the lambda of its P frames (x264's ``--ipratio``, whose default
+#: is also 1.4). Measured by ``relatent bench ipratio`` (docs/benchmarks/ipratio.md).
+DEFAULT_IP_RATIO = 1.4
 #: The command line's refinement when none is given: method, iterations per frame and the
 #: Adam step size of each method. Measured on the shipped weights with inter coding
 #: (docs/refinement.md#defaults): SGA at 2e-2 and 50 iterations lowers the RD cost of the
@@ -86,6 +91,13 @@ class RefineConfig:
             first pass shares the bits out among the GOPs (equal RD slope), and each GOP
             is brought within [0.96, 1.04] of its share.
         max_kbps: no GOP above this bitrate (kb/s; a cap on any of the targets).
+        ip_ratio: quantizer-step ratio between a GOP's P frames and its intra frame, as
+            x264's ``--ipratio``: the intra frame is refined (and its refined latents kept
+            or not, by the actual-bits guard) at ``lmbda * ip_ratio ** 2``, since lambda
+            (weighting distortion) goes as ``1 / Qstep ** 2`` (Sullivan and Wiegand 1998,
+            "Rate-distortion optimization for video compression"). The P frames copy and
+            predict from the intra frame's latents, so its quality is spent again by each
+            of them. 1 = one lambda for every frame; only refined GOPs (``gop`` > 1) use it.
     """
 
     method: Literal["none", "campos", "sga"] = "campos"
@@ -106,6 +118,7 @@ class RefineConfig:
     target_msssim: float | None = None
     target_kbps: float | None = None
     max_kbps: float | None = None
+    ip_ratio: float = 1.0
 
     def validate(self) -> RefineConfig:
         """Check every field's range (see the attributes above); returns ``self``.
@@ -114,7 +127,8 @@ class RefineConfig:
             ConfigError: an unknown method or autocast mode, a negative ``iters``,
                 ``budget`` or ``tol``, a non-positive ``lr`` or ``lmbda``, ``window`` or
                 ``grid`` < 1, a negative ``warm_threshold``, a non-finite (``inf``/``nan``)
-                ``lr``, ``lmbda``, ``tol`` or ``warm_threshold``, or (with a budget)
+                ``lr``, ``lmbda``, ``tol``, ``warm_threshold`` or ``ip_ratio``, an
+                ``ip_ratio`` outside 0.25..4, or (with a budget)
                 ``probe`` < 2 or not ``probe <= budget <= iters``.
         """
         for flag, value in (
@@ -126,6 +140,7 @@ class RefineConfig:
             ("--max-kbps", self.max_kbps),
             ("--tol", self.tol),
             ("--warm-threshold", self.warm_threshold),
+            ("--ip-ratio", self.ip_ratio),
         ):
             if value is not None and not (isinstance(value, int | float) and math.isfinite(value)):
                 raise ConfigError(
@@ -145,6 +160,11 @@ class RefineConfig:
             raise ConfigError(
                 f"--lambda {self.lmbda} must be positive",
                 hint="omit it to use the model's training lambda",
+            )
+        if not 0.25 <= self.ip_ratio <= 4.0:
+            raise ConfigError(
+                f"--ip-ratio {self.ip_ratio} is outside 0.25..4",
+                hint="e.g. 1.4 (the intra frame at about twice the P frames' lambda); 1 = none",
             )
         if self.tol < 0 or self.window < 1:
             raise ConfigError("--tol must be >= 0 and --window >= 1")
@@ -262,10 +282,20 @@ class RefineConfig:
             return True
         return self.active and (self.warm_start or self.budget > 0 or self.gop > 1)
 
+    def frame_lmbda(self, frame_index: int, lmbda: float | None = None) -> float:
+        """The lambda frame ``frame_index`` is refined and guarded at: ``lmbda`` (a GOP's
+        own, from rate control; default: the config's), times ``ip_ratio ** 2`` for a
+        GOP's intra frame (``gop`` > 1 and ``frame_index`` a multiple of it)."""
+        base = self.lmbda if lmbda is None else lmbda
+        assert base is not None, "resolve the RefineConfig first"
+        if self.gop > 1 and self.ip_ratio != 1.0 and frame_index % self.gop == 0:
+            return float(base) * self.ip_ratio**2
+        return float(base)
+
     def resolved(self, model_lmbda: float) -> RefineConfig:
         """The config with ``lmbda`` filled in (what actually runs and is hashed). Method
         ``none`` gets ``iters=0``, and a config that refines nothing has warm starts, the
-        budget and autocast turned off.
+        budget and autocast turned off; ``ip_ratio`` is 1 unless a refined GOP uses it.
 
         Raises:
             ConfigError: the result fails :meth:`validate`.
@@ -275,6 +305,8 @@ class RefineConfig:
             cfg = replace(cfg, iters=0)
         if not cfg.active:
             cfg = replace(cfg, warm_start=False, budget=0, autocast="none")
+        if (not cfg.active or cfg.gop == 1) and cfg.ip_ratio != 1.0:
+            cfg = replace(cfg, ip_ratio=1.0)  # only refined GOPs have an intra lambda
         if cfg.gop > 1 and cfg.grid != cfg.gop:
             cfg = replace(cfg, grid=cfg.gop)  # chains and budget groups follow the GOP
         return cfg.validate()
@@ -296,6 +328,10 @@ class RefineConfig:
             del d["autocast"]
         if self.gop == 1:
             del d["gop"]
+        if self.ip_ratio == 1.0:
+            del d["ip_ratio"]
+        else:
+            d["ip_ratio"] = float(d["ip_ratio"])
         for k in ("target_psnr", "target_msssim", "target_kbps", "max_kbps"):
             if d[k] is None:
                 del d[k]

@@ -16,6 +16,7 @@ One module per benchmark, each with its ``add_parser`` and command function:
   with inter coding: RD cost against encode time.
 * :mod:`~jobs.bench.target`: rate control (``--target-psnr``) against the fixed rate points
   on the shared clips: targets hit, BD-rate, search cost (:mod:`~jobs.bench.target_report`).
+* :mod:`~jobs.bench.ipratio`: the intra frame's lambda (``--ip-ratio``): BD-rate per ratio.
 * :mod:`~jobs.bench.startup`: how long ``relatent --help`` and ``relatent info`` take to
   start, in this checkout and others.
 
@@ -34,7 +35,7 @@ __all__ = ["add_parser"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``bench`` and every benchmark under it on the CLI's subcommands ``sub``."""
     from jobs.bench import all as bench_all
-    from jobs.bench import defaults, gop, models, pipeline, rd, speed, startup, target
+    from jobs.bench import defaults, gop, ipratio, models, pipeline, rd, speed, startup, target
 
     p = sub.add_parser(
         "bench", help="benchmarks that write JSON, Markdown and plots to docs/benchmarks"
@@ -49,3 +50,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     gop.add_parser(bsub)
     defaults.add_parser(bsub)
     target.add_parser(bsub)
+    ipratio.add_parser(bsub)
