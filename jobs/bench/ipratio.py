@@ -30,6 +30,7 @@ from typing import Any
 
 from jobs.bench import lib as bl
 from jobs.bench.gop import CLIPS
+from jobs.refine_options import float_option
 from pipeline.errors import ConfigError, InputError
 
 __all__ = ["DEFAULT_RATIOS", "add_parser", "cmd_ipratio", "encode_task", "run", "summarize"]
@@ -268,7 +269,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--long-side", type=int, default=256, help="downscale to this long side")
     p.add_argument(
         "--ratios",
-        type=float,
+        type=float_option(0.25, example="1.4"),
         nargs="+",
         default=None,
         help=f"ratios to measure (default: {' '.join(f'{r:g}' for r in DEFAULT_RATIOS)}; 1 always)",

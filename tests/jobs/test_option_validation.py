@@ -49,6 +49,7 @@ BAD = ["inf", "-inf", "nan", "1e999"]
         (["encode", "{src}", "{dst}"], "--tol"),
         (["encode", "{src}", "{dst}"], "--lambda"),
         (["encode", "{src}", "{dst}"], "--warm-threshold"),
+        (["encode", "{src}", "{dst}"], "--ip-ratio"),
         (["transcode", "{src}", "--out", "{dir}"], "--lr"),
         (["transcode", "{src}", "--out", "{dir}"], "--gpus-per-actor"),
         (["transcode", "{src}", "--out", "{dir}"], "--cpus-per-actor"),
@@ -89,6 +90,7 @@ def test_non_finite_float_options_exit_2_naming_the_option(
         ("--lambda", "0", "> 0"),
         ("--tol", "-0.5", ">= 0"),
         ("--warm-threshold", "-1", ">= 0"),
+        ("--ip-ratio", "0.1", ">= 0.25"),
         ("--lr", "fast", "not a number"),
     ],
 )

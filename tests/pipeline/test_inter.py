@@ -122,6 +122,53 @@ def test_bytes_do_not_depend_on_the_batch(model, cfg: RefineConfig) -> None:
     assert any(bs.read_packet(io.BytesIO(p)).flags & bs.FLAG_INTER for p in runs[0])
 
 
+def test_ip_ratio_is_validated_hashed_and_used_only_by_refined_gops() -> None:
+    for bad in (0.1, 5.0, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="--ip-ratio"):
+            RefineConfig(gop=4, ip_ratio=bad).validate()
+    # a config from before --ip-ratio (one lambda) keeps its canonical form and hash
+    assert "ip_ratio" not in RefineConfig(gop=4).to_json()
+    assert RefineConfig(gop=4, ip_ratio=1).hash() == RefineConfig(gop=4).hash()
+    assert RefineConfig(gop=4, ip_ratio=1.4).hash() != RefineConfig(gop=4).hash()
+    # nothing to scale: all intra, or nothing refined
+    assert RefineConfig(ip_ratio=1.4).resolved(0.01).ip_ratio == 1.0
+    assert RefineConfig(method="none", gop=4, ip_ratio=1.4).resolved(0.01).ip_ratio == 1.0
+    cfg = RefineConfig(gop=4, ip_ratio=1.5).resolved(0.01)
+    assert cfg.to_json()["ip_ratio"] == 1.5
+    lams = [cfg.frame_lmbda(i) for i in range(9)]
+    assert lams[0] == lams[4] == lams[8] == pytest.approx(0.0225)  # each GOP's intra frame
+    assert all(lams[i] == 0.01 for i in (1, 2, 3, 5, 6, 7))
+    assert cfg.frame_lmbda(8, 0.02) == pytest.approx(0.045)  # a GOP's own (rate control)
+    assert cfg.frame_lmbda(9, 0.02) == 0.02
+
+
+def test_ip_ratio_codes_the_intra_frames_exactly_at_their_own_lambda(shipped) -> None:
+    """``--ip-ratio R`` is the same encode as one lambda with the GOPs' intra frames given
+    ``R^2`` times it: packet for packet, P frames at the config's lambda (they are refined
+    against the intra frame the larger lambda coded), and the guard judges each frame at
+    its own. On real frames (the golden source, shipped weights) it changes what is coded:
+    each intra frame gains quality."""
+    from pipeline import media
+
+    imgs = [f.rgb for f in media.read_frames(str(REPO_ROOT / "tests/data/golden_src.mkv"), 0, 6)]
+    n, gop, r = len(imgs), 3, 1.4
+    base = RefineConfig(method="sga", iters=4, lr=2e-2, tol=0, gop=gop)
+    idx = list(range(n))
+
+    def encode_with(cfg: RefineConfig, lams: list[float | None] | None = None) -> list:
+        return FrameEncoder(shipped, cfg).encode_groups(imgs, idx, idx, 2, lmbdas=lams)
+
+    lam = FrameEncoder(shipped, base).lmbda
+    scaled = encode_with(dataclasses.replace(base, ip_ratio=r))
+    given = encode_with(base, [lam * r**2 if i % gop == 0 else None for i in idx])
+    plain = encode_with(base)
+    assert [e.packet_bytes for e in scaled] == [e.packet_bytes for e in given]
+    assert [e.stats.frame_type for e in scaled] == ["I", "P", "P"] * 2
+    for i in (0, 3):  # the intra frames: refined for more quality
+        assert scaled[i].stats.psnr > plain[i].stats.psnr
+        assert scaled[i].packet_bytes != plain[i].packet_bytes
+
+
 def test_damaged_or_orphaned_p_packets_name_the_frame(model) -> None:
     imgs = still_frames(3, seed=4)
     out = encode(model, imgs, RefineConfig(method="none", gop=3))
