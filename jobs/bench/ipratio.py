@@ -204,7 +204,9 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
     prov = results["provenance"]
     lines = ["# The intra frame's lambda: `--ip-ratio`", "", *bl.provenance_md(prov), ""]
     lines += [
-        f"Command: `{prov['command']}` ({results['minutes']:.0f} min on this machine). The "
+        f"Command: `{prov['command']} --frames {results['frames']} --ratios "
+        f"{' '.join(rs)} --jobs {prov['args']['jobs']}` ({results['minutes']:.0f} min on "
+        "this machine). The "
         f"first {results['frames']} frames of each clip (GOP {results['gop']}, so one GOP "
         "each when the frames are at most a GOP), every shipped rate point, the CLI's default "
         "refinement, the intra frame refined at ratio^2 times the lambda. BD-rate: RGB PSNR, "
