@@ -44,7 +44,7 @@ from jobs.cli import main
 from pipeline import storage
 from pipeline.bitstream import RATE_VERSION, StreamReader
 from pipeline.codec import encode_video
-from pipeline.config import RefineConfig
+from pipeline.config import DEFAULT_IP_RATIO, RefineConfig
 from pipeline.errors import ConfigError, TargetUnreachableError, WeightsMismatchError
 from pipeline.models import load_cards, shipped_qualities
 from tests.conftest import data_file
@@ -57,8 +57,11 @@ pytestmark = pytest.mark.timeout(400)
 END = 8
 TARGET = 30.0  # dB: between the shipped rate points on carphone (q3 at a lower lambda)
 #: The recipe of every run here, as ``relatent encode``'s options give it.
-REFINE = RefineConfig(method="sga", iters=4, lr=2e-2, tol=0.0, gop=4, target_psnr=TARGET)
-#: The same as command-line options (transcode parses them into REFINE).
+REFINE = RefineConfig(
+    method="sga", iters=4, lr=2e-2, tol=0.0, gop=4, target_psnr=TARGET, ip_ratio=DEFAULT_IP_RATIO
+)
+#: The same as command-line options (transcode parses them into REFINE; --ip-ratio: its
+#: default).
 OPTS = ["--refine", "sga", "--iters", "4", "--lr", "0.02", "--tol", "0", "--gop", "4"]
 #: ``--target-kbps 150 --max-kbps 155``: the first pass shares about 156 kb/s to GOP 0 of
 #: carphone and 144 to GOP 1, so the cap binds GOP 0 only.
