@@ -222,6 +222,9 @@ def work_spec(job: TranscodeJob) -> dict[str, Any]:
     ):  # fmt: skip
         if key in d and d[key] == off:
             del d[key]
+    ref = work["refine"]  # the intra frame's lambda only counts in a refined GOP
+    if ref.get("ip_ratio") == 1.0 or ref["gop"] == 1 or ref["method"] == "none" or not ref["iters"]:
+        ref.pop("ip_ratio", None)
     work["sources"] = sorted(job.sources)
     return {"format": WORK_FORMAT, **work, "relatent": relatent_version()}
 

@@ -142,8 +142,8 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
         type=float_option(0.25, example="1.4"),
         default=DEFAULT_IP_RATIO,
         help="quantizer-step ratio of a GOP's P frames to its intra frame, as x264's "
-        "--ipratio: the intra frame is refined at ratio^2 times the lambda (1: one lambda; "
-        "docs/benchmarks/ipratio.md)",
+        "--ipratio: with --gop > 1 and refinement, each GOP's intra frame is refined at "
+        "ratio^2 times the lambda (1: one lambda; docs/benchmarks/ipratio.md)",
     )
     g.add_argument(
         "--grid",

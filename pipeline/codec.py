@@ -142,7 +142,7 @@ class FrameInit:
     warm: bool = False
     probe_gain: float | None = None
     allocated: int | None = None
-    #: The frame's own lambda (:mod:`pipeline.ratecontrol`; None: the config's).
+    #: Its GOP's lambda (rate control; None: the config's), scaled as ``frame_lmbda`` says.
     lmbda: float | None = None
 
 
@@ -286,10 +286,11 @@ class FrameEncoder:
             return self._halving(self._encode, rgbs, frame_indices, pts)
         return self._halving(self._encode, rgbs, frame_indices, pts, inits)
 
-    def probe(self, rgbs: Sequence[np.ndarray], frame_indices: Sequence[int]) -> list[FrameState]:
+    def probe(self, rgbs: Sequence[np.ndarray], fidx: Sequence[int], lmbdas: Sequence[Any]) -> Any:
         """Refine each frame from cold for ``probe`` iterations (the adaptive budget's
-        measurement); returns the states, to be continued or discarded."""
-        return self._halving(self._probe, rgbs, frame_indices)
+        measurement) at its lambda (``lmbdas``: its GOP's or None, as :meth:`encode_groups`);
+        returns the :class:`FrameState` list, to be continued or discarded."""
+        return self._halving(self._probe, rgbs, fidx, lmbdas)
 
     def _prepare(self, rgbs: Sequence[np.ndarray]) -> tuple[np.ndarray, Tensor]:
         refs = np.stack([r if r.dtype == np.uint8 else metrics.to_uint8(r) for r in rgbs])
@@ -300,7 +301,12 @@ class FrameEncoder:
         )
         return refs, x
 
-    def _probe(self, rgbs: Sequence[np.ndarray], frame_indices: Sequence[int]) -> list[FrameState]:
+    def _probe(
+        self,
+        rgbs: Sequence[np.ndarray],
+        frame_indices: Sequence[int],
+        given: Sequence[float | None],
+    ) -> list[FrameState]:
         cfg = self.refine
         h, w = rgbs[0].shape[:2]
         with deterministic(self.model.device):
@@ -317,9 +323,9 @@ class FrameEncoder:
                 )
                 for i, fi in enumerate(frame_indices)
             ]
-            for s, fi in zip(states, frame_indices, strict=True):
-                lam = cfg.frame_lmbda(int(fi))
-                s.lmbda = None if lam == cfg.lmbda else lam  # an intra frame's (--ip-ratio)
+            for s, fi, g in zip(states, frame_indices, given, strict=True):
+                lam = cfg.frame_lmbda(int(fi), g)
+                s.lmbda = g if lam == (g or cfg.lmbda) else lam  # None: the config's
             with torch.enable_grad():
                 secs = run_states(self.codec, x, states, (h, w), cfg)
             gains = probe_gains(self.codec, x, lat0, states, (h, w), cfg)
@@ -347,7 +353,6 @@ class FrameEncoder:
                 stop = cfg.iters if init.stop is None else init.stop
                 state = FrameState.start(lat, int(fi), cfg.seed, stop)
             state.ref = self._reference(int(fi))
-            # None: the config's own (one lambda for the batch, as before --ip-ratio)
             state.lmbda = init.lmbda if lams[i] == (init.lmbda or cfg.lmbda) else lams[i]
             states.append(state)
         return states
@@ -445,7 +450,7 @@ class FrameEncoder:
                     probe_gain=init.probe_gain,
                     allocated=init.allocated,
                     frame_type="P" if pkt.flags & FLAG_INTER else "I",
-                    lmbda=None if init.lmbda is None else lams[i],
+                    lmbda=init.lmbda,
                     rate_point=self.rate_point,
                 )
                 out.append(EncodedFrame(pkt, pb, stats, offsets[i]))
@@ -468,8 +473,9 @@ class FrameEncoder:
         time), then each group's iterations are shared out by :func:`pipeline.refine.allocate`.
         A frame's bytes depend only on its group, never on the batch or the other groups.
 
-        ``lmbdas``: each frame's own lambda (rate control's trials,
-        :mod:`pipeline.ratecontrol`); None: the config's."""
+        ``lmbdas``: each frame's GOP lambda (rate control's trials,
+        :mod:`pipeline.ratecontrol`); None: the config's. A GOP's intra frame is refined at
+        ``ip_ratio ** 2`` times it (:meth:`~pipeline.config.RefineConfig.frame_lmbda`)."""
         cfg = self.refine
         n = len(rgbs)
         if n == 0:
@@ -484,7 +490,11 @@ class FrameEncoder:
         if cfg.budget > 0:
             probed: list[FrameState] = []
             for chunk in batched(range(n), batch):
-                probed += self.probe([refs[i] for i in chunk], [fidx[i] for i in chunk])
+                probed += self.probe(
+                    [refs[i] for i in chunk],
+                    [fidx[i] for i in chunk],
+                    [inits[i].lmbda for i in chunk],
+                )
             for grp in groups:
                 ps = [probed[i] for i in grp]
                 gains = [max(0.0, float(s.extra["gain"])) for s in ps]

@@ -140,7 +140,6 @@ class RefineConfig:
             ("--max-kbps", self.max_kbps),
             ("--tol", self.tol),
             ("--warm-threshold", self.warm_threshold),
-            ("--ip-ratio", self.ip_ratio),
         ):
             if value is not None and not (isinstance(value, int | float) and math.isfinite(value)):
                 raise ConfigError(
@@ -161,11 +160,7 @@ class RefineConfig:
                 f"--lambda {self.lmbda} must be positive",
                 hint="omit it to use the model's training lambda",
             )
-        if not 0.25 <= self.ip_ratio <= 4.0:
-            raise ConfigError(
-                f"--ip-ratio {self.ip_ratio} is outside 0.25..4",
-                hint="e.g. 1.4 (the intra frame at about twice the P frames' lambda); 1 = none",
-            )
+        self._validate_ip_ratio()
         if self.tol < 0 or self.window < 1:
             raise ConfigError("--tol must be >= 0 and --window >= 1")
         if not 1 <= self.gop <= 100_000:
@@ -200,6 +195,17 @@ class RefineConfig:
                 f"unknown --autocast {self.autocast!r}", hint=f"use one of {', '.join(AUTOCAST)}"
             )
         return self
+
+    def _validate_ip_ratio(self) -> None:
+        if not (
+            isinstance(self.ip_ratio, int | float)
+            and math.isfinite(self.ip_ratio)
+            and 0.25 <= self.ip_ratio <= 4.0
+        ):
+            raise ConfigError(
+                f"--ip-ratio {self.ip_ratio} is not a finite number in 0.25..4",
+                hint="e.g. 1.4 (the intra frame at about twice the P frames' lambda); 1 = none",
+            )
 
     def _validate_target(self) -> None:
         given = [
@@ -300,6 +306,7 @@ class RefineConfig:
         Raises:
             ConfigError: the result fails :meth:`validate`.
         """
+        self._validate_ip_ratio()  # before it is reset where unused
         cfg = self if self.lmbda is not None else replace(self, lmbda=model_lmbda)
         if cfg.method == "none":
             cfg = replace(cfg, iters=0)

@@ -101,7 +101,7 @@ OTHER_SIDE_MIN = 0.15
 #: Width of the band above the target a GOP aims into (dB of the target's metric).
 WINDOW_DB = 0.3
 #: The refinement gain in quality (dB) expected at a rate point's own lambda: trial 0's
-#: guess only (measured on carphone, q3, the CLI default: +0.55 dB).
+#: guess only (measured on carphone, q3, the CLI default before --ip-ratio: +0.55 dB).
 HEADROOM_DB = 0.5
 #: How far above its best unrefined quality a frame can be brought by refinement at the
 #: top of the lambda range (dB; generous): a target above it is refused up front.
@@ -123,7 +123,7 @@ KEEP_HIGH = 1.05
 #: targets use it on their dB scale too, uncalibrated: it only ranks trials of one GOP).
 RD_SLOPE_DB = 1.0
 #: The change of bytes refinement makes at a rate point's own lambda (dB of bytes; -10%),
-#: trial 0's guess of a byte budget (measured on carphone, q3, the CLI default: -10%).
+#: trial 0's guess of a byte budget (carphone, q3, the CLI default before --ip-ratio: -10%).
 BYTES_HEADROOM_DB = -0.46
 #: The first pass codes without refinement (and without a target).
 _PLAIN: dict[str, object] = {

@@ -423,13 +423,16 @@ def probe_gains(
     is deterministic and batch-invariant; it costs two forward passes per frame."""
     assert cfg.lmbda is not None
     h, w = valid_hw
+    # each frame at the lambda it was probed at (an intra frame's --ip-ratio, a GOP's own)
+    lams = [cfg.lmbda if s.lmbda is None else s.lmbda for s in states]
+    lam: float | list[float] = cfg.lmbda if all(v == cfg.lmbda for v in lams) else lams
 
     def gens() -> list[torch.Generator]:
         return [frame_generator(cfg.seed ^ 0x5EED, s.index) for s in states]
 
     with torch.no_grad():
         before = relaxed_loss(
-            codec, latents0, Relaxation("campos", gens(), []), x, h, w, cfg.lmbda, cfg.autocast
+            codec, latents0, Relaxation("campos", gens(), []), x, h, w, lam, cfg.autocast
         )
         after = relaxed_loss(
             codec,
@@ -438,7 +441,7 @@ def probe_gains(
             x,
             h,
             w,
-            cfg.lmbda,
+            lam,
             cfg.autocast,
         )
     return [

@@ -52,9 +52,8 @@ class FrameStats:
         probe_gain, allocated: the adaptive budget's probe gain and the iterations it gave
             the frame (``None`` without a budget).
         lmbda, rate_point: what rate control (``--target-psnr``, ``--target-msssim``) chose
-            for the frame's GOP (``None`` without a target): the lambda the frame was
-            refined at (a GOP's intra frame: ``ip_ratio ** 2`` times the GOP's); stored in
-            the stream.
+            for the frame's GOP (``None`` without a target; the GOP's intra frame is refined
+            at ``ip_ratio ** 2`` times it); stored in the stream.
     """
 
     index: int

@@ -17,8 +17,9 @@ Each recipe x clip is one task of the library path of ``relatent encode``
 each with one torch thread. Reported per recipe and clip, against ``none`` (unrefined inter
 coding, always measured):
 
-* RD cost change (%): the frames' summed actual RD cost ``rd_after`` (bpp of the packet
-  bytes + lambda * 255^2 * MSE, :class:`pipeline.stats.FrameStats`) over the baseline's;
+* RD cost change (%): the frames' summed actual RD cost (bpp of the packet bytes + lambda *
+  255^2 * MSE, with the model's lambda for every frame, also an intra frame refined at
+  ``ip_ratio ** 2`` times it) over the baseline's;
 * bytes change (%), PSNR change (dB; PSNR of the frames' mean MSE), mean iterations per
   frame, encode seconds per frame and the time ratio against the baseline (wall time of the
   whole encode, so the unrefined coding cost is included);
@@ -186,6 +187,7 @@ def encode_task(task: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from pipeline.codec import FrameEncoder, encode_frames
+    from pipeline.metrics import rd_cost
     from pipeline.models import fixed_threads, load_model
 
     if not _MODEL:
@@ -203,7 +205,7 @@ def encode_task(task: dict[str, Any]) -> dict[str, Any]:
         "clip": task["clip"],
         "frames": len(st),
         "bytes": sum(s.bytes for s in st),
-        "rd": sum(s.rd_after for s in st),
+        "rd": sum(rd_cost(s.bpp, 10 ** (-s.psnr / 10), enc.lmbda) for s in st),
         "psnr": -10 * math.log10(mse),
         "iters": float(np.mean([s.iters for s in st])),
         "p_frames": sum(s.frame_type == "P" for s in st),

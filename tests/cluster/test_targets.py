@@ -341,6 +341,13 @@ def test_submit_forwards_the_targets_and_keeps_the_ids_of_fixed_work(tmp_path: P
     fixed = work_spec(TranscodeJob(("a.mp4",), str(tmp_path)))
     assert not {"min_psnr", "strict"} & set(fixed) and "rate_points" not in fixed["model"]
     assert not {"target_psnr", "target_msssim", "target_kbps", "max_kbps"} & set(fixed["refine"])
+    # the intra frame's lambda is in the id of work it shapes only (a refined GOP)
+    assert "ip_ratio" not in fixed["refine"]  # the library's RefineConfig: 1
+    cli = work_spec(transcode_job(build_parser().parse_args(argv)))
+    assert cli["refine"]["ip_ratio"] == DEFAULT_IP_RATIO
+    for off in (["--gop", "1"], ["--refine", "none"], ["--ip-ratio", "1"]):
+        spec = work_spec(transcode_job(build_parser().parse_args([*argv, *off])))
+        assert "ip_ratio" not in spec["refine"], off
 
 
 # --------------------------------------------------------------------------- Ray

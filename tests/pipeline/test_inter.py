@@ -113,6 +113,9 @@ def test_p_frames_save_bits_decode_to_the_same_latents_and_never_cost_more(model
         RefineConfig(method="none", gop=3),
         RefineConfig(iters=3, lr=2e-2, tol=0, gop=3),
         RefineConfig(iters=3, lr=2e-2, tol=0, gop=3, warm_start=True, warm_threshold=1e9),
+        # lockstep batches mixing intra and P frames' lambdas, and the budget's probe
+        RefineConfig(iters=3, lr=2e-2, tol=0, gop=3, ip_ratio=1.7),
+        RefineConfig(iters=4, lr=2e-2, tol=0, gop=3, ip_ratio=1.7, budget=3, probe=2),
     ],
 )
 def test_bytes_do_not_depend_on_the_batch(model, cfg: RefineConfig) -> None:
@@ -126,6 +129,8 @@ def test_ip_ratio_is_validated_hashed_and_used_only_by_refined_gops() -> None:
     for bad in (0.1, 5.0, float("inf"), float("nan")):
         with pytest.raises(ConfigError, match="--ip-ratio"):
             RefineConfig(gop=4, ip_ratio=bad).validate()
+        with pytest.raises(ConfigError, match="--ip-ratio"):  # even where it is unused
+            RefineConfig(ip_ratio=bad).resolved(0.01)
     # a config from before --ip-ratio (one lambda) keeps its canonical form and hash
     assert "ip_ratio" not in RefineConfig(gop=4).to_json()
     assert RefineConfig(gop=4, ip_ratio=1).hash() == RefineConfig(gop=4).hash()

@@ -13,6 +13,7 @@ import pytest
 
 from jobs.bench import ipratio
 from jobs.bench.gop import CLIPS
+from jobs.bench.lib import bd_rate
 from jobs.bench.pipeline import synthetic_clip
 from pipeline.errors import ConfigError
 from pipeline.models import load_cards
@@ -59,6 +60,7 @@ def test_bench_ipratio_on_a_clip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     for key in ("1", "1.4"):
         assert [p["quality"] for p in entry[key]["points"]] == qualities
         assert all(0 < p["intra_bytes"] <= p["bytes"] for p in entry[key]["points"])
-    assert entry["1"]["bd_rate"] == 0.0 and res["best"] in ("1", "1.4")
+    assert entry["1.4"]["bd_rate"] == bd_rate(entry["1"]["points"], entry["1.4"]["points"])
+    assert res["mean_bd_rate"]["1.4"] == entry["1.4"]["bd_rate"]  # one clip
     md = (tmp_path / "out" / "ipratio.md").read_text()
     assert "| carphone |" in md and (tmp_path / "out" / "ipratio.png").stat().st_size > 0
