@@ -286,10 +286,12 @@ class FrameEncoder:
             return self._halving(self._encode, rgbs, frame_indices, pts)
         return self._halving(self._encode, rgbs, frame_indices, pts, inits)
 
-    def probe(self, rgbs: Sequence[np.ndarray], fidx: Sequence[int], lmbdas: Sequence[Any]) -> Any:
+    def probe(
+        self, rgbs: Sequence[np.ndarray], fidx: Sequence[int], lmbdas: Sequence[float | None]
+    ) -> list[FrameState]:
         """Refine each frame from cold for ``probe`` iterations (the adaptive budget's
         measurement) at its lambda (``lmbdas``: its GOP's or None, as :meth:`encode_groups`);
-        returns the :class:`FrameState` list, to be continued or discarded."""
+        returns the states, to be continued or discarded."""
         return self._halving(self._probe, rgbs, fidx, lmbdas)
 
     def _prepare(self, rgbs: Sequence[np.ndarray]) -> tuple[np.ndarray, Tensor]:
@@ -324,8 +326,7 @@ class FrameEncoder:
                 for i, fi in enumerate(frame_indices)
             ]
             for s, fi, g in zip(states, frame_indices, given, strict=True):
-                lam = cfg.frame_lmbda(int(fi), g)
-                s.lmbda = g if lam == (g or cfg.lmbda) else lam  # None: the config's
+                s.lmbda = cfg.frame_lmbda(int(fi), g)
             with torch.enable_grad():
                 secs = run_states(self.codec, x, states, (h, w), cfg)
             gains = probe_gains(self.codec, x, lat0, states, (h, w), cfg)
@@ -353,7 +354,7 @@ class FrameEncoder:
                 stop = cfg.iters if init.stop is None else init.stop
                 state = FrameState.start(lat, int(fi), cfg.seed, stop)
             state.ref = self._reference(int(fi))
-            state.lmbda = init.lmbda if lams[i] == (init.lmbda or cfg.lmbda) else lams[i]
+            state.lmbda = lams[i]
             states.append(state)
         return states
 

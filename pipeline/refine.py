@@ -209,8 +209,8 @@ class FrameState:
     #: The reference ``y_hat`` (``[1, M, h, w]``) when the frame will be a P frame: its
     #: rate is then the relaxed conditional rate (:func:`pipeline.entropy.relaxed_p_bits`).
     ref: Tensor | None = None
-    #: The frame's own RD trade-off, when it is not the config's (e.g. a per-GOP lambda
-    #: chosen for a target quality); None = ``cfg.lmbda``.
+    #: The frame's own RD trade-off (the encoder sets it: a GOP's lambda from rate control,
+    #: an intra frame's scaled by ``ip_ratio ** 2``); None = ``cfg.lmbda``.
     lmbda: float | None = None
 
     @classmethod
@@ -333,6 +333,15 @@ def _autocast_synth(codec: LatentCodec, y: Tensor, mode: str) -> Tensor:
     return out.float()
 
 
+def _batch_lmbda(states: Sequence[FrameState], cfg: RefineConfig) -> float | list[float]:
+    """The ``lmbda`` argument of :func:`relaxed_loss` for ``states``: each state's own
+    (None: ``cfg.lmbda``), as one value when every state has the config's."""
+    base = cfg.lmbda
+    assert base is not None, "resolve the RefineConfig first"
+    lams = [base if s.lmbda is None else s.lmbda for s in states]
+    return base if all(v == base for v in lams) else lams
+
+
 def run_states(
     codec: LatentCodec,
     x: Tensor,
@@ -372,8 +381,7 @@ def run_states(
         relax = Relaxation(cfg.method, [work[i].gen for i in active], taus)
         xb = x if len(active) == x.shape[0] else x.index_select(0, idx)
         refs = [work[i].ref for i in active]
-        lams = [cfg.lmbda if work[i].lmbda is None else work[i].lmbda for i in active]
-        lam: float | list[float] = cfg.lmbda if all(v == cfg.lmbda for v in lams) else lams
+        lam = _batch_lmbda([work[i] for i in active], cfg)
         loss = relaxed_loss(codec, cur, relax, xb, h, w, lam, cfg.autocast, refs)
         loss.sum().backward()
         with torch.no_grad():
@@ -423,9 +431,7 @@ def probe_gains(
     is deterministic and batch-invariant; it costs two forward passes per frame."""
     assert cfg.lmbda is not None
     h, w = valid_hw
-    # each frame at the lambda it was probed at (an intra frame's --ip-ratio, a GOP's own)
-    lams = [cfg.lmbda if s.lmbda is None else s.lmbda for s in states]
-    lam: float | list[float] = cfg.lmbda if all(v == cfg.lmbda for v in lams) else lams
+    lam = _batch_lmbda(states, cfg)  # each frame at the lambda it was probed at
 
     def gens() -> list[torch.Generator]:
         return [frame_generator(cfg.seed ^ 0x5EED, s.index) for s in states]

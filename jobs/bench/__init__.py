@@ -28,8 +28,27 @@ every parser for ``--help``); each benchmark imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-__all__ = ["add_parser"]
+__all__ = ["add_clip_io", "add_parser"]
+
+
+def add_clip_io(p: argparse.ArgumentParser, name: str) -> None:
+    """Add ``--video`` (the shared clips' folder) and ``--out`` (where ``NAME.json`` /
+    ``NAME.md`` / ``NAME.png`` go) to the parser ``p`` of ``bench NAME``."""
+    repo = Path(__file__).resolve().parents[2]  # = jobs.bench.lib.REPO
+    p.add_argument(
+        "--video",
+        type=Path,
+        default=repo.parent / "shared" / "data" / "video",
+        help="folder of the shared clips (default: ../shared/data/video)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=repo / "docs" / "benchmarks",
+        help=f"where {name}.json / {name}.md / {name}.png go (default: docs/benchmarks)",
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

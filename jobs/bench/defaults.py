@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jobs.bench import add_clip_io
 from jobs.bench import lib as bl
 from jobs.bench.gop import CLIPS
 from pipeline.errors import ConfigError, InputError
@@ -551,18 +552,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "defaults",
         help="refinement recipes (and the CLI's default) on the shared clips: RD cost against encode time",
     )
-    p.add_argument(
-        "--video",
-        type=Path,
-        default=bl.REPO.parent / "shared" / "data" / "video",
-        help="folder of the shared clips (default: ../shared/data/video)",
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=bl.REPO / "docs" / "benchmarks",
-        help="where defaults.json / defaults.md / defaults.png go (default: docs/benchmarks)",
-    )
+    add_clip_io(p, "defaults")
     p.add_argument(
         "--frames", type=int, default=16, help="consecutive frames per clip, from the start"
     )

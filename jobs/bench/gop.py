@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jobs.bench import add_clip_io
 from jobs.bench import lib as bl
 from pipeline.errors import InputError
 
@@ -224,18 +225,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "gop", help="bytes of inter-coded streams against all-intra on the shared clips"
     )
-    p.add_argument(
-        "--video",
-        type=Path,
-        default=bl.REPO.parent / "shared" / "data" / "video",
-        help="folder of the shared clips (default: ../shared/data/video)",
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=bl.REPO / "docs" / "benchmarks",
-        help="where gop.json / gop.md / gop.png go (default: docs/benchmarks)",
-    )
+    add_clip_io(p, "gop")
     p.add_argument(
         "--frames", type=int, default=32, help="consecutive frames per clip, from the start"
     )

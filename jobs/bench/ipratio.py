@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jobs.bench import add_clip_io
 from jobs.bench import lib as bl
 from jobs.bench.gop import CLIPS
 from jobs.refine_options import float_option
@@ -255,18 +256,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ipratio", help="the intra frame's lambda (--ip-ratio): BD-rate per ratio on the clips"
     )
-    p.add_argument(
-        "--video",
-        type=Path,
-        default=bl.REPO.parent / "shared" / "data" / "video",
-        help="folder of the shared clips (default: ../shared/data/video)",
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=bl.REPO / "docs" / "benchmarks",
-        help="where ipratio.json / ipratio.md / ipratio.png go (default: docs/benchmarks)",
-    )
+    add_clip_io(p, "ipratio")
     p.add_argument("--frames", type=int, default=16, help="consecutive frames per clip")
     p.add_argument("--long-side", type=int, default=256, help="downscale to this long side")
     p.add_argument(

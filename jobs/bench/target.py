@@ -59,6 +59,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from jobs.bench import add_clip_io
 from jobs.bench import lib as bl
 from jobs.bench.gop import CLIPS
 from pipeline.errors import ConfigError, InputError
@@ -663,18 +664,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="rate control (--target-psnr) on the shared clips: targets hit, BD-rate against "
         "the fixed rate points, search cost",
     )
-    p.add_argument(
-        "--video",
-        type=Path,
-        default=bl.REPO.parent / "shared" / "data" / "video",
-        help="folder of the shared clips (default: ../shared/data/video)",
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=bl.REPO / "docs" / "benchmarks",
-        help="where target.json / target.md / target.png go (default: docs/benchmarks)",
-    )
+    add_clip_io(p, "target")
     p.add_argument(
         "--frames",
         type=int,
