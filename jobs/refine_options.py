@@ -25,6 +25,7 @@ from pipeline.config import (
     DEFAULT_ITERS,
     DEFAULT_LR,
     DEFAULT_METHOD,
+    DEFAULT_TOL,
     METHODS,
     RefineConfig,
 )
@@ -119,8 +120,10 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--tol",
         type=float_option(0.0, example="1e-3"),
-        default=1e-3,
-        help="per-frame early stop: relative loss improvement over --window (0: run all iterations)",
+        default=None,
+        help="per-frame early stop: relative loss improvement over --window (0: run all "
+        f"iterations; default {DEFAULT_TOL['campos']:g} for campos, {DEFAULT_TOL['sga']:g} for "
+        "sga, whose loss rises as its temperature falls)",
     )
     g.add_argument("--window", type=int, default=20, help="iterations over which --tol is judged")
     g.add_argument("--seed", type=int, default=0, help="seed of the relaxation noise")
@@ -293,6 +296,11 @@ def lr_of(a: argparse.Namespace) -> float:
     return float(a.lr) if a.lr is not None else DEFAULT_LR[a.refine]
 
 
+def tol_of(a: argparse.Namespace) -> float:
+    """``--tol``, else the method's default (:data:`pipeline.config.DEFAULT_TOL`: 0 for sga)."""
+    return float(a.tol) if a.tol is not None else DEFAULT_TOL[a.refine]
+
+
 def refine_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     """The RefineConfig fields the options of :func:`add_refine_options` give.
 
@@ -302,7 +310,7 @@ def refine_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     """
     check_targets(a)
     return {
-        "method": a.refine, "iters": a.iters, "lr": lr_of(a), "lmbda": a.lmbda, "tol": a.tol, "window": a.window,
+        "method": a.refine, "iters": a.iters, "lr": lr_of(a), "lmbda": a.lmbda, "tol": tol_of(a), "window": a.window,
         "seed": a.seed, "warm_start": a.warm_start, "warm_threshold": a.warm_threshold,
         "budget": a.budget, "probe": a.probe, "autocast": a.autocast, "gop": gop_of(a),
         "ip_ratio": a.ip_ratio,

@@ -4,11 +4,12 @@ On the first ``--frames`` consecutive frames (default 16) of each shared clip (l
 ``--long-side``, default 256, never upscaled; :func:`jobs.bench.lib.clip_run`), the shipped
 default model codes the frames with the CLI's default GOP once per **recipe**: a refinement
 method, Adam step size, iterations per frame and (optionally) warm starts. Every other
-refinement setting (GOP, ``--tol``, ``--window``, ``--warm-threshold``, budget, seed) is the
+refinement setting (GOP, ``--window``, ``--warm-threshold``, budget, seed) is the
 CLI's default, taken from the encode command's own option definitions
 (:func:`jobs.bench.rd_video.cli_configs` parses an empty command line with
 :func:`jobs.refine_options.add_refine_options`), and the CLI's default recipe is always
-measured and marked. Recipes are written ``none`` or ``METHOD:LR:ITERS[:warm]``
+measured and marked; ``--tol`` is the method's command-line default
+(:data:`pipeline.config.DEFAULT_TOL`). Recipes are written ``none`` or ``METHOD:LR:ITERS[:warm]``
 (``sga:2e-2:50``, ``sga:2e-2:50:warm``, ``campos:1e-3:50``).
 
 Each recipe x clip is one task of the library path of ``relatent encode``
@@ -44,6 +45,7 @@ from typing import Any
 from jobs.bench import add_clip_io
 from jobs.bench import lib as bl
 from jobs.bench.gop import CLIPS
+from pipeline.config import DEFAULT_TOL
 from pipeline.errors import ConfigError, InputError
 
 __all__ = [
@@ -133,7 +135,9 @@ def parse_recipe(text: str, base: Any) -> Recipe:
     hint = "write recipes as none or METHOD:LR:ITERS[:warm], e.g. sga:2e-2:50 or sga:2e-2:50:warm"
     parts = text.strip().split(":")
     if parts == ["none"]:
-        cfg = dataclasses.replace(base, method="none", warm_start=False, budget=0)
+        cfg = dataclasses.replace(
+            base, method="none", tol=DEFAULT_TOL["none"], warm_start=False, budget=0
+        )
     else:
         if len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] != "warm"):
             raise ConfigError(f"--recipes: {text!r} is not a recipe", hint=hint)
@@ -147,7 +151,12 @@ def parse_recipe(text: str, base: Any) -> Recipe:
         if parts[0] == "none":
             raise ConfigError(f"--recipes: {text!r}: method none takes no settings", hint=hint)
         cfg = dataclasses.replace(
-            base, method=parts[0], lr=lr, iters=iters, warm_start=len(parts) == 4
+            base,
+            method=parts[0],
+            lr=lr,
+            iters=iters,
+            tol=DEFAULT_TOL.get(parts[0], base.tol),  # the method's, as the command line's
+            warm_start=len(parts) == 4,
         )
     try:
         cfg = cfg.validate()

@@ -433,10 +433,17 @@ def test_refine_options_are_shared_by_encode_and_transcode(tmp_path: Path, capsy
     # the command line's measured defaults (docs/refinement.md#defaults): SGA at 2e-2, 50
     # iterations, GOP 16; campos without --lr gets its own measured step size
     assert refine_from_args(p.parse_args(["encode", "a", "b"])) == config.RefineConfig(
-        method="sga", lr=2e-2, iters=50, gop=config.DEFAULT_GOP, ip_ratio=config.DEFAULT_IP_RATIO
+        method="sga",
+        lr=2e-2,
+        iters=50,
+        tol=0.0,  # SGA runs all its iterations: its annealed loss is no convergence test
+        gop=config.DEFAULT_GOP,
+        ip_ratio=config.DEFAULT_IP_RATIO,
     )
     assert refine_from_args(p.parse_args(["encode", "a", "b", "--ip-ratio", "1"])).ip_ratio == 1.0
-    assert refine_from_args(p.parse_args(["encode", "a", "b", "--refine", "campos"])).lr == 5e-3
+    campos = refine_from_args(p.parse_args(["encode", "a", "b", "--refine", "campos"]))
+    assert (campos.lr, campos.tol) == (5e-3, 1e-3)
+    assert refine_from_args(p.parse_args(["encode", "a", "b", "--tol", "2e-3"])).tol == 2e-3
     assert refine_from_args(p.parse_args(["encode", "a", "b", "--lr", "1e-3"])).lr == 1e-3
 
     torch.manual_seed(3)

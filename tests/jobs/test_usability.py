@@ -96,7 +96,7 @@ def test_help_shows_the_defaults() -> None:
     assert "--batch BATCH frames refined together" in enc
     assert "lockstep) (default: 4)" in enc
     assert "seed of the relaxation noise (default: 0)" in enc
-    assert "(default: 0.001)" in enc  # --tol
+    assert "default 0.001 for campos, 0 for sga" in enc  # --tol, per method
     assert "(default: None)" not in enc and "(default: False)" not in enc
     tr = _help("transcode")
     assert "target frames per shard (default: 32)" in tr
