@@ -190,9 +190,15 @@ def transcode_argv(a: argparse.Namespace) -> list[str]:
     option stated explicitly (so the cluster's defaults cannot change what the id
     promised). :func:`cluster.submission.build_submission` adds ``--address auto --job-id
     ID --no-progress``."""
+    from jobs.refine_options import lr_of, tol_of
+
     argv = list(a.src)
+    # options whose default depends on --refine are stated as resolved here
+    per_method = {"lr": lr_of(a), "tol": tol_of(a)} if hasattr(a, "refine") else {}
     for action in _forwarded_actions(_transcode_parser()):
         value = getattr(a, action.dest, None)
+        if value is None:
+            value = per_method.get(action.dest)
         flag = max(action.option_strings, key=len)
         if action.nargs == 0:  # a flag (store_true / store_false): present or not
             if value != action.default:

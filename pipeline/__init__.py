@@ -10,7 +10,7 @@ Typical use::
     from pipeline import RefineConfig, encode_video, decode_video, load_model
 
     model = load_model()  # the shipped default weights
-    summary = encode_video("in.mp4", "out.rlv", model, RefineConfig(method="sga", lr=5e-3))
+    summary = encode_video("in.mp4", "out.rlv", model, RefineConfig(method="sga", lr=2e-2, tol=0))
     decode_video("out.rlv", "out.mkv")
 
 Errors all derive from :class:`RelatentError` (the tree is drawn in :mod:`pipeline.errors`).

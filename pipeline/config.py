@@ -47,12 +47,13 @@ DEFAULT_IP_RATIO = 1.4
 DEFAULT_METHOD = "sga"
 DEFAULT_ITERS = 50
 DEFAULT_LR = {"campos": 5e-3, "sga": 2e-2, "none": 1e-3}
-#: The command line's ``--tol`` of each method. SGA's relaxed loss is taken at a temperature
-#: that falls over the run (:func:`pipeline.refine.sga_tau`), so it rises as the rounding
-#: hardens: a window without improvement is the annealing, not convergence, and stopping
-#: there leaves the latents half annealed. SGA therefore runs all its iterations (measured,
-#: 8 frames of bikes at long side 256, q3: the intra frame stopped at iteration 21 with
-#: 1e-3; run to 50 it codes 0.28 dB more PSNR for 2% more bytes; docs/refinement.md).
+#: The command line's ``--tol`` of each method. SGA's relaxed loss first rises above its
+#: starting value (the first steps push the latents off the grid while the temperature of
+#: :func:`pipeline.refine.sga_tau` is still high) and falls below it only as the temperature
+#: falls, so a window without improvement comes before the descent, not at convergence.
+#: SGA therefore runs all its iterations (measured, 8 frames of bikes at long side 256, q3:
+#: the intra frame stopped at iteration 21 of 50 with 1e-3; run to 50, the 8 frames code
+#: 0.28 dB more PSNR for 2% more bytes; docs/refinement.md).
 #: ``none`` refines nothing; its 1e-3 only keeps earlier streams' config hash.
 DEFAULT_TOL = {"campos": 1e-3, "sga": 0.0, "none": 1e-3}
 AUTOCAST = ("none", "bf16")

@@ -126,7 +126,8 @@ def cli_default() -> Any:
 
 def parse_recipe(text: str, base: Any) -> Recipe:
     """``none`` or ``METHOD:LR:ITERS[:warm]`` as a :class:`Recipe` whose config is ``base``
-    (the CLI default config) with the method, step size, iterations and warm start replaced.
+    (the CLI default config) with the method, step size, iterations and warm start replaced,
+    and ``tol`` the method's command-line default (:data:`pipeline.config.DEFAULT_TOL`).
 
     Raises:
         ConfigError: the text does not follow the syntax, or the config is invalid
@@ -445,8 +446,8 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
     lines += [
         f"The shipped default model, the first {results['frames']} consecutive frames of each "
         f"clip (long side {results['long_side']}), GOP {results['gop']} (the CLI's), "
-        f"`--tol {cfg['tol']:g} --window {cfg['window']}` and every other option at the CLI's "
-        "default; one process per core, one torch thread each. Changes are against `none` "
+        f"`--window {cfg['window']}`, `--tol` the method's (0 for sga, 1e-3 for campos) and "
+        "every other option at the CLI's default; one process per core, one torch thread each. Changes are against `none` "
         "(unrefined inter coding) on the same frames; RD cost = the frames' summed actual "
         "cost (bpp of the packet bytes + lambda x 255^2 x MSE). Time is the whole encode's "
         f"wall time per frame (on a shared machine: compare ratios). {results['minutes']:.0f} min in all.",

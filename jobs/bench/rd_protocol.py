@@ -150,7 +150,7 @@ def recipe(name: str, budget: int, proto: Protocol) -> dict[str, Any]:
     ):
         raise ConfigError(
             f"unknown method recipe {name!r}",
-            hint=f"campos or sga, optionally followed by +{'/+'.join(MODIFIERS)} (e.g. sga+warm+es)",
+            hint=f"campos or sga, optionally followed by +{'/+'.join(MODIFIERS)} (e.g. campos+warm+es)",
         )
     kw: dict[str, Any] = {
         "method": base,

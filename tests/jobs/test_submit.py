@@ -341,6 +341,8 @@ def test_entrypoint_forwards_sizing_and_runtime_env(capsys, tmp_path, monkeypatc
     ):
         assert ep[ep.index(flag) + 1] == value, flag
     assert "--no-progress" in ep and "--no-carry" in ep and "--num-cpus" not in ep
+    # the method's defaults travel resolved, so the cluster's own defaults cannot change them
+    assert (ep[ep.index("--tol") + 1], ep[ep.index("--lr") + 1]) == ("0.0", "0.02")
     assert (
         "--no-carry" not in _dry(capsys, "s3://bkt/a.mp4", "--out", "s3://bkt/out/")["entrypoint"]
     )

