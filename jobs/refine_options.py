@@ -123,7 +123,7 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="per-frame early stop: relative loss improvement over --window (0: run all "
         f"iterations; default {DEFAULT_TOL['campos']:g} for campos, {DEFAULT_TOL['sga']:g} for "
-        "sga, whose loss rises as its temperature falls)",
+        "sga, whose loss falls only once its temperature falls)",
     )
     g.add_argument("--window", type=int, default=20, help="iterations over which --tol is judged")
     g.add_argument("--seed", type=int, default=0, help="seed of the relaxation noise")

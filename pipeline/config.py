@@ -75,8 +75,9 @@ class RefineConfig:
         lmbda: rate-distortion trade-off; ``None`` means the checkpoint's training lambda.
         tol: convergence tolerance: a frame stops once its relaxed loss has not improved
             by a relative ``tol`` over ``window`` iterations. 0 disables early stopping.
-            Meant for ``campos`` (stationary noise); ``sga``'s loss rises as its
-            temperature falls, so the command line runs it with 0 (:data:`DEFAULT_TOL`).
+            Meant for ``campos`` (stationary noise); ``sga``'s loss first rises and falls
+            only as its temperature falls, so the command line runs it with 0
+            (:data:`DEFAULT_TOL`).
         window: iterations over which ``tol`` is judged.
         seed: seed of the relaxation noise.
         warm_start: start frame t from frame t-1's refinement offset when the two frames

@@ -447,9 +447,10 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
         f"The shipped default model, the first {results['frames']} consecutive frames of each "
         f"clip (long side {results['long_side']}), GOP {results['gop']} (the CLI's), "
         f"`--window {cfg['window']}`, `--tol` the method's (0 for sga, 1e-3 for campos) and "
-        "every other option at the CLI's default; one process per core, one torch thread each. Changes are against `none` "
-        "(unrefined inter coding) on the same frames; RD cost = the frames' summed actual "
-        "cost (bpp of the packet bytes + lambda x 255^2 x MSE). Time is the whole encode's "
+        "every other option at the CLI's default; one process per core, one torch thread "
+        "each. Changes are against `none` (unrefined inter coding) on the same frames; RD "
+        "cost = the frames' summed actual cost (bpp of the packet bytes + lambda x 255^2 x "
+        "MSE). Time is the whole encode's "
         f"wall time per frame (on a shared machine: compare ratios). {results['minutes']:.0f} min in all.",
         "",
         f"**The CLI default is `{d}`** (`relatent encode` with no refinement options). "
