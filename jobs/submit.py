@@ -194,7 +194,7 @@ def transcode_argv(a: argparse.Namespace) -> list[str]:
 
     argv = list(a.src)
     # options whose default depends on --refine are stated as resolved here
-    per_method = {"lr": lr_of(a), "tol": tol_of(a)} if hasattr(a, "refine") else {}
+    per_method = {"lr": lr_of(a), "tol": tol_of(a)}
     for action in _forwarded_actions(_transcode_parser()):
         value = getattr(a, action.dest, None)
         if value is None:
