@@ -37,7 +37,13 @@ from cluster.planning import (
 )
 from cluster.shard import sidecar_stats
 from pipeline import media, storage
-from pipeline.bitstream import IndexEntry, read_carry_info, stream_tail, version_for
+from pipeline.bitstream import (
+    IndexEntry,
+    has_midpoint,
+    read_carry_info,
+    stream_tail,
+    version_for,
+)
 from pipeline.config import RefineConfig
 from pipeline.errors import BitstreamError, ObjectNotFoundError, StorageError
 from pipeline.models import ModelIdentity
@@ -105,8 +111,9 @@ def _digests(ident: ModelIdentity) -> list[list[str]]:
 
 def container_version(ident: ModelIdentity, refine: RefineConfig) -> int:
     """The ``.rlv`` format version of a stream coded with ``ident`` and ``refine``
-    (:func:`pipeline.bitstream.version_for`: 4 with several rate points)."""
-    return version_for(refine.gop, len(header_rate_points(ident)))
+    (:func:`pipeline.bitstream.version_for`: 4 with several rate points, 5 with a midpoint)."""
+    points = header_rate_points(ident)
+    return version_for(refine.gop, len(points), has_midpoint(points))
 
 
 def is_committed(paths: OutputPaths, summary: dict[str, Any] | None) -> bool:

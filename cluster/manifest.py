@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from cluster.identity import header_rate_points, rate_points_of
 from cluster.planning import MANIFEST_FORMAT, MANIFEST_FORMATS, VideoPlan, utc_now
 from pipeline import storage
-from pipeline.bitstream import IndexEntry, version_for
+from pipeline.bitstream import IndexEntry, has_midpoint, version_for
 from pipeline.config import RefineConfig
 from pipeline.errors import ObjectNotFoundError, StorageError
 from pipeline.models import ModelIdentity
@@ -56,8 +56,8 @@ SUMMARY_KEY = b"relatent.summary"
 #: The per-frame rows (units: :mod:`pipeline.stats`; byte offsets from the stream's start).
 #: Format 2 (:data:`~cluster.planning.MANIFEST_FORMAT`) appended ``lmbda`` (the lambda rate
 #: control chose for the frame's GOP; null without a target quality), ``rate_point`` (the
-#: quality index of the model that coded the frame: the header's for a fixed-quality
-#: stream) and ``below_min_psnr`` (RGB PSNR below ``--min-psnr``; null without a floor).
+#: quality of the model that coded the frame: the header's for a fixed-quality stream; a
+#: midpoint rate point is a half step, so the column is a float since format 3) and ``below_min_psnr`` (RGB PSNR below ``--min-psnr``; null without a floor).
 SCHEMA = pa.schema(
     [
         ("video_id", pa.string()),
@@ -77,7 +77,7 @@ SCHEMA = pa.schema(
         ("shard", pa.int32()),
         ("node", pa.string()),
         ("lmbda", pa.float64()),
-        ("rate_point", pa.int32()),
+        ("rate_point", pa.float64()),
         ("below_min_psnr", pa.bool_()),
     ]
 )
@@ -121,7 +121,7 @@ def frame_rows(
             "shard": shard,
             "node": node,
             "lmbda": None if s.lmbda is None else float(s.lmbda),
-            "rate_point": quality if s.rate_point is None else int(s.rate_point),
+            "rate_point": quality if s.rate_point is None else s.rate_point,
             "below_min_psnr": None if min_psnr is None else bool(s.psnr < min_psnr),
         }
         for e, s, (shard, node) in zip(entries, stats, origins, strict=True)
@@ -190,7 +190,9 @@ def video_summary(
         "carry_bytes": plan.carry_bytes,
         "carried_streams": [r for r in carry_rows if r["status"] == "carried"],
         "dropped_streams": [r for r in carry_rows if r["status"] != "carried"],
-        "container_version": version_for(refine.gop, len(header_rate_points(ident))),
+        "container_version": version_for(
+            refine.gop, len(header_rate_points(ident)), has_midpoint(header_rate_points(ident))
+        ),
         "frames": plan.frame_count,
         "width": plan.width,
         "height": plan.height,

@@ -74,11 +74,12 @@ SHARD_SUFFIX = ".rlvs"
 SIDECAR_FORMAT = "relatent-shard/1"
 #: The manifest format written: version 2 added the per-frame columns ``lmbda``,
 #: ``rate_point`` and ``below_min_psnr`` and the summary's ``totals.psnr_min``/``kbps``,
-#: ``model.rate_points``, ``target`` and ``min_psnr`` (docs/operations-distributed.md).
-MANIFEST_FORMAT = "relatent-manifest/2"
-#: The manifest formats read as commit records: a video committed with version 1 stays
-#: current (its stream is the same; its manifest lacks the new columns).
-MANIFEST_FORMATS = ("relatent-manifest/1", MANIFEST_FORMAT)
+#: ``model.rate_points``, ``target`` and ``min_psnr``; version 3 made ``rate_point`` a
+#: float (a midpoint rate point is a half step) (docs/operations-distributed.md).
+MANIFEST_FORMAT = "relatent-manifest/3"
+#: The manifest formats read as commit records: a video committed with an earlier version
+#: stays current (its stream is the same; its manifest lacks the new columns or types).
+MANIFEST_FORMATS = ("relatent-manifest/1", "relatent-manifest/2", MANIFEST_FORMAT)
 
 
 def utc_now() -> str:

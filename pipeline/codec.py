@@ -178,7 +178,7 @@ class FrameEncoder:
         #: Set by rate control (:mod:`pipeline.ratecontrol`): flag bits of every packet (its
         #: rate slot) and the rate point recorded in the stats.
         self.packet_flags = 0
-        self.rate_point: int | None = None
+        self.rate_point: int | float | None = None
 
     @property
     def models(self) -> list[LoadedModel]:

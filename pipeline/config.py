@@ -59,7 +59,8 @@ DEFAULT_TOL = {"campos": 1e-3, "sga": 0.0, "none": 1e-3}
 AUTOCAST = ("none", "bf16")
 #: The version of rate control's rules (:mod:`pipeline.ratecontrol`), in the hash of every
 #: config with a target: a change of the rules re-encodes a catalog's targeted streams.
-RATE_CONTROL_VERSION = 1
+#: 2: the rate points include the midpoints between shipped ones (``rate_point_qualities``).
+RATE_CONTROL_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from pipeline.errors import (
     UnsupportedStreamError,
     WeightsMismatchError,
 )
-from pipeline.models import LoadedModel, ModelIdentity, load_cards, load_model
+from pipeline.models import LoadedModel, ModelIdentity, load_cards, load_model, quality_value
 
 __all__ = [
     "DecodeSummary",
@@ -214,7 +214,7 @@ def slot_identity(header: StreamHeader, slot: int = 0) -> ModelIdentity:
     rp = header.rate_points[slot]
     return ModelIdentity(
         header.arch,
-        int(rp["quality"]),
+        quality_value(rp["quality"]),
         float(rp["lmbda"]),
         str(rp["weights_sha256"]),
         str(rp["tables_sha256"]),
@@ -275,6 +275,11 @@ def models_for_stream(
     models = []
     for slot in range(header.rate_slots):
         want = slot_identity(header, slot)
+        if not float(want.quality).is_integer():  # a midpoint: averaged from shipped weights
+            model = load_model(want.arch, want.quality, device=device)
+            check_model_matches(model, header, slot)
+            models.append(model)
+            continue
         match = [c for c in cards if c["sha256"] == want.weights_sha256]
         if not match:
             raise WeightsMismatchError(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ __all__ = [
     "Architecture",
     "LoadedModel",
     "ModelIdentity",
+    "Quality",
     "build_frozen",
     "entropy_tables_sha256",
     "find_card",
@@ -47,14 +49,19 @@ __all__ = [
     "get_architecture",
     "infer_architecture",
     "load_cards",
+    "load_midpoint",
     "load_model",
     "load_state_dict_bytes",
+    "midpoint_state_dict",
     "missing_parts",
+    "quality_value",
     "random_model",
+    "rate_point_qualities",
     "resolve_device",
     "save_cards",
     "sha256_bytes",
     "shipped_qualities",
+    "state_dict_sha256",
     "upsert_card",
     "zoo_lambda",
 ]
@@ -157,12 +164,24 @@ def zoo_lambda(quality: int) -> float:
     return ZOO_LAMBDAS[quality - 1]
 
 
+#: A rate point's quality: a shipped model's (an integer), or a midpoint between two
+#: neighbouring ones (``q + 0.5``: :func:`midpoint_state_dict`).
+Quality = int | float
+
+
+def quality_value(quality: float) -> Quality:
+    """``quality`` as an ``int`` when it is whole, else as it is (a half step): so that
+    ``2.0`` and ``2`` name, print and hash alike."""
+    q = float(quality)
+    return int(q) if q.is_integer() else q
+
+
 @dataclass(frozen=True)
 class ModelIdentity:
     """What a stream records about the model that made it (and what a decoder checks)."""
 
     arch: str
-    quality: int
+    quality: Quality
     lmbda: float
     weights_sha256: str
     tables_sha256: str = ""
@@ -241,6 +260,78 @@ def find_card(arch_id: str, quality: int) -> dict[str, Any] | None:
 def shipped_qualities(arch_id: str) -> list[int]:
     """The qualities with shipped weights for ``arch_id``, ascending."""
     return sorted(int(c["quality"]) for c in load_cards()["models"] if c["arch"] == arch_id)
+
+
+#: Most rate points rate control uses (a stream's packets name a model in 3 bits:
+#: ``pipeline.bitstream.MAX_RATE_POINTS``).
+MAX_RATE_POINTS = 8
+
+
+def rate_point_qualities(arch_id: str) -> list[Quality]:
+    """The rate points rate control chooses from for ``arch_id``, ascending: every shipped
+    quality and the midpoint (``q + 0.5``, :func:`midpoint_state_dict`) of each pair of
+    neighbouring shipped qualities, lowest first, at most :data:`MAX_RATE_POINTS` in all
+    (five shipped qualities 1..5: 1, 1.5, 2, 2.5, 3, 3.5, 4, 5)."""
+    shipped = shipped_qualities(arch_id)
+    out: list[Quality] = list(shipped)
+    for lo, hi in itertools.pairwise(shipped):
+        if len(out) >= MAX_RATE_POINTS:
+            break
+        if hi == lo + 1:
+            out.append(lo + 0.5)
+    return sorted(out)
+
+
+def midpoint_state_dict(
+    a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The weights of the rate point between two neighbouring shipped models ``a`` and
+    ``b`` (fine-tuned from one base, docs/training.md): each floating-point tensor is their
+    mean, ``float32((float64(a) + float64(b)) / 2)`` (exact in float64, then rounded once,
+    so every machine derives the same bits); other tensors are ``a``'s (the CDF tables,
+    which :func:`build_frozen` rebuilds). Averaging the weights of models fine-tuned from
+    a common base gives a model between them (Wortsman et al. 2022, "Model soups"):
+    measured on the shared clips, at the geometric mean of the two lambdas it codes within
+    +-1% of the bytes of the curve through its neighbours, where moving one neighbour's
+    lambda that far costs up to 5% (docs/ratecontrol.md).
+
+    Raises:
+        CorruptWeightsError: the two do not have the same tensors (names and shapes).
+    """
+    import numpy as np
+    import torch
+
+    if set(a) != set(b):
+        raise CorruptWeightsError(
+            f"cannot average weights with different tensors ({sorted(set(a) ^ set(b))[:3]})",
+            hint="midpoints are taken between models of one architecture and size",
+        )
+    out: dict[str, torch.Tensor] = {}
+    for k, ta in a.items():
+        tb = b[k]
+        if not ta.is_floating_point():
+            out[k] = ta
+            continue
+        if ta.shape != tb.shape:
+            raise CorruptWeightsError(
+                f"cannot average {k}: shapes {tuple(ta.shape)} and {tuple(tb.shape)}",
+                hint="midpoints are taken between models of one architecture and size",
+            )
+        mean = (ta.double().numpy() + tb.double().numpy()) / 2.0
+        out[k] = torch.from_numpy(mean.astype(np.float32))
+    return out
+
+
+def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """The sha256 of a state dict's contents, independent of any file format: for each
+    tensor in name order, its name, dtype, shape and little-endian bytes (how a midpoint
+    rate point, which has no file, is identified)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().astype(t.numpy().dtype.newbyteorder("<")).tobytes())
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- loading
@@ -419,7 +510,7 @@ def load_state_dict_bytes(data: bytes, source: str) -> dict[str, torch.Tensor]:
 
 def load_model(
     arch_id: str | None = None,
-    quality: int | None = None,
+    quality: Quality | None = None,
     checkpoint: str | None = None,
     *,
     expected_sha256: str | None = None,
@@ -429,7 +520,8 @@ def load_model(
     """Load a model ready for coding.
 
     With no ``checkpoint`` the shipped weights for ``(arch_id, quality)`` are used (defaults
-    from ``cards.json``). With a ``checkpoint`` (a path, ``file://`` or ``s3://`` URI) the
+    from ``cards.json``); a half step (``q + 0.5``) is the midpoint of the shipped ``q`` and
+    ``q + 1`` (:func:`load_midpoint`). With a ``checkpoint`` (a path, ``file://`` or ``s3://`` URI) the
     file must be a CompressAI-format state dict; ``arch_id`` is inferred when omitted.
     ``lmbda`` defaults to the card's, else :func:`zoo_lambda` of ``quality`` (0.0130 when
     the quality is unknown); ``device`` goes through :func:`resolve_device`.
@@ -447,6 +539,8 @@ def load_model(
     """
     cards = load_cards()
     card: dict[str, Any] | None = None
+    if checkpoint is None and quality is not None and not float(quality).is_integer():
+        return load_midpoint(arch_id or cards.get("default_arch") or "", quality, device=device)
     if checkpoint is None:
         arch_id = arch_id or cards.get("default_arch")
         if arch_id is None:
@@ -495,6 +589,51 @@ def load_model(
         tables_sha256=entropy_tables_sha256(net),
     )
     loaded = LoadedModel(arch, net, identity, n, m, checkpoint, card or {})
+    if device is not None:
+        loaded.to(resolve_device(device))
+    return loaded
+
+
+def load_midpoint(arch_id: str, quality: float, *, device: str | None = None) -> LoadedModel:
+    """The midpoint rate point ``quality`` (``q + 0.5``) of ``arch_id``: the shipped models
+    ``q`` and ``q + 1`` averaged (:func:`midpoint_state_dict`), at the geometric mean of
+    their lambdas; identified by :func:`state_dict_sha256` of the averaged weights.
+
+    Raises:
+        ConfigError: ``quality`` is not a half step.
+        UnknownModelError: ``q`` or ``q + 1`` has no shipped weights for ``arch_id``.
+        WeightsMismatchError, CorruptWeightsError: as :func:`load_model`.
+    """
+    import math
+
+    q = float(quality)
+    if not (q - 0.5).is_integer():
+        raise ConfigError(
+            f"quality {quality} is neither a shipped quality nor a midpoint (q + 0.5)",
+            hint=f"use one of {rate_point_qualities(arch_id) if arch_id else 'the shipped ones'}",
+        )
+    lo, hi = int(q - 0.5), int(q + 0.5)
+    get_architecture(arch_id)
+    shipped = shipped_qualities(arch_id)
+    if lo not in shipped or hi not in shipped:
+        raise UnknownModelError(
+            f"no midpoint q{q} for {arch_id}: it needs the shipped q{lo} and q{hi}",
+            hint=f"rate points of {arch_id}: {rate_point_qualities(arch_id) or 'none'}",
+        )
+    a, b = (load_model(arch_id, x) for x in (lo, hi))
+    states = [load_state_dict_bytes(_read_bytes(m.source), m.source) for m in (a, b)]
+    state = midpoint_state_dict(*states)
+    source = f"midpoint of {a.source} and {b.source}"
+    net, n, m = build_frozen(a.arch, state, source)
+    identity = ModelIdentity(
+        arch=a.arch.id,
+        quality=q,
+        lmbda=math.sqrt(a.identity.lmbda * b.identity.lmbda),
+        weights_sha256=state_dict_sha256(state),
+        tables_sha256=entropy_tables_sha256(net),
+    )
+    card = {"arch": a.arch.id, "quality": q, "lambda": identity.lmbda, "midpoint_of": [lo, hi]}
+    loaded = LoadedModel(a.arch, net, identity, n, m, source, card)
     if device is not None:
         loaded.to(resolve_device(device))
     return loaded

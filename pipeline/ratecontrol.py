@@ -75,6 +75,8 @@ __all__ = [
     "BUDGET_HIGH",
     "BUDGET_LOW",
     "HEADROOM_DB",
+    "KEEP_HIGH",
+    "KEEP_LOW",
     "REACH_DB",
     "TRIALS",
     "WINDOW_DB",
@@ -154,7 +156,7 @@ class GopOutcome:
 
     first: int
     frames: int
-    rate_point: int
+    rate_point: int | float
     lmbda: float
     score: float
     bytes: int
@@ -767,19 +769,20 @@ def make_encoder(
 def rate_point_models(
     arch: str | None = None, checkpoint: str | None = None, device: str | None = None
 ) -> list[LoadedModel]:
-    """The models rate control chooses from: every shipped rate point of ``arch`` (default:
-    the shipped default architecture), or only ``checkpoint`` when one is given (then only
-    lambda moves).
+    """The models rate control chooses from: the rate points of ``arch`` (default: the
+    shipped default architecture), every shipped quality and the midpoints between them
+    (:func:`pipeline.models.rate_point_qualities`: 1, 1.5, 2, 2.5, 3, 3.5, 4, 5), or only
+    ``checkpoint`` when one is given (then only lambda moves).
 
     Raises:
         UnknownModelError: no shipped weights for ``arch``.
         ModelError, ConfigError, StorageError: as :func:`pipeline.models.load_model`."""
-    from pipeline.models import load_cards, load_model, shipped_qualities
+    from pipeline.models import load_cards, load_model, rate_point_qualities
 
     if checkpoint is not None:
         return [load_model(arch, None, checkpoint, device=device)]
     arch = arch or load_cards().get("default_arch")
-    qualities = shipped_qualities(arch) if arch else []
+    qualities = rate_point_qualities(arch) if arch else []
     if not qualities:
         return [load_model(arch, None, device=device)]  # raises the no-weights error
     return [load_model(arch, q, device=device) for q in qualities]

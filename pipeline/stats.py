@@ -76,9 +76,9 @@ class FrameStats:
     #: The lambda the frame was refined and chosen with, when rate control chose it
     #: (``--target-psnr``...; None: the stream's lambda, as in the header).
     lmbda: float | None = None
-    #: The rate point (shipped quality index) that coded the frame, when rate control chose
-    #: it (None: the header's ``quality``).
-    rate_point: int | None = None
+    #: The rate point (shipped quality index, or a midpoint ``q + 0.5``) that coded the frame,
+    #: when rate control chose it (None: the header's ``quality``).
+    rate_point: int | float | None = None
 
     def to_stream(self) -> dict[str, Any]:
         """The footer's record of the frame: :data:`STREAM_FIELDS`, in order, then
@@ -120,7 +120,7 @@ class FrameStats:
             refined=bool(record["refined"]),
             frame_type=_frame_type(record.get("type", "I")),
             lmbda=float(record["lambda"]) if "lambda" in record else None,
-            rate_point=int(record["rate_point"]) if "rate_point" in record else None,
+            rate_point=_quality(record["rate_point"]) if "rate_point" in record else None,
         )
 
     @classmethod
@@ -218,3 +218,11 @@ def check_floor(
     if warn is not None:
         warn(msg)
     return [s.index for s in low]
+
+
+def _quality(v: Any) -> int | float:
+    """A footer's ``rate_point``: an int, or a half step (a midpoint rate point)."""
+    q = float(v)
+    if not (2 * q).is_integer():
+        raise ValueError(f"rate point {v!r} is not an integer or a half step")
+    return int(q) if q.is_integer() else q

@@ -86,8 +86,12 @@ __all__ = [
 
 #: Consecutive frames per clip by default: two GOPs of the CLI's default GOP (16).
 DEFAULT_FRAMES = 32
-#: The rate-point pairs whose fixed mean PSNRs' midpoints are the targets.
+#: The rate-point pairs between whose fixed mean PSNRs (and kb/s) the targets are.
 PAIRS = ((1, 2), (2, 3), (3, 4))
+#: Where the targets sit between a pair's fixed points by default: a quarter of the way up,
+#: between the lower shipped rate point and the midpoint rate point (``q + 0.5``), which
+#: sits near halfway, so neither is at its own lambda.
+DEFAULT_AT = 0.25
 #: Where finished items are checkpointed by default.
 DEFAULT_CACHE = Path("/tmp/relatent-bench-target-cache.json")
 #: The cache's format (a change invalidates older caches).
@@ -114,14 +118,16 @@ def base_config(iters: int | None = None) -> Any:
 
 
 def targets_from_fixed(
-    means: dict[int, float], pairs: tuple[tuple[int, int], ...] = PAIRS
+    means: dict[int, float], pairs: tuple[tuple[int, int], ...] = PAIRS, at: float = 0.5
 ) -> list[dict[str, Any]]:
     """The targets of a clip from its fixed mean PSNR per rate point (``means``: quality ->
-    dB): the midpoint of each pair present, rounded to 0.1 dB, as ``{"target", "pair"}``."""
+    dB): ``at`` of the way from the lower to the upper of each pair present (0.5: the
+    midpoint), rounded to 0.1 dB, as ``{"target", "pair"}``."""
     out = []
     for lo, hi in pairs:
         if lo in means and hi in means:
-            out.append({"target": round((means[lo] + means[hi]) / 2, 1), "pair": [lo, hi]})
+            t = means[lo] + at * (means[hi] - means[lo])
+            out.append({"target": round(t, 1), "pair": [lo, hi]})
     return out
 
 
@@ -407,9 +413,12 @@ def run(
     fresh: bool = False,
     log: Any = print,
     kbps_clips: list[str] | None = None,
+    at: float = DEFAULT_AT,
 ) -> dict[str, Any] | None:
     """Measure every available clip (see the module docstring), write the result files and
     return the results dict; None (nothing written) when no shared clip is present.
+
+    ``at``: where the targets sit between each pair's fixed points (0 < at < 1).
 
     ``kbps_clips``: the clips of the bitrate section (default None: every clip measured;
     an empty list: none).
@@ -419,10 +428,12 @@ def run(
         InputError: a clip cannot be decoded; no shipped rate points.
     """
     from jobs.bench.rd_video import BATCH
-    from pipeline.models import load_cards
+    from pipeline.models import load_cards, rate_point_qualities
 
     if frames < 1:
         raise ConfigError(f"--frames {frames} must be at least 1", hint="e.g. 32")
+    if not 0 < at < 1:
+        raise ConfigError(f"--at {at} is not between 0 and 1", hint=f"e.g. {DEFAULT_AT}")
     labels = [c[0] for c in CLIPS]
     for c in [*(clips or []), *(kbps_clips or [])]:
         if c not in labels:
@@ -488,7 +499,7 @@ def run(
             fr = [f for r in recs for f in r["frames"]]
             if kind == "fixed":
                 means[q] = sum(f["psnr"] for f in fr) / len(fr)
-        out = [x for t in targets_from_fixed(means, pairs) for x in tasks(clip, "target", **t)]
+        out = [x for t in targets_from_fixed(means, pairs, at) for x in tasks(clip, "target", **t)]
         if clip in kbps_set:
             out += kbps_tasks(clip)
         return out
@@ -515,7 +526,7 @@ def run(
                 "fps": fps,
                 **t,
             }
-            for t in kbps_targets(rates, pairs)
+            for t in kbps_targets(rates, pairs, at)
         ]
 
     kbps_set = [c for c in meta if kbps_clips is None or c in kbps_clips]
@@ -527,6 +538,7 @@ def run(
         "jobs": jobs,
         "iters": base.iters,
         "pairs": [list(p) for p in pairs],
+        "at": at,
     }
     prov = bl.provenance("relatent bench target", args)
     items = {} if fresh else load_cache(cache)
@@ -614,7 +626,9 @@ def run(
         "config_hash": base.hash(),
         "arch": arch,
         "qualities": qualities,
+        "rate_points": rate_point_qualities(arch),
         "pairs": [list(p) for p in pairs],
+        "at": at,
         "rate_control": rate_control_stamp(),
         "kbps_clips": kbps_set,
         "clips": meta,
@@ -623,7 +637,7 @@ def run(
         "items": n_items[0],
         "cached_items": n_cached[0],
         "iters_option": iters,
-        "command": _command(frames, long_side, clips, jobs, iters, kbps_clips),
+        "command": _command(frames, long_side, clips, jobs, iters, kbps_clips, at),
         **analyse(raw, base.gop),
     }
     results["provenance"] = prov
@@ -639,6 +653,7 @@ def _command(
     jobs: int,
     iters: int | None,
     kbps_clips: list[str] | None = None,
+    at: float = DEFAULT_AT,
 ) -> str:
     """The ``relatent bench target`` command line of a run (options that differ from their
     defaults, and ``--jobs``)."""
@@ -653,6 +668,8 @@ def _command(
         parts.append(f"--iters {iters}")
     if kbps_clips is not None:
         parts.append("--kbps-clips" + "".join(f" {c}" for c in kbps_clips))
+    if at != DEFAULT_AT:
+        parts.append(f"--at {at:g}")
     parts.append(f"--jobs {jobs}")
     return " ".join(parts)
 
@@ -695,6 +712,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="clips of the bitrate (--target-kbps) section (default: every clip run; "
         "none: no bitrate section)",
     )
+    p.add_argument(
+        "--at",
+        type=float,
+        default=DEFAULT_AT,
+        help="where the targets sit between each pair's fixed points, from the lower (0) to "
+        f"the upper (1) (default {DEFAULT_AT}: between a shipped rate point and the midpoint "
+        "one above it, the farthest from both)",
+    )
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument(
         "--cache",
@@ -735,6 +760,7 @@ def cmd_target(a: argparse.Namespace) -> int:
         a.cache,
         a.fresh,
         kbps_clips=a.kbps_clips,
+        at=a.at,
     )
     if res is not None:
         print(f"wrote {a.out / 'target.md'}")

@@ -52,15 +52,16 @@ def kbps_of(nbytes: float, frames: int, fps: float) -> float:
 
 
 def kbps_targets(
-    kbps: dict[int, float], pairs: tuple[tuple[int, int], ...] | list[Any]
+    kbps: dict[int, float], pairs: tuple[tuple[int, int], ...] | list[Any], at: float = 0.5
 ) -> list[dict[str, Any]]:
     """The bitrates of a clip from its fixed encodes' kb/s per rate point (``kbps``:
-    quality -> kb/s): the midpoint of each pair present, rounded to 0.1 kb/s, as
-    ``{"kbps", "pair"}``."""
+    quality -> kb/s): ``at`` of the way from the lower to the upper of each pair present
+    (0.5: the midpoint), rounded to 0.1 kb/s, as ``{"kbps", "pair"}``."""
     out = []
     for lo, hi in pairs:
         if lo in kbps and hi in kbps:
-            out.append({"kbps": round((kbps[lo] + kbps[hi]) / 2, 1), "pair": [lo, hi]})
+            k = kbps[lo] + at * (kbps[hi] - kbps[lo])
+            out.append({"kbps": round(k, 1), "pair": [lo, hi]})
     return out
 
 
@@ -222,6 +223,12 @@ def analyse_kbps(
 # --------------------------------------------------------------------------- outputs
 
 
+def _at(results: dict[str, Any]) -> str:  # shared with target_report
+    """Where a run's targets sit between their pair's fixed points, in words."""
+    at = results.get("at", 0.5)
+    return "halfway" if at == 0.5 else f"{at:g} of the way from the lower to the upper"
+
+
 def _f(v: float | None, fmt: str) -> str:
     return "n/a" if v is None else format(v, fmt)
 
@@ -252,8 +259,8 @@ def markdown_kbps(results: dict[str, Any]) -> tuple[list[str], list[str]]:
     lines = [
         "## Bitrate targets (`--target-kbps`)",
         "",
-        "Per clip, the midpoints of the fixed encodes' bitrates (kb/s = packet bytes x 8 / "
-        "(frames / fps) / 1000 at the clip's frame rate) of "
+        f"Per clip, the bitrates {_at(results)} of the fixed encodes' bitrates (kb/s = packet "
+        "bytes x 8 / (frames / fps) / 1000 at the clip's frame rate) of "
         + ", ".join(f"q{a}/q{b}" for a, b in results["pairs"])
         + ", rounded to 0.1 kb/s, each coded with the same config plus `target_kbps` "
         "(`make_encoder(rate_point_models(), cfg, frame_rate=fps)`, `plan_bitrate` (the first "

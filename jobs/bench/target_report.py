@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.bench import lib as bl
-from jobs.bench.target_kbps import analyse_kbps, markdown_kbps, plot_kbps
+from jobs.bench.target_kbps import _at, analyse_kbps, markdown_kbps, plot_kbps
 
 __all__ = [
     "GOAL_SHARE",
@@ -338,10 +338,13 @@ def markdown(results: dict[str, Any]) -> str:
         "`pipeline.codec.encode_frames` (the path of `relatent encode`), one process per "
         "encode with one torch thread. **Fixed quality**: every shipped rate point "
         f"({', '.join(f'q{q}' for q in results['qualities'])}) at its own lambda. **Targets**: "
-        "per clip, the midpoints of the fixed mean PSNRs of "
+        f"per clip, {_at(results)} between the fixed mean PSNRs of "
         + ", ".join(f"q{a}/q{b}" for a, b in results["pairs"])
         + ", rounded to 0.1 dB (between rate points: lambda has to do the work), each coded "
-        "with the same config plus `target_psnr` (`make_encoder(rate_point_models(), cfg)`). "
+        "with the same config plus `target_psnr` (`make_encoder(rate_point_models(), cfg)`; "
+        "rate control's rate points: "
+        + ", ".join(f"q{q}" for q in results.get("rate_points", results["qualities"]))
+        + "). "
         "bpp = packet bytes per pixel, per frame, averaged; PSNR = RGB PSNR per frame, "
         "averaged (the GOP's mean is what rate control targets). BD-rate: `bjontegaard` pchip "
         "over the overlapping PSNR range of the clip's 3 target points against its 5 fixed "

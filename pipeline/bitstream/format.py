@@ -43,6 +43,7 @@ __all__ = [
     "HINT_REENCODE",
     "INTER_VERSION",
     "MAGIC",
+    "MIDPOINT_VERSION",
     "PACKET_SYNC",
     "RATE_SLOT_MASK",
     "RATE_SLOT_SHIFT",
@@ -64,6 +65,7 @@ __all__ = [
     "check_packet_slot",
     "crc32",
     "footer_bytes",
+    "has_midpoint",
     "index_for",
     "iter_packets",
     "parse_header",
@@ -81,12 +83,16 @@ MAGIC = b"\x89RLV\r\n\x1a\n"
 VERSION = 2
 #: The version of streams with a GOP (``gop`` > 1): P-frame packets (:data:`FLAG_INTER`).
 INTER_VERSION = 3
-#: The version of streams with rate points (header ``rate_points`` non-empty): each packet
+#: The first version with rate points (header ``rate_points`` non-empty): each packet
 #: names, in flags bits 2..4, the rate point (model) that coded it (:data:`RATE_SLOT_MASK`).
 RATE_VERSION = 4
+#: The version streams with rate points are written with: version 4, whose rate points may
+#: also be midpoints (a half-step ``quality``, ``q + 0.5``: the average of the shipped
+#: models ``q`` and ``q + 1``, :func:`pipeline.models.midpoint_state_dict`).
+MIDPOINT_VERSION = 5
 #: The file name suffix of a stream (``relatent encode`` writes only names that end in it).
 STREAM_SUFFIX = ".rlv"
-SUPPORTED_VERSIONS = (1, 2, 3, 4)
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
 #: First version with a carry section (and the carry fields in the footer).
 CARRY_VERSION = 2
 PACKET_SYNC = b"PK"
@@ -164,10 +170,11 @@ class StreamHeader:
 
     @property
     def format_version(self) -> int:
-        """The version this header is written with: :data:`RATE_VERSION` with rate points,
-        else :data:`INTER_VERSION` with a GOP, else :data:`VERSION` (byte-identical to what
-        all-intra relatent always wrote)."""
-        return version_for(self.gop, len(self.rate_points))
+        """The version this header is written with (:func:`version_for`):
+        :data:`MIDPOINT_VERSION` with a midpoint rate point, :data:`RATE_VERSION` with rate
+        points, else :data:`INTER_VERSION` with a GOP, else :data:`VERSION` (byte-identical
+        to what all-intra relatent always wrote)."""
+        return version_for(self.gop, len(self.rate_points), has_midpoint(self.rate_points))
 
     @property
     def rate_slots(self) -> int:
@@ -210,7 +217,8 @@ class StreamHeader:
 
         Raises:
             BitstreamError: ``version`` is not one of :data:`SUPPORTED_VERSIONS`, or is
-                :data:`RATE_VERSION` without ``rate_points`` or below it with them.
+                :data:`RATE_VERSION` or above without ``rate_points``, below it with them, or
+                below :data:`MIDPOINT_VERSION` with a midpoint among them.
         """
         version = self.format_version if version is None else version
         _check_version(version)
@@ -218,7 +226,12 @@ class StreamHeader:
             raise BitstreamError(
                 f"cannot write a header {'with' if self.rate_points else 'without'} rate "
                 f"points as .rlv format version {version}",
-                hint=f"rate points are written as version {RATE_VERSION}, and only they are",
+                hint=f"rate points are written as version {RATE_VERSION} or {MIDPOINT_VERSION}, and only they are",
+            )
+        if version < MIDPOINT_VERSION and has_midpoint(self.rate_points):
+            raise BitstreamError(
+                f"cannot write midpoint rate points as .rlv format version {version}",
+                hint=f"they are written as version {MIDPOINT_VERSION}",
             )
         body = _canonical_json(self.to_json())
         return MAGIC + _HEAD.pack(version, len(body)) + body + U32.pack(crc32(body))
@@ -227,13 +240,24 @@ class StreamHeader:
 _HEADER_FIELDS = tuple(f.name for f in fields(StreamHeader))
 
 
-def version_for(gop: int, rate_points: int = 0) -> int:
+def has_midpoint(rate_points: Iterable[Any]) -> bool:
+    """Whether one of ``rate_points`` (header entries, or model identities) is a midpoint:
+    its ``quality`` a half step (:data:`MIDPOINT_VERSION`)."""
+    return any(
+        not float(rp["quality"] if isinstance(rp, dict) else rp.quality).is_integer()
+        for rp in rate_points
+    )
+
+
+def version_for(gop: int, rate_points: int = 0, midpoints: bool = False) -> int:
     """The format version of a stream coded with ``gop`` frames per group and
-    ``rate_points`` models (the header's ``rate_points``; 0: none, the header's own model):
-    :data:`RATE_VERSION` with rate points, else :data:`INTER_VERSION` when frames may be P
-    frames, else :data:`VERSION`."""
+    ``rate_points`` models (the header's ``rate_points``; 0: none, the header's own model),
+    ``midpoints`` when one of them is a midpoint (a half-step quality): the lowest that
+    holds it, so earlier streams are written as before: :data:`MIDPOINT_VERSION` with a
+    midpoint rate point, else :data:`RATE_VERSION` with rate points, else
+    :data:`INTER_VERSION` when frames may be P frames, else :data:`VERSION`."""
     if rate_points:
-        return RATE_VERSION
+        return MIDPOINT_VERSION if midpoints else RATE_VERSION
     return INTER_VERSION if gop > 1 else VERSION
 
 

@@ -66,6 +66,9 @@ MAX_GOP = 100_000
 MAX_RATE_POINTS = 8
 #: The first format version with rate points (``pipeline.bitstream.RATE_VERSION``).
 _RATE_VERSION = 4
+#: The first format version whose rate points may be midpoints (half-step qualities,
+#: ``pipeline.bitstream.MIDPOINT_VERSION``).
+_MIDPOINT_VERSION = 5
 #: The smallest packet: sync, body length, the body's fixed fields, CRC (bytes).
 MIN_PACKET_BYTES = 2 + 4 + 22 + 4
 #: The architectures a stream may name, and their latent kind.
@@ -146,6 +149,17 @@ def _int(v: Any, lo: int, hi: int) -> int:
     if not lo <= v <= hi:
         raise _Invalid(f"{v} is not in {lo}..{hi}")
     return v
+
+
+def _half_step(v: Any, lo: int, hi: int) -> int | float:
+    """A quality: an integer, or a half step (``q + 0.5``, a midpoint rate point)."""
+    if isinstance(v, float) and math.isfinite(v) and (v - 0.5).is_integer():
+        if not lo <= v <= hi:
+            raise _Invalid(f"{v} is not in {lo}..{hi}")
+        return v
+    if isinstance(v, float):
+        raise _Invalid(f"{v!r:.40} is not an integer or a half step")
+    return _int(v, lo, hi)
 
 
 def _number(v: Any, lo: float = -math.inf, hi: float = math.inf) -> float:
@@ -279,7 +293,7 @@ def _positive(v: Any) -> float:
 
 #: The keys of one ``rate_points`` entry (exactly these) and their rules.
 _RATE_POINT_RULES: dict[str, Callable[[Any], Any]] = {
-    "quality": lambda v: _int(v, 0, _MAX_QUALITY),
+    "quality": lambda v: _half_step(v, 0, _MAX_QUALITY),
     "lmbda": _positive,
     "weights_sha256": lambda v: _match(v, _HEX64, "64 lowercase hex digits"),
     "tables_sha256": lambda v: _match(v, _HEX64, "64 lowercase hex digits"),
@@ -424,6 +438,12 @@ def _check_header_relations(d: dict[str, Any], version: int, name: str) -> None:
             name, "header field", "rate_points",
             _Invalid(f"rate points need format version {_RATE_VERSION}, not {version}"),
         )  # fmt: skip
+    half = [p["quality"] for p in points if isinstance(p["quality"], float)]
+    if half and version < _MIDPOINT_VERSION:
+        raise _fail(
+            name, "header field", "rate_points",
+            _Invalid(f"midpoint rate points (q{half[0]}) need format version {_MIDPOINT_VERSION}, not {version}"),
+        )  # fmt: skip
     for key in _RATE_POINT_RULES:
         if points[0][key] != d[key]:
             raise _fail(
@@ -450,7 +470,7 @@ _STATS_FIELDS: dict[str, Callable[[Any], Any]] = {
 #: Footer fields a frame has only when rate control chose them.
 _STATS_OPTIONAL: dict[str, Callable[[Any], Any]] = {
     "lambda": lambda v: _number(v, 1e-12, 1e6),
-    "rate_point": lambda v: _int(v, 0, _MAX_QUALITY),
+    "rate_point": lambda v: _half_step(v, 0, _MAX_QUALITY),
 }
 
 
