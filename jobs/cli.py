@@ -109,7 +109,13 @@ def version_text() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     from cluster.planning import MANIFEST_FORMAT
-    from pipeline.bitstream import INTER_VERSION, RATE_VERSION, SUPPORTED_VERSIONS, VERSION
+    from pipeline.bitstream import (
+        INTER_VERSION,
+        MIDPOINT_VERSION,
+        RATE_VERSION,
+        SUPPORTED_VERSIONS,
+        VERSION,
+    )
 
     def installed(name: str) -> str:
         try:
@@ -121,7 +127,8 @@ def version_text() -> str:
     return (
         f"relatent {installed('relatent')}\n"
         f".rlv format: writes version {VERSION} (all-intra, --gop 1), {INTER_VERSION} "
-        f"(--gop > 1) and {RATE_VERSION} (rate points chosen per GOP); reads versions {reads}\n"
+        f"(--gop > 1), {RATE_VERSION} (rate points chosen per GOP) and {MIDPOINT_VERSION} (rate "
+        f"points that include a midpoint); reads versions {reads}\n"
         f"manifests: {MANIFEST_FORMAT}; shard sidecars: relatent-shard/1\n"
         f"compressai {installed('compressai')}, torch {installed('torch')}, "
         f"ray {installed('ray')}, av {installed('av')}"

@@ -56,6 +56,7 @@ __all__ = [
     "missing_parts",
     "quality_value",
     "random_model",
+    "rate_point_models",
     "rate_point_qualities",
     "resolve_device",
     "save_cards",
@@ -280,6 +281,26 @@ def rate_point_qualities(arch_id: str) -> list[Quality]:
         if hi == lo + 1:
             out.append(lo + 0.5)
     return sorted(out)
+
+
+def rate_point_models(
+    arch: str | None = None, checkpoint: str | None = None, device: str | None = None
+) -> list[LoadedModel]:
+    """The models rate control chooses from: the rate points of ``arch`` (default: the
+    shipped default architecture), every shipped quality and the midpoints between them
+    (:func:`rate_point_qualities`: 1, 1.5, 2, 2.5, 3, 3.5, 4, 5), or only
+    ``checkpoint`` when one is given (then only lambda moves).
+
+    Raises:
+        UnknownModelError: no shipped weights for ``arch``.
+        ModelError, ConfigError, StorageError: as :func:`load_model`."""
+    if checkpoint is not None:
+        return [load_model(arch, None, checkpoint, device=device)]
+    arch = arch or load_cards().get("default_arch")
+    qualities = rate_point_qualities(arch) if arch else []
+    if not qualities:
+        return [load_model(arch, None, device=device)]  # raises the no-weights error
+    return [load_model(arch, q, device=device) for q in qualities]
 
 
 def midpoint_state_dict(

@@ -3,8 +3,9 @@
 Refinement minimises ``R + lambda * D`` (:mod:`pipeline.refine`). A lambda other than the
 model's moves a frame along its rate-distortion curve with the networks and the decoder
 unchanged, so a target (``--target-psnr``, ``--target-msssim``, ``--target-kbps``) is met
-by choosing, per GOP, one of the shipped rate points (models) and a continuous lambda. A
-bitrate is first shared out among the GOPs (:func:`plan_bitrate`, :mod:`pipeline.bitrate`);
+by choosing, per GOP, one of the rate points (the shipped models and the midpoints between
+them, :func:`rate_point_models`) and a continuous lambda. A bitrate is first shared out
+among the GOPs (:func:`plan_bitrate`, :mod:`pipeline.bitrate`);
 each GOP's search then aims at ``10 log10(bytes)`` of its share instead of a quality.
 The search, per GOP, every trial coding the whole GOP for real (docs/ratecontrol.md):
 
@@ -23,10 +24,8 @@ The search, per GOP, every trial coding the whole GOP for real (docs/ratecontrol
    ``-10 log10(1 - ms_ssim)``; a bitrate: ``[BUDGET_LOW, BUDGET_HIGH]`` of the share),
    the neighbouring rate point on the other side of the landing is tried too: a landing
    below its rate point's own lambda from the rate point below, raised, and the reverse
-   (further trials there only while it is about as good: :meth:`_Goal.merit`).
-   Which side codes fewer bits depends on the content (measured against the fixed rate
-   points' curve at equal PSNR, 8 frames at long side 256: carphone lowered -0.6..-1.7%,
-   raised +1.9..+6.6%; bikes lowered +2.7..+5.3%, raised -1.2..-2.1%);
+   (further trials there only while it is about as good: :meth:`_Goal.merit`): which side
+   codes fewer bits depends on the content (measured: docs/ratecontrol.md);
 4. after :data:`TRIALS` trials, or when no untried lambda is left, the GOP keeps the trial
    of fewest bytes that reaches the target, else the one of highest quality (reported as
    missing); a bitrate: the best PSNR at the budget within ``[KEEP_LOW, KEEP_HIGH]`` of it.
@@ -68,7 +67,7 @@ from pipeline.codec import (
 )
 from pipeline.config import RefineConfig
 from pipeline.errors import ConfigError, TargetUnreachableError
-from pipeline.models import LoadedModel
+from pipeline.models import LoadedModel, rate_point_models
 from pipeline.refine import grid_groups
 
 __all__ = [
@@ -521,12 +520,10 @@ class RateController:
         self, trials: Sequence[_Trial], unrefined: Sequence[float], goal: _Goal
     ) -> tuple[int, float] | None:
         """After a trial landed in the goal's window: the next trial on the other side of
-        the landing, or None. A landing below its rate point's own lambda is tried again
-        from the rate point below, raised, and one above it from the rate point above,
-        lowered (which side codes fewer bits varies with the content: module docstring);
-        at most :data:`OTHER_SIDE_TRIALS` trials (more than one only while the other side
-        is about as good as the landing), none when the landing is within
-        :data:`OTHER_SIDE_MIN` of its own lambda or the other side cannot reach the aim."""
+        the landing (module docstring, step 3), or None: at most :data:`OTHER_SIDE_TRIALS`
+        (more than one only while the other side is about as good as the landing), none
+        when the landing is within :data:`OTHER_SIDE_MIN` of its own lambda or the other
+        side cannot reach the aim."""
         first = next(i for i, t in enumerate(trials) if goal.done(t))
         landed = trials[first]
         gap = landed.log_lmbda - self.log_lmbdas[landed.slot]
@@ -576,7 +573,7 @@ class RateController:
         below = [t.log_lmbda for t in mine if goal.below(t)]
         x, beyond, pred = self._secant(mine, goal, lo, hi)
         untried = min(abs(x - t.log_lmbda) for t in mine) >= 1e-3
-        if untried and (not beyond or goal.near(pred)):
+        if untried and (not beyond or goal.near(pred)) and _cap_in_reach(mine, goal, lo):
             return slot, x
         # this rate point cannot do better: move to a neighbour not tried yet
         step = 1 if goal.below(last) else -1 if goal.above(last) else 0
@@ -766,26 +763,19 @@ def make_encoder(
     return FrameEncoder(ms[0], refine)
 
 
-def rate_point_models(
-    arch: str | None = None, checkpoint: str | None = None, device: str | None = None
-) -> list[LoadedModel]:
-    """The models rate control chooses from: the rate points of ``arch`` (default: the
-    shipped default architecture), every shipped quality and the midpoints between them
-    (:func:`pipeline.models.rate_point_qualities`: 1, 1.5, 2, 2.5, 3, 3.5, 4, 5), or only
-    ``checkpoint`` when one is given (then only lambda moves).
-
-    Raises:
-        UnknownModelError: no shipped weights for ``arch``.
-        ModelError, ConfigError, StorageError: as :func:`pipeline.models.load_model`."""
-    from pipeline.models import load_cards, load_model, rate_point_qualities
-
-    if checkpoint is not None:
-        return [load_model(arch, None, checkpoint, device=device)]
-    arch = arch or load_cards().get("default_arch")
-    qualities = rate_point_qualities(arch) if arch else []
-    if not qualities:
-        return [load_model(arch, None, device=device)]  # raises the no-weights error
-    return [load_model(arch, q, device=device) for q in qualities]
+def _cap_in_reach(mine: Sequence[_Trial], goal: _Goal, lo: float) -> bool:
+    """Whether a rate point over the byte cap (``mine``: its trials) may come under it at
+    its lowest lambda ``lo``: the bytes' secant in ``ln lambda`` (:data:`BYTES_SLOPE_DB`
+    with one trial). Else the search moves down a rate point (lambda may barely move the
+    bytes: few iterations, screen content)."""
+    over = sorted((t for t in mine if goal.over_cap(t)), key=lambda t: t.log_lmbda)
+    if goal.cap is None or not over:
+        return True
+    low, high = over[0], over[-1]
+    slope = BYTES_SLOPE_DB
+    if high.log_lmbda - low.log_lmbda > 1e-6:
+        slope = (_bytes_db(high.bytes) - _bytes_db(low.bytes)) / (high.log_lmbda - low.log_lmbda)
+    return _bytes_db(low.bytes) + max(slope, 0.0) * (lo - low.log_lmbda) <= _bytes_db(goal.cap)
 
 
 def _slot_flags(slot: int) -> int:

@@ -297,7 +297,7 @@ def trace_trials(enc: Any, gop: int) -> list[dict[str, Any]]:
                     {
                         "gop": g,
                         "trial": sum(t["gop"] == g for t in trace),
-                        "rate_point": int(enc.encoders[slot].model.identity.quality),
+                        "rate_point": enc.encoders[slot].model.identity.quality,
                         "lmbda": float(fs[0][0].lmbda),
                         "restart": fs[0][0].offset is not None,
                         "psnr": sum(st.psnr for _, st in fs) / len(fs),

@@ -115,7 +115,7 @@ def kbps_summary(rec: dict[str, Any], fixed: dict[int, dict[str, Any]]) -> dict[
     its point (mean bpp and PSNR), rate points, trials per GOP, times, the rate change
     against the fixed curve at its PSNR and the CPU time over the fixed encode of the rate
     point that coded most of its frames."""
-    from jobs.bench.target_report import main_rate_point
+    from jobs.bench.target_report import fixed_at, main_rate_point, rate_point_of
 
     fr = rec["frames"]
     fps, t = float(rec["fps"]), float(rec["kbps"])
@@ -126,7 +126,7 @@ def kbps_summary(rec: dict[str, Any], fixed: dict[int, dict[str, Any]]) -> dict[
     curve = [{"bpp": v["bpp"], "psnr": v["psnr"]} for v in fixed.values()]
     outs = rec["outcomes"]
     main = main_rate_point(outs) if outs else None
-    f = fixed.get(main) if main is not None else None
+    f = fixed_at(fixed, main)
     cpu = rec.get("cpu_seconds", rec["seconds"])
     budgets = rec.get("budgets") or []
     return {
@@ -141,7 +141,7 @@ def kbps_summary(rec: dict[str, Any], fixed: dict[int, dict[str, Any]]) -> dict[
         "bytes": nbytes,
         "budget_bytes": sum(budgets) if budgets else None,
         "budgets": budgets,
-        "rate_points": sorted({int(o["rate_point"]) for o in outs}),
+        "rate_points": sorted({rate_point_of(o["rate_point"]) for o in outs}),
         "main_rate_point": main,
         "trials_mean": _mean([int(o["trials"]) for o in outs]) if outs else None,
         "trials": [int(o["trials"]) for o in outs],

