@@ -98,6 +98,9 @@ def test_targets_are_the_rounded_midpoints_of_the_rate_points_present() -> None:
         {"target": 30.4, "pair": [3, 4]},
     ]
     assert target.targets_from_fixed({1: 27.0, 3: 30.0}) == []
+    # the default: a quarter of the way up, between q and its midpoint rate point q + 0.5
+    quarter = target.targets_from_fixed({1: 27.0, 2: 28.6, 3: 29.8}, at=target.DEFAULT_AT)
+    assert target.DEFAULT_AT == 0.25 and [t["target"] for t in quarter] == [27.4, 28.9]
 
 
 def test_gop_items_merge_into_one_encode_and_have_distinct_keys() -> None:
@@ -208,6 +211,7 @@ def test_kbps_targets_errors_and_bd_rate() -> None:
         {"kbps": 35.5, "pair": [3, 4]},
     ]
     assert kbps_targets({1: 10.0, 3: 30.0}, target.PAIRS) == []
+    assert kbps_targets({1: 10.0, 2: 20.0}, target.PAIRS, 0.25) == [{"kbps": 12.5, "pair": [1, 2]}]
     raw = {"a": raw_clip([(0.1, 0.2)] * 3, [(2, 2), (3, 3), (4, 4)])}
     raw["a"]["kbps"] = kbps_records([-2.0, -6.0, 1.0], [(2, 2), (2, 3), (4, 3)])
     raw["b"] = raw_clip([(0.1, 0.2)] * 3, [(2, 2), (3, 3), (4, 4)])
@@ -287,12 +291,12 @@ def test_bench_target_on_a_clip_resumes_from_its_cache(tmp_path: Path) -> None:
         assert t["time_ratio"] > 0 and t["iters_ratio"] > 0 and t["cpu_ratio"] > 0
     assert saved["windows"]["gops"] == 3 and saved["items"] == 5 + 3 + 3
     assert saved["cached_items"] == 0
-    # the bitrates: the midpoints of the fixed encodes' kb/s, each one whole encode
+    # the bitrates: a quarter of the way between the fixed encodes' kb/s, each one encode
     k = saved["kbps"]["per_clip"]["carphone"]
     fps = saved["clips"]["carphone"]["fps"]
     rates = {int(q): kbps_of(f["bytes"], 2, fps) for q, f in c["fixed"].items()}
     assert [s["kbps"] for s in k["streams"]] == [
-        t["kbps"] for t in kbps_targets(rates, target.PAIRS)
+        t["kbps"] for t in kbps_targets(rates, target.PAIRS, target.DEFAULT_AT)
     ]
     for s in k["streams"]:
         assert s["achieved_kbps"] == pytest.approx(kbps_of(s["bytes"], 2, fps))
@@ -312,3 +316,12 @@ def test_bench_target_on_a_clip_resumes_from_its_cache(tmp_path: Path) -> None:
     assert again["kbps"]["per_clip"] == res["kbps"]["per_clip"]
     assert again["per_clip"]["carphone"]["targets"] == res["per_clip"]["carphone"]["targets"]
     assert target.run(tmp_path / "none", out, log=lambda _: None, **kw) is None
+
+
+@pytest.mark.parametrize("at", [0.0, 1.0, -0.25])
+def test_bench_target_refuses_targets_outside_their_pair(tmp_path: Path, at: float) -> None:
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"--at {at} is not between 0 and 1"):
+        target.run(tmp_path, tmp_path / "out", at=at, log=lambda _: None)
+    assert not (tmp_path / "out").exists()
