@@ -435,11 +435,12 @@ def _info_one(src: str, a: argparse.Namespace) -> dict[str, Any]:
 
 def _model_line(h: Any) -> str:
     """``info``'s model line of the header ``h``: the arch, quality, lambda and weights, or
-    for a stream coded with rate points (format version 4) each rate point's."""
+    for a stream coded with rate points (format version 4, or 5 with midpoints) each rate
+    point's (lambdas to 4 significant digits: a midpoint's is a geometric mean)."""
     if not h.rate_points:
         return f"{h.arch} q{h.quality} lambda {h.lmbda} weights sha256 {h.weights_sha256[:16]}…"
     points = " ".join(f"q{rp['quality']}" for rp in h.rate_points)
-    lambdas = " ".join(str(rp["lmbda"]) for rp in h.rate_points)
+    lambdas = " ".join(f"{rp['lmbda']:.4g}" for rp in h.rate_points)
     shas = " ".join(f"{rp['weights_sha256'][:12]}…" for rp in h.rate_points)
     return f"{h.arch} rate points {points} (lambda {lambdas}; weights sha256 {shas})"
 

@@ -14,7 +14,9 @@ The search, per GOP, every trial coding the whole GOP for real (docs/ratecontrol
    refinement gain expected at its own lambda (:data:`HEADROOM_DB`), reaches the aim, at a
    lambda below its own by :data:`SLOPE_DB` per unit of ``ln lambda`` for the surplus, is
    trial 0;
-2. trial ``k + 1`` moves lambda by the secant of ``(log lambda, quality)`` through the
+2. when trial 0 overshoots, the lowest rate point that the refinement gain it measured
+   brings to the aim, if lower, is trial 1 (screen content gains far more than
+   :data:`HEADROOM_DB`); trial ``k + 1`` moves lambda by the secant of ``(log lambda, quality)`` through the
    trials of that rate point nearest the aim (bisection when it leaves the bracket; the
    end of the range when the secant points past it and the end is expected near the aim);
    past a rate point's range, the neighbouring rate point, at the lambda that the gain
@@ -434,14 +436,17 @@ class RateController:
         own = self.log_lmbdas[slot]
         return own - 2 * math.log(SPAN), own + 1.5 * math.log(SPAN)
 
-    def _first_guess(self, unrefined: Sequence[float], goal: _Goal) -> tuple[int, float]:
+    def _first_guess(
+        self, unrefined: Sequence[float], goal: _Goal, trials: Sequence[_Trial] = ()
+    ) -> tuple[int, float]:
         """Trial 0's rate point and ``log lambda`` from the GOP's unrefined mean at each
         rate point (on the goal's scale): the lowest rate point expected to reach the aim
-        after refinement (the goal's headroom), at a lambda below its own by the expected
-        surplus (the goal's slope)."""
+        after refinement (the goal's headroom, or the gain ``trials`` measured), at a
+        lambda below its own by the expected surplus (the goal's slope)."""
         top = len(unrefined) - 1
-        s = next((i for i, q in enumerate(unrefined) if q + goal.headroom >= goal.aim), top)
-        return self._guess(s, unrefined, goal)
+        gain = self._headroom(trials, unrefined, goal)
+        s = next((i for i, q in enumerate(unrefined) if q + gain >= goal.aim), top)
+        return self._guess(s, unrefined, goal, trials)
 
     def _guess(
         self,
@@ -565,6 +570,12 @@ class RateController:
             return self._other_side(trials, unrefined, goal)
         last = trials[-1]
         slot = last.slot
+        if len(trials) == 1 and goal.above(last) and not goal.over_cap(last):
+            # trial 0 overshot: with the gain it measured, a lower rate point may reach the
+            # aim nearer its own lambda (off its lambda a rate point loses: module docstring)
+            guess = self._first_guess(unrefined, goal, trials)
+            if guess[0] < slot:
+                return guess
         lo, hi = self._range(slot)
         top = slot + 1 == len(self.encoders)
         if not top and not any(t.slot == slot + 1 for t in trials):

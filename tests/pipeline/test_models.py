@@ -132,6 +132,10 @@ def test_a_midpoint_rate_point_is_the_mean_of_its_shipped_neighbours() -> None:
         pytest.skip("the shipped rate points are not q1..q5 in this checkout")
     # every shipped quality and the midpoints, lowest first, at most 8 (the packets' slots)
     assert rate_point_qualities(arch) == [1, 1.5, 2, 2.5, 3, 3.5, 4, 5]
+    from pipeline.bitstream.schema import MAX_RATE_POINTS
+    from pipeline.models import MAX_RATE_POINTS as RATE_CONTROL_POINTS
+
+    assert RATE_CONTROL_POINTS == MAX_RATE_POINTS == 8
     lo, hi, mid = load_model(arch, 2), load_model(arch, 3), load_model(arch, 2.5)
     assert mid.identity.quality == 2.5 and mid.card["midpoint_of"] == [2, 3]
     assert mid.identity.lmbda == pytest.approx((0.0035 * 0.0067) ** 0.5)
