@@ -10,15 +10,16 @@ command's own option definitions; ``--iters`` replaces the iterations for quick 
 1. **fixed quality**: every shipped rate point (q1..q5 of the default architecture) codes
    the frames at its own lambda (:class:`~pipeline.codec.FrameEncoder`), timed: per clip
    and per GOP the mean bpp (packet bytes) and mean RGB PSNR;
-2. **targets**: the midpoints of the clip's fixed mean PSNRs of q1/q2, q2/q3 and q3/q4
-   (:data:`PAIRS`), rounded to 0.1 dB, where lambda has to do the work between rate
-   points; each is coded with the same config plus ``target_psnr``
+2. **targets**: ``--at`` of the way (default :data:`DEFAULT_AT`, a quarter) between the
+   clip's fixed mean PSNRs of q1/q2, q2/q3 and q3/q4 (:data:`PAIRS`), rounded to 0.1 dB,
+   where lambda has to do the work between rate points (the midpoint rate points sit near
+   halfway); each is coded with the same config plus ``target_psnr``
    (:func:`pipeline.ratecontrol.make_encoder` over
    :func:`~pipeline.ratecontrol.rate_point_models`), timed, with every GOP's
    :class:`~pipeline.ratecontrol.GopOutcome` (rate point, lambda, achieved mean PSNR,
    bytes, trials, iterations);
-3. **bitrates** (:mod:`jobs.bench.target_kbps`; clips ``--kbps-clips``, default all): the
-   midpoints of the fixed encodes' kb/s (at the clip's frame rate) of the same pairs,
+3. **bitrates** (:mod:`jobs.bench.target_kbps`; clips ``--kbps-clips``, default all): as
+   far between the fixed encodes' kb/s (at the clip's frame rate) of the same pairs,
    rounded to 0.1 kb/s, each coded with ``target_kbps`` (the first pass, then the encode):
    one item per whole encode, released with the clip's targets.
 
