@@ -554,16 +554,16 @@ def make_header(
 ) -> StreamHeader:
     """The stream header of ``model`` coding the video ``info`` (a VideoInfo) with ``refine``.
     Its ``display`` records how the frames are displayed (``info.display``), with the
-    container title only when the carry section does not hold the tags (not
-    ``tags_carried``: ``--no-carry``). ``rate_points``: the models of a stream coded with
-    several (rate control; slot order, ``model`` first), recorded in the header (format
-    version 4, or 5 with a midpoint); one or none: a plain stream (but a midpoint model
-    alone is recorded as the one rate point, format version 5)."""
+    container title only when the carry section does not hold the tags (not ``tags_carried``:
+    ``--no-carry``). ``rate_points``: the models of a stream coded with several (rate control;
+    slot order, ``model`` first), in the header (version 4, 5 with a midpoint, even alone)."""
     display = getattr(info, "display", None)
     if display is not None and tags_carried:
         display = display.without_title()
     hp, wp = padded_size(info.height, info.width, model.arch.pad_multiple)
     ident = model.identity
+    midpoint = [model] if not float(ident.quality).is_integer() else []  # rate_points only
+    points = list(rate_points) if len(rate_points) > 1 else midpoint
     return StreamHeader(
         arch=ident.arch,
         quality=ident.quality,
@@ -585,16 +585,8 @@ def make_header(
         | ({"video_stream": info.stream_index} if getattr(info, "left_out", ()) else {}),
         gop=refine.gop,
         display=display.to_dict() if display is not None else {},
-        rate_points=tuple(_rate_point(m) for m in _header_points(model, rate_points)),
+        rate_points=tuple(_rate_point(m) for m in points),
     )
-
-
-def _header_points(model: LoadedModel, rate_points: Sequence[LoadedModel]) -> list[LoadedModel]:
-    """The models a header lists: several rate points, or a midpoint model alone (a
-    half-step quality, which only format version 5's ``rate_points`` can name); else none."""
-    if len(rate_points) > 1:
-        return list(rate_points)
-    return [model] if not float(model.identity.quality).is_integer() else []
 
 
 def _rate_point(model: LoadedModel) -> dict[str, Any]:

@@ -63,6 +63,7 @@ from typing import Any
 from jobs.bench import add_clip_io
 from jobs.bench import lib as bl
 from jobs.bench.gop import CLIPS
+from jobs.refine_options import positive_float
 from pipeline.errors import ConfigError, InputError
 
 __all__ = [
@@ -715,7 +716,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--at",
-        type=float,
+        type=positive_float,
         default=DEFAULT_AT,
         help="where the targets sit between each pair's fixed points, from the lower (0) to "
         f"the upper (1) (default {DEFAULT_AT}: between a shipped rate point and the midpoint "

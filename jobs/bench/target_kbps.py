@@ -30,6 +30,7 @@ __all__ = [
     "DESIGN_PCT",
     "TOLERANCE_PCT",
     "analyse_kbps",
+    "at_words",
     "encode_kbps",
     "kbps_of",
     "kbps_summary",
@@ -223,7 +224,7 @@ def analyse_kbps(
 # --------------------------------------------------------------------------- outputs
 
 
-def _at(results: dict[str, Any]) -> str:  # shared with target_report
+def at_words(results: dict[str, Any]) -> str:
     """Where a run's targets sit between their pair's fixed points, in words."""
     at = results.get("at", 0.5)
     return "halfway" if at == 0.5 else f"{at:g} of the way from the lower to the upper"
@@ -259,7 +260,7 @@ def markdown_kbps(results: dict[str, Any]) -> tuple[list[str], list[str]]:
     lines = [
         "## Bitrate targets (`--target-kbps`)",
         "",
-        f"Per clip, the bitrates {_at(results)} of the fixed encodes' bitrates (kb/s = packet "
+        f"Per clip, the bitrates {at_words(results)} of the fixed encodes' bitrates (kb/s = packet "
         "bytes x 8 / (frames / fps) / 1000 at the clip's frame rate) of "
         + ", ".join(f"q{a}/q{b}" for a, b in results["pairs"])
         + ", rounded to 0.1 kb/s, each coded with the same config plus `target_kbps` "

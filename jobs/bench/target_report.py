@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.bench import lib as bl
-from jobs.bench.target_kbps import _at, analyse_kbps, markdown_kbps, plot_kbps
+from jobs.bench.target_kbps import analyse_kbps, at_words, markdown_kbps, plot_kbps
 
 __all__ = [
     "GOAL_SHARE",
@@ -38,10 +38,12 @@ __all__ = [
     "WINDOW_DB",
     "analyse",
     "bd_summary",
+    "fixed_at",
     "fixed_summary",
     "geomean",
     "main_rate_point",
     "markdown",
+    "rate_point_of",
     "rerender",
     "target_summary",
     "window_shares",
@@ -359,7 +361,7 @@ def markdown(results: dict[str, Any]) -> str:
         "`pipeline.codec.encode_frames` (the path of `relatent encode`), one process per "
         "encode with one torch thread. **Fixed quality**: every shipped rate point "
         f"({', '.join(f'q{q}' for q in results['qualities'])}) at its own lambda. **Targets**: "
-        f"per clip, {_at(results)} between the fixed mean PSNRs of "
+        f"per clip, {at_words(results)} between the fixed mean PSNRs of "
         + ", ".join(f"q{a}/q{b}" for a, b in results["pairs"])
         + ", rounded to 0.1 dB (between rate points: lambda has to do the work), each coded "
         "with the same config plus `target_psnr` (`make_encoder(rate_point_models(), cfg)`; "
