@@ -177,6 +177,7 @@ def video_summary(
     hash, the shard count, the :func:`totals` and the commit time; with a target quality,
     ``target`` (:func:`target_summary`); with a floor, ``min_psnr`` (dB) and
     ``below_min_psnr`` (how many frames are below it)."""
+    points = header_rate_points(ident)
     summary = {
         "format": MANIFEST_FORMAT,
         "video_id": plan.video_id,
@@ -190,9 +191,7 @@ def video_summary(
         "carry_bytes": plan.carry_bytes,
         "carried_streams": [r for r in carry_rows if r["status"] == "carried"],
         "dropped_streams": [r for r in carry_rows if r["status"] != "carried"],
-        "container_version": version_for(
-            refine.gop, len(header_rate_points(ident)), has_midpoint(header_rate_points(ident))
-        ),
+        "container_version": version_for(refine.gop, len(points), has_midpoint(points)),
         "frames": plan.frame_count,
         "width": plan.width,
         "height": plan.height,

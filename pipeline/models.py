@@ -586,13 +586,7 @@ def load_model(
         expected_sha256 = expected_sha256 or card["sha256"]
         lmbda = lmbda if lmbda is not None else float(card["lambda"])
 
-    data = _read_bytes(checkpoint)
-    digest = sha256_bytes(data)
-    if expected_sha256 and digest != expected_sha256:
-        raise WeightsMismatchError(
-            f"weights {checkpoint} have sha256 {digest[:16]}…, expected {expected_sha256[:16]}…",
-            hint="the file was modified or is not the one its model card describes; restore it",
-        )
+    data, digest = _read_checked(checkpoint, expected_sha256)
     state = load_state_dict_bytes(data, checkpoint)
     if arch_id is None:
         arch_id = infer_architecture(state, checkpoint)
@@ -615,6 +609,24 @@ def load_model(
     return loaded
 
 
+def _read_checked(uri: str, expected_sha256: str | None) -> tuple[bytes, str]:
+    """The bytes of the weights file ``uri`` and their sha256, checked against
+    ``expected_sha256`` when given.
+
+    Raises:
+        WeightsMismatchError: another sha256.
+        StorageError: the file cannot be read.
+    """
+    data = _read_bytes(uri)
+    digest = sha256_bytes(data)
+    if expected_sha256 and digest != expected_sha256:
+        raise WeightsMismatchError(
+            f"weights {uri} have sha256 {digest[:16]}…, expected {expected_sha256[:16]}…",
+            hint="the file was modified or is not the one its model card describes; restore it",
+        )
+    return data, digest
+
+
 def load_midpoint(arch_id: str, quality: float, *, device: str | None = None) -> LoadedModel:
     """The midpoint rate point ``quality`` (``q + 0.5``) of ``arch_id``: the shipped models
     ``q`` and ``q + 1`` averaged (:func:`midpoint_state_dict`), at the geometric mean of
@@ -634,27 +646,31 @@ def load_midpoint(arch_id: str, quality: float, *, device: str | None = None) ->
             hint=f"use one of {rate_point_qualities(arch_id) if arch_id else 'the shipped ones'}",
         )
     lo, hi = int(q - 0.5), int(q + 0.5)
-    get_architecture(arch_id)
-    shipped = shipped_qualities(arch_id)
-    if lo not in shipped or hi not in shipped:
+    arch = get_architecture(arch_id)
+    found = [find_card(arch_id, x) for x in (lo, hi)]
+    cards = [c for c in found if c is not None]
+    if len(cards) < 2:
         raise UnknownModelError(
             f"no midpoint q{q} for {arch_id}: it needs the shipped q{lo} and q{hi}",
             hint=f"rate points of {arch_id}: {rate_point_qualities(arch_id) or 'none'}",
         )
-    a, b = (load_model(arch_id, x) for x in (lo, hi))
-    states = [load_state_dict_bytes(_read_bytes(m.source), m.source) for m in (a, b)]
+    paths = [str(WEIGHTS_DIR / c["file"]) for c in cards]
+    states = [
+        load_state_dict_bytes(_read_checked(path, c["sha256"])[0], path)
+        for path, c in zip(paths, cards, strict=True)
+    ]  # each neighbour's file read once, checked against its card; no model built for it
     state = midpoint_state_dict(*states)
-    source = f"midpoint of {a.source} and {b.source}"
-    net, n, m = build_frozen(a.arch, state, source)
+    source = f"midpoint of {paths[0]} and {paths[1]}"
+    net, n, m = build_frozen(arch, state, source)
     identity = ModelIdentity(
-        arch=a.arch.id,
+        arch=arch.id,
         quality=q,
-        lmbda=math.sqrt(a.identity.lmbda * b.identity.lmbda),
+        lmbda=math.sqrt(float(cards[0]["lambda"]) * float(cards[1]["lambda"])),
         weights_sha256=state_dict_sha256(state),
         tables_sha256=entropy_tables_sha256(net),
     )
-    card = {"arch": a.arch.id, "quality": q, "lambda": identity.lmbda, "midpoint_of": [lo, hi]}
-    loaded = LoadedModel(a.arch, net, identity, n, m, source, card)
+    card = {"arch": arch.id, "quality": q, "lambda": identity.lmbda, "midpoint_of": [lo, hi]}
+    loaded = LoadedModel(arch, net, identity, n, m, source, card)
     if device is not None:
         loaded.to(resolve_device(device))
     return loaded

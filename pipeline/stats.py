@@ -222,7 +222,8 @@ def check_floor(
 
 def _quality(v: Any) -> int | float:
     """A footer's ``rate_point``: an int, or a half step (a midpoint rate point)."""
-    q = float(v)
-    if not (2 * q).is_integer():
+    from pipeline.models import quality_value
+
+    if not (2 * float(v)).is_integer():
         raise ValueError(f"rate point {v!r} is not an integer or a half step")
-    return int(q) if q.is_integer() else q
+    return quality_value(v)

@@ -116,7 +116,8 @@ def kbps_summary(rec: dict[str, Any], fixed: dict[int, dict[str, Any]]) -> dict[
     its point (mean bpp and PSNR), rate points, trials per GOP, times, the rate change
     against the fixed curve at its PSNR and the CPU time over the fixed encode of the rate
     point that coded most of its frames."""
-    from jobs.bench.target_report import fixed_at, main_rate_point, rate_point_of
+    from jobs.bench.target_report import fixed_at, main_rate_point
+    from pipeline.models import quality_value
 
     fr = rec["frames"]
     fps, t = float(rec["fps"]), float(rec["kbps"])
@@ -142,7 +143,7 @@ def kbps_summary(rec: dict[str, Any], fixed: dict[int, dict[str, Any]]) -> dict[
         "bytes": nbytes,
         "budget_bytes": sum(budgets) if budgets else None,
         "budgets": budgets,
-        "rate_points": sorted({rate_point_of(o["rate_point"]) for o in outs}),
+        "rate_points": sorted({quality_value(o["rate_point"]) for o in outs}),
         "main_rate_point": main,
         "trials_mean": _mean([int(o["trials"]) for o in outs]) if outs else None,
         "trials": [int(o["trials"]) for o in outs],

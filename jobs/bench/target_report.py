@@ -31,6 +31,7 @@ from typing import Any
 
 from jobs.bench import lib as bl
 from jobs.bench.target_kbps import analyse_kbps, at_words, markdown_kbps, plot_kbps
+from pipeline.models import quality_value
 
 __all__ = [
     "GOAL_SHARE",
@@ -43,7 +44,6 @@ __all__ = [
     "geomean",
     "main_rate_point",
     "markdown",
-    "rate_point_of",
     "rerender",
     "target_summary",
     "window_shares",
@@ -113,17 +113,11 @@ def fixed_summary(rec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def rate_point_of(v: Any) -> int | float:
-    """A recorded rate point: an int for a shipped quality, a half step for a midpoint."""
-    q = float(v)
-    return int(q) if q.is_integer() else q
-
-
 def main_rate_point(gops: list[dict[str, Any]]) -> int | float:
     """The rate point that coded most frames of a targeted encode (ties: the lowest)."""
     c: Counter[int | float] = Counter()
     for g in gops:
-        c[rate_point_of(g["rate_point"])] += int(g["frames"])
+        c[quality_value(g["rate_point"])] += int(g["frames"])
     best = max(c.values())
     return min(q for q, n in c.items() if n == best)
 
@@ -184,7 +178,7 @@ def target_summary(rec: dict[str, Any], fixed: dict[int, dict[str, Any]]) -> dic
         "iters": iters,
         "trials_mean": _mean([int(o["trials"]) for o in rec["outcomes"]]),
         "main_rate_point": main,
-        "rate_points": sorted({rate_point_of(g["rate_point"]) for g in gops}),
+        "rate_points": sorted({quality_value(g["rate_point"]) for g in gops}),
         "time_ratio": rec["seconds"] / f["seconds"] if f and f["seconds"] > 0 else None,
         "cpu_ratio": cpu / f["cpu_seconds"] if f and f["cpu_seconds"] > 0 else None,
         "iters_ratio": iters / f["iters"] if f and f["iters"] > 0 else None,
