@@ -59,6 +59,7 @@ from pipeline.bitrate import (
     kbps_bytes,
     plan_bitrate,
 )
+from pipeline.bitstream.format import RATE_SLOT_SHIFT
 from pipeline.codec import (
     EncodedFrame,
     FrameEncoder,
@@ -99,7 +100,7 @@ TRIALS = 5
 #: landing (:meth:`_Goal.merit`).
 OTHER_SIDE_TRIALS = 3
 OTHER_SIDE_MARGIN_DB = 0.1
-#: A landing this far from its rate point's own lambda (``|ln|``) is tried from the other side.
+#: A landing nearer its own lambda (``|ln|``) than this is tried from the rate point above.
 OTHER_SIDE_MIN = 0.15
 #: Width of the band above the target a GOP aims into (dB of the target's metric).
 WINDOW_DB = 0.3
@@ -223,6 +224,10 @@ class _Goal:
     def done(self, t: _Trial) -> bool:
         return self.lo <= t.q <= self.hi and not self.over_cap(t)
 
+    def at_aim(self, t: _Trial) -> bool:
+        """Done, and within a sixth of the window's width of the aim."""
+        return self.done(t) and abs(t.q - self.aim) <= (self.hi - self.lo) / 6
+
     def merit(self, t: _Trial) -> float:
         """A trial's worth for the goal, higher is better, at the aim along
         :data:`RD_SLOPE_DB`: for a quality, minus its bytes (dB) at the target's quality;
@@ -307,7 +312,7 @@ class RateController:
         self.encoders = [FrameEncoder(m, refine) for m in order]
         for slot, enc in enumerate(self.encoders):
             enc.rate_point = enc.model.identity.quality
-            enc.packet_flags = _slot_flags(slot) if len(order) > 1 else 0
+            enc.packet_flags = slot << RATE_SLOT_SHIFT if len(order) > 1 else 0
         self.log_lmbdas = [math.log(e.lmbda) for e in self.encoders]
         #: The config every rate point runs (lambda: each GOP's own, so None here).
         self.refine = dataclasses.replace(self.encoders[0].refine, lmbda=None)
@@ -525,29 +530,30 @@ class RateController:
         self, trials: Sequence[_Trial], unrefined: Sequence[float], goal: _Goal
     ) -> tuple[int, float] | None:
         """After a trial landed in the goal's window: the next trial on the other side of
-        the landing (module docstring, step 3), or None: at most :data:`OTHER_SIDE_TRIALS`
-        (more than one only while the other side is about as good as the landing), none
-        when the landing is within :data:`OTHER_SIDE_MIN` of its own lambda or the other
-        side cannot reach the aim."""
+        the landing (module docstring, step 3), or None. The other side of a landing below
+        its own lambda is the rate point below, raised, and the reverse; of a landing within
+        :data:`OTHER_SIDE_MIN` of its own lambda, the rate point above, lowered. Its lambda
+        moves toward the aim (:meth:`_secant`) for at most :data:`OTHER_SIDE_TRIALS`
+        trials, while its best is within :data:`OTHER_SIDE_MARGIN_DB` of the landing
+        (:meth:`_Goal.merit`) and none of its trials is at the aim (:meth:`_Goal.at_aim`);
+        none when even the end of its range is expected to miss the window."""
         first = next(i for i, t in enumerate(trials) if goal.done(t))
         landed = trials[first]
         gap = landed.log_lmbda - self.log_lmbdas[landed.slot]
-        if abs(gap) < OTHER_SIDE_MIN or len(trials) - 1 - first >= OTHER_SIDE_TRIALS:
+        if len(trials) - 1 - first >= OTHER_SIDE_TRIALS:
             return None
-        other = landed.slot + (1 if gap > 0 else -1)
+        other = landed.slot + (-1 if gap <= -OTHER_SIDE_MIN else 1)
         if not 0 <= other < len(self.encoders):
             return None
         mine = [t for t in trials if t.slot == other]
-        if any(goal.done(t) for t in mine):
+        if any(goal.at_aim(t) for t in mine):
             return None
-        since = [goal.merit(t) for t in trials[first + 1 :]]
-        if since and max(since) < goal.merit(landed) - OTHER_SIDE_MARGIN_DB:
+        if mine and max(map(goal.merit, mine)) < goal.merit(landed) - OTHER_SIDE_MARGIN_DB:
             return None
         lo, hi = self._range(other)
         if not mine:
             slot, x = self._guess(other, unrefined, goal, [landed], above_own=True)
             pred = self._predict(other, x, unrefined, goal, [landed])
-            # not when even the end of its range is expected to miss the window
             return None if pred < goal.lo - 0.5 or pred > goal.hi + 0.5 else (slot, x)
         x, beyond, pred = self._secant(mine, goal, lo, hi)
         if (beyond and not goal.near(pred)) or min(abs(x - t.log_lmbda) for t in mine) < 1e-3:
@@ -787,10 +793,3 @@ def _cap_in_reach(mine: Sequence[_Trial], goal: _Goal, lo: float) -> bool:
     if high.log_lmbda - low.log_lmbda > 1e-6:
         slope = (_bytes_db(high.bytes) - _bytes_db(low.bytes)) / (high.log_lmbda - low.log_lmbda)
     return _bytes_db(low.bytes) + max(slope, 0.0) * (lo - low.log_lmbda) <= _bytes_db(goal.cap)
-
-
-def _slot_flags(slot: int) -> int:
-    from pipeline.bitstream import format as fmt
-
-    shift = getattr(fmt, "RATE_SLOT_SHIFT", 2)
-    return slot << shift

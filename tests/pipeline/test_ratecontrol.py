@@ -96,7 +96,7 @@ def test_each_gop_lands_just_above_the_target_with_lambda_moving_its_rate_point(
             assert o.bytes > own[0] and o.score >= own[1], (o, own)
 
 
-def test_a_landing_off_its_own_lambda_is_tried_from_the_other_side(models) -> None:
+def test_a_landing_is_tried_from_the_other_side(models) -> None:
     from pipeline.ratecontrol import _Trial
 
     rc = RateController(models, cfg(target_psnr=30.0))
@@ -111,10 +111,17 @@ def test_a_landing_off_its_own_lambda_is_tried_from_the_other_side(models) -> No
     landed = trial(2, own[2] - 0.5, 30.1)
     slot, x = rc._next([landed], unrefined, goal)
     assert slot == 1 and x > own[1]
-    # a landing at (about) its own lambda has no other side
-    assert rc._next([trial(2, own[2] - 0.05, 30.1)], unrefined, goal) is None
-    # the other side that landed too, or that had its trials, ends the search
-    assert rc._next([landed, trial(1, x, 30.2)], unrefined, goal) is None
+    # a landing at (about) its own lambda is tried from the rate point above, lowered
+    slot, x_up = rc._next([trial(2, own[2] - 0.05, 30.1)], unrefined, goal)
+    assert slot == 3 and x_up < own[3] - 0.5
+    # ... unless it is the top rate point
+    top = len(own) - 1
+    assert rc._next([trial(top, own[top] + 0.05, 30.1)], unrefined, goal) is None
+    # the other side that landed at the aim, or that had its trials, ends the search
+    assert rc._next([landed, trial(1, x, 30.16)], unrefined, goal) is None
+    # landed off the aim but better at the aim than the landing: its lambda moves to the aim
+    slot, x_aim = rc._next([landed, trial(1, x, 30.28, 900)], unrefined, goal)
+    assert slot == 1 and x_aim < x
     two = [landed, trial(1, x, 29.6), trial(1, x + 0.2, 29.8)]
     assert rc._next(two, unrefined, goal) is None
     # a raised landing is tried from the rate point above, lowered
