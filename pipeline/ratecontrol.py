@@ -25,9 +25,10 @@ The search, per GOP, every trial coding the whole GOP for real (docs/ratecontrol
 3. once a trial lands in ``[target, target + WINDOW_DB]`` (PSNR dB, or dB of MS-SSIM,
    ``-10 log10(1 - ms_ssim)``; a bitrate: ``[BUDGET_LOW, BUDGET_HIGH]`` of the share),
    the neighbouring rate point on the other side of the landing is tried too: a landing
-   below its rate point's own lambda from the rate point below, raised, and the reverse
-   (further trials there only while it is about as good: :meth:`_Goal.merit`): which side
-   codes fewer bits depends on the content (measured: docs/ratecontrol.md);
+   below its rate point's own lambda from the rate point below, raised, else from the
+   rate point above, lowered; its lambda moves to the aim while it is about as good as
+   the landing (:meth:`~pipeline.ratesearch.Goal.merit`): which side codes fewer bits depends on the content
+   (measured: docs/ratecontrol.md);
 4. after :data:`TRIALS` trials, or when no untried lambda is left, the GOP keeps the trial
    of fewest bytes that reaches the target, else the one of highest quality (reported as
    missing); a bitrate: the best PSNR at the budget within ``[KEEP_LOW, KEEP_HIGH]`` of it.
@@ -71,6 +72,17 @@ from pipeline.codec import (
 from pipeline.config import RefineConfig
 from pipeline.errors import ConfigError, TargetUnreachableError
 from pipeline.models import LoadedModel, rate_point_models
+from pipeline.ratesearch import (
+    KEEP_HIGH,
+    KEEP_LOW,
+    Goal,
+    Trial,
+    bytes_db,
+    cap_in_reach,
+    expected,
+    quality_db,
+    secant,
+)
 from pipeline.refine import grid_groups
 
 __all__ = [
@@ -97,7 +109,7 @@ __all__ = [
 TRIALS = 5
 #: Trials after the first landing, on the other side of it (:meth:`RateController._other_side`);
 #: after the first, only while the other side's best is within OTHER_SIDE_MARGIN_DB of the
-#: landing (:meth:`_Goal.merit`).
+#: landing (:meth:`~pipeline.ratesearch.Goal.merit`).
 OTHER_SIDE_TRIALS = 3
 OTHER_SIDE_MARGIN_DB = 0.1
 #: A landing nearer its own lambda (``|ln|``) than this is tried from the rate point above.
@@ -119,13 +131,6 @@ SPAN = 2.0
 #: ``--target-kbps``: a GOP aims into ``[BUDGET_LOW, BUDGET_HIGH] x`` its byte budget.
 BUDGET_LOW = 0.96
 BUDGET_HIGH = 1.04
-#: ``--target-kbps``: a GOP keeps a trial within ``[KEEP_LOW, KEEP_HIGH] x`` its budget.
-KEEP_LOW = 0.95
-KEEP_HIGH = 1.05
-#: Trials are compared at the aim along this slope (:meth:`_Goal.merit`; dB of PSNR per dB
-#: of bytes: the fixed rate points' curves of the shared clips have 0.9 to 1.5; MS-SSIM
-#: targets use it on their dB scale too, uncalibrated: it only ranks trials of one GOP).
-RD_SLOPE_DB = 1.0
 #: The change of bytes refinement makes at a rate point's own lambda (dB of bytes; -10%),
 #: trial 0's guess of a byte budget (carphone, q3, the CLI default before --ip-ratio: -10%).
 BYTES_HEADROOM_DB = -0.46
@@ -134,18 +139,6 @@ _PLAIN: dict[str, object] = {
     "method": "none", "target_psnr": None, "target_msssim": None, "target_kbps": None,
     "max_kbps": None, "lmbda": None,
 }  # fmt: skip
-
-
-def _bytes_db(nbytes: float) -> float:
-    """The search's scale of a byte count: ``10 log10(bytes)`` (at least 1 byte)."""
-    return 10.0 * math.log10(max(1.0, float(nbytes)))
-
-
-def quality_db(metric: str, value: float) -> float:
-    """The search's quality scale: PSNR in dB as is; MS-SSIM as ``-10 log10(1 - v)`` dB."""
-    if metric == "psnr":
-        return float(value)
-    return -10.0 * math.log10(max(1e-12, 1.0 - float(value)))
 
 
 @dataclass(frozen=True)
@@ -165,97 +158,6 @@ class GopOutcome:
     trials: int
     met: bool
     iters: int
-
-
-@dataclass
-class _Trial:  # one coding of a GOP at one rate point and lambda
-    log_lmbda: float
-    slot: int
-    score: float  # natural units (dB or MS-SSIM)
-    q: float  # dB scale
-    bytes: int
-    frames: list[EncodedFrame]
-
-
-@dataclass(frozen=True)
-class _Goal:
-    """What one GOP's search aims at, on its scale ``q`` (dB): ``[lo, hi]``; for a quality
-    target ``lo`` is the target and ``hi`` the window's top; for a byte budget ``q`` is
-    ``10 log10(bytes)``, the window ``[0.96, 1.04] x`` the budget and ``budget`` its dB.
-    ``cap``: the GOP's most bytes (``--max-kbps``), or None."""
-
-    lo: float
-    hi: float
-    bytes: bool
-    headroom: float
-    slope: float
-    cap: int | None = None
-    budget: float = 0.0  # a byte budget's 10 log10(bytes)
-
-    @property
-    def aim(self) -> float:
-        return self.budget if self.bytes else (self.lo + self.hi) / 2
-
-    def over_cap(self, t: _Trial) -> bool:
-        return self.cap is not None and t.bytes > self.cap
-
-    def below(self, t: _Trial) -> bool:
-        return t.q < self.lo and not self.over_cap(t)
-
-    def above(self, t: _Trial) -> bool:
-        return t.q > self.hi or self.over_cap(t)
-
-    def met(self, t: _Trial) -> bool:
-        """Reached: a quality target at least (under the cap); a byte budget within
-        ``[KEEP_LOW, KEEP_HIGH]`` of it (under the cap)."""
-        if self.bytes:
-            keep = (
-                self.budget + 10 * math.log10(KEEP_LOW),
-                self.budget + 10 * math.log10(KEEP_HIGH),
-            )
-            return keep[0] <= t.q <= keep[1] and not self.over_cap(t)
-        return t.q >= self.lo and not self.over_cap(t)
-
-    def near(self, pred: float) -> bool:
-        """A prediction worth a trial: in the window, widened by a quarter of its width."""
-        w = (self.hi - self.lo) / 4
-        return self.lo - w <= pred <= self.hi + w
-
-    def done(self, t: _Trial) -> bool:
-        return self.lo <= t.q <= self.hi and not self.over_cap(t)
-
-    def at_aim(self, t: _Trial) -> bool:
-        """Done, and within a sixth of the window's width of the aim."""
-        return self.done(t) and abs(t.q - self.aim) <= (self.hi - self.lo) / 6
-
-    def merit(self, t: _Trial) -> float:
-        """A trial's worth for the goal, higher is better, at the aim along
-        :data:`RD_SLOPE_DB`: for a quality, minus its bytes (dB) at the target's quality;
-        for a byte budget, its PSNR at the budget."""
-        if self.bytes:
-            return t.score - RD_SLOPE_DB * (t.q - self.budget)
-        return (t.q - self.aim) / RD_SLOPE_DB - _bytes_db(t.bytes)
-
-    def best(self, trials: Sequence[_Trial]) -> _Trial:
-        """The trial a GOP keeps: for a quality, the fewest bytes that reach it (under the
-        cap), else the highest quality under the cap, else the fewest bytes; for a byte
-        budget, the best :meth:`merit` within ``[KEEP_LOW, KEEP_HIGH]`` of it (under the
-        cap), else the highest PSNR under the window's top, else the fewest bytes."""
-        if self.bytes:
-            inside = [t for t in trials if self.met(t)]
-            if inside:
-                return max(inside, key=lambda t: (self.merit(t), -t.bytes))
-            ok = [t for t in trials if t.q <= self.hi]
-            if ok:
-                return max(ok, key=lambda t: (t.score, -t.bytes))
-            return min(trials, key=lambda t: (t.bytes, t.log_lmbda))
-        met = [t for t in trials if self.met(t)]
-        if met:
-            return min(met, key=lambda t: (t.bytes, t.log_lmbda))
-        under = [t for t in trials if not self.over_cap(t)]
-        if under:
-            return max(under, key=lambda t: (t.score, -t.bytes))
-        return min(trials, key=lambda t: (t.bytes, t.log_lmbda))
 
 
 class RateController:
@@ -388,11 +290,11 @@ class RateController:
 
     # ----------------------------------------------------------------- search
 
-    def _goal(self, first: int, frames: int) -> _Goal:
+    def _goal(self, first: int, frames: int) -> Goal:
         """The search's goal for the GOP of ``frames`` frames starting at frame ``first``."""
         cap = None if self.cap_frame_bytes is None else int(self.cap_frame_bytes * frames)
         if self.metric != "kbps":
-            return _Goal(
+            return Goal(
                 self.target_db, self.target_db + WINDOW_DB, False, HEADROOM_DB, SLOPE_DB, cap
             )
         gop = first // self.refine.grid
@@ -404,14 +306,14 @@ class RateController:
         budget = self.budgets[gop]
         top = budget * BUDGET_HIGH if cap is None else min(cap, budget * BUDGET_HIGH)
         bottom = min(budget * BUDGET_LOW, top * BUDGET_LOW / BUDGET_HIGH)
-        return _Goal(
-            _bytes_db(bottom),
-            _bytes_db(top),
+        return Goal(
+            bytes_db(bottom),
+            bytes_db(top),
             True,
             BYTES_HEADROOM_DB,
             BYTES_SLOPE_DB,
             cap,
-            _bytes_db(min(budget, math.sqrt(bottom * top))),
+            bytes_db(min(budget, math.sqrt(bottom * top))),
         )
 
     def first_pass(
@@ -442,7 +344,7 @@ class RateController:
         return own - 2 * math.log(SPAN), own + 1.5 * math.log(SPAN)
 
     def _first_guess(
-        self, unrefined: Sequence[float], goal: _Goal, trials: Sequence[_Trial] = ()
+        self, unrefined: Sequence[float], goal: Goal, trials: Sequence[Trial] = ()
     ) -> tuple[int, float]:
         """Trial 0's rate point and ``log lambda`` from the GOP's unrefined mean at each
         rate point (on the goal's scale): the lowest rate point expected to reach the aim
@@ -457,8 +359,8 @@ class RateController:
         self,
         slot: int,
         unrefined: Sequence[float],
-        goal: _Goal,
-        trials: Sequence[_Trial] = (),
+        goal: Goal,
+        trials: Sequence[Trial] = (),
         above_own: bool = False,
     ) -> tuple[int, float]:
         """Rate point ``slot`` at the lambda expected to bring the GOP to the aim from its
@@ -475,8 +377,8 @@ class RateController:
         slot: int,
         x: float,
         unrefined: Sequence[float],
-        goal: _Goal,
-        trials: Sequence[_Trial] = (),
+        goal: Goal,
+        trials: Sequence[Trial] = (),
     ) -> float:
         """The goal's scale expected at rate point ``slot`` and ``log lambda`` ``x``: its
         unrefined mean, refinement's gain (:meth:`_headroom` of ``trials``) and the goal's
@@ -484,7 +386,7 @@ class RateController:
         gain = self._headroom(trials, unrefined, goal)
         return unrefined[slot] + gain + goal.slope * (x - self.log_lmbdas[slot])
 
-    def _headroom(self, trials: Sequence[_Trial], unrefined: Sequence[float], goal: _Goal) -> float:
+    def _headroom(self, trials: Sequence[Trial], unrefined: Sequence[float], goal: Goal) -> float:
         """Refinement's change of the goal's scale at a rate point's own lambda: measured by
         the last trial (less the goal's slope times its distance from its own lambda), else
         the goal's assumption."""
@@ -493,50 +395,20 @@ class RateController:
         t = trials[-1]
         return t.q - unrefined[t.slot] - goal.slope * (t.log_lmbda - self.log_lmbdas[t.slot])
 
-    @staticmethod
-    def _secant(
-        mine: Sequence[_Trial], goal: _Goal, lo: float, hi: float
-    ) -> tuple[float, bool, float]:
-        """Within one rate point: the next ``log lambda`` from the secant of ``(log lambda,
-        q)`` through the two trials nearest the aim (the goal's slope with one), bisection
-        when it leaves the bracket of the trials below and above the goal, clamped to
-        ``[lo, hi]`` (past the range: its end, when that is in the bracket). Returns it,
-        whether the secant pointed beyond the range, and the value the secant predicts at
-        the returned point."""
-        below = [t.log_lmbda for t in mine if goal.below(t)]
-        above = [t.log_lmbda for t in mine if goal.above(t)]
-        b_lo = max(below) if below else lo
-        b_hi = min(above) if above else hi
-        near = sorted(mine, key=lambda t: abs(t.q - goal.aim))[:2]
-        a = near[0]
-        slope = goal.slope
-        if len(near) == 2 and abs(near[1].log_lmbda - a.log_lmbda) > 1e-6:
-            s = (near[1].q - a.q) / (near[1].log_lmbda - a.log_lmbda)
-            if s > 0.05:
-                slope = s
-        x = a.log_lmbda + (goal.aim - a.q) / slope
-        if goal.above(a) and a.q <= goal.hi:  # over the byte cap only: come down
-            x = min(x, a.log_lmbda - 0.25)
-        beyond = x > hi + 1e-3 or x < lo - 1e-3
-        end = min(max(x, lo), hi)
-        if beyond and b_lo <= end <= b_hi:  # the end of the range, where the secant points
-            x = end
-        elif not b_lo < x < b_hi:
-            x = (b_lo + b_hi) / 2
-        x = min(max(x, lo), hi)
-        return x, beyond, a.q + slope * (x - a.log_lmbda)
-
     def _other_side(
-        self, trials: Sequence[_Trial], unrefined: Sequence[float], goal: _Goal
+        self, trials: Sequence[Trial], unrefined: Sequence[float], goal: Goal
     ) -> tuple[int, float] | None:
         """After a trial landed in the goal's window: the next trial on the other side of
         the landing (module docstring, step 3), or None. The other side of a landing below
         its own lambda is the rate point below, raised, and the reverse; of a landing within
         :data:`OTHER_SIDE_MIN` of its own lambda, the rate point above, lowered. Its lambda
-        moves toward the aim (:meth:`_secant`) for at most :data:`OTHER_SIDE_TRIALS`
-        trials, while its best is within :data:`OTHER_SIDE_MARGIN_DB` of the landing
-        (:meth:`_Goal.merit`) and none of its trials is at the aim (:meth:`_Goal.at_aim`);
-        none when even the end of its range is expected to miss the window."""
+        moves toward the aim (:func:`~pipeline.ratesearch.secant`), for at most
+        :data:`OTHER_SIDE_TRIALS` trials, while its best is within
+        :data:`OTHER_SIDE_MARGIN_DB` of the landing at the aim
+        (:meth:`~pipeline.ratesearch.Goal.merit`), as is the trial the line through its
+        trials expects (:func:`~pipeline.ratesearch.expected`), and none of its trials is
+        at the aim (:meth:`~pipeline.ratesearch.Goal.at_aim`); none when even the end of
+        its range is expected to miss the window."""
         first = next(i for i, t in enumerate(trials) if goal.done(t))
         landed = trials[first]
         gap = landed.log_lmbda - self.log_lmbdas[landed.slot]
@@ -555,21 +427,24 @@ class RateController:
             slot, x = self._guess(other, unrefined, goal, [landed], above_own=True)
             pred = self._predict(other, x, unrefined, goal, [landed])
             return None if pred < goal.lo - 0.5 or pred > goal.hi + 0.5 else (slot, x)
-        x, beyond, pred = self._secant(mine, goal, lo, hi)
+        x, beyond, pred = secant(mine, goal, lo, hi)
         if (beyond and not goal.near(pred)) or min(abs(x - t.log_lmbda) for t in mine) < 1e-3:
+            return None
+        guess = expected(mine, x)  # not where the line through its trials expects it worse
+        if guess is not None and goal.merit(guess) < goal.merit(landed) - OTHER_SIDE_MARGIN_DB:
             return None
         return other, x
 
     def _next(
-        self, trials: Sequence[_Trial], unrefined: Sequence[float], goal: _Goal
+        self, trials: Sequence[Trial], unrefined: Sequence[float], goal: Goal
     ) -> tuple[int, float] | None:
         """The next trial's rate point and ``log lambda``, or None when the search is over.
 
         Within the last trial's rate point: the secant through the two trials of that rate
         point nearest the aim (the goal's slope with one), bisection when it leaves the
-        bracket of the trials below the goal and above it (:meth:`_secant`). When the
+        bracket of the trials below the goal and above it (:func:`~pipeline.ratesearch.secant`). When the
         secant points beyond the rate point's range: the end of the range, if untried and
-        expected in the window (:meth:`_Goal.near`); else the next rate point up (below
+        expected in the window (:meth:`~pipeline.ratesearch.Goal.near`); else the next rate point up (below
         the goal) or down (above it), at the lambda :meth:`_guess` gives it, unless that
         one was tried already. Once a trial landed: :meth:`_other_side`."""
         if any(goal.done(t) for t in trials):
@@ -588,9 +463,9 @@ class RateController:
             hi = min(hi, self.log_lmbdas[slot])  # above its own lambda only as a last resort
         mine = [t for t in trials if t.slot == slot]
         below = [t.log_lmbda for t in mine if goal.below(t)]
-        x, beyond, pred = self._secant(mine, goal, lo, hi)
+        x, beyond, pred = secant(mine, goal, lo, hi)
         untried = min(abs(x - t.log_lmbda) for t in mine) >= 1e-3
-        if untried and (not beyond or goal.near(pred)) and _cap_in_reach(mine, goal, lo):
+        if untried and (not beyond or goal.near(pred)) and cap_in_reach(mine, goal, lo):
             return slot, x
         # this rate point cannot do better: move to a neighbour not tried yet
         step = 1 if goal.below(last) else -1 if goal.above(last) else 0
@@ -606,14 +481,14 @@ class RateController:
             return (slot, x) if min(abs(x - t.log_lmbda) for t in mine) >= 1e-3 else None
         return self._guess(other, unrefined, goal, [last])
 
-    def _measure(self, frames: list[EncodedFrame], goal: _Goal) -> tuple[float, float, int]:
+    def _measure(self, frames: list[EncodedFrame], goal: Goal) -> tuple[float, float, int]:
         """``(score, q, bytes)`` of a trial: the mean of the quality metric (PSNR when the
         goal is bytes), the goal's scale and the packet bytes."""
         metric = "psnr" if self.metric == "kbps" else self.metric
         vals = [f.stats.psnr if metric == "psnr" else f.stats.ms_ssim for f in frames]
         score = float(sum(vals) / len(vals))
         nbytes = sum(f.stats.bytes for f in frames)
-        q = _bytes_db(nbytes) if goal.bytes else quality_db(metric, score)
+        q = bytes_db(nbytes) if goal.bytes else quality_db(metric, score)
         return score, q, nbytes
 
     def _run(
@@ -661,7 +536,7 @@ class RateController:
                 table = [self.first_bytes[n] for n in numbers]
             else:
                 table = self.first_pass(rgbs, fidx, pts, batch)
-            per_gop = [[_bytes_db(b) for b in row] for row in table]
+            per_gop = [[bytes_db(b) for b in row] for row in table]
         else:
             per_slot = self.unrefined(rgbs, batch)
             per_gop = [
@@ -680,7 +555,7 @@ class RateController:
             for g, row in enumerate(caps):
                 fit = [s for s, b in enumerate(row) if b * 0.9 <= (goals[g].cap or 0)]
                 limits[g] = fit[-1] if fit else 0
-        trials: list[list[_Trial]] = [[] for _ in groups]
+        trials: list[list[Trial]] = [[] for _ in groups]
         spent = [0] * n
         spent_s = [0.0] * n
         x_next: list[tuple[int, float] | None] = []
@@ -721,7 +596,7 @@ class RateController:
                         spent_s[i] += f.stats.refine_seconds
                     score, q, nbytes = self._measure(frames, goals[g])
                     x = x_next[g][1]  # type: ignore[index]
-                    trials[g].append(_Trial(x, slot, score, q, nbytes, frames))
+                    trials[g].append(Trial(x, slot, score, q, nbytes, frames))
             for g in live:
                 x_next[g] = self._next(trials[g], per_gop[g], goals[g])
         results: list[EncodedFrame] = []
@@ -778,18 +653,3 @@ def make_encoder(
             hint="pass one model, or --target-psnr/--target-msssim to choose among them",
         )
     return FrameEncoder(ms[0], refine)
-
-
-def _cap_in_reach(mine: Sequence[_Trial], goal: _Goal, lo: float) -> bool:
-    """Whether a rate point over the byte cap (``mine``: its trials) may come under it at
-    its lowest lambda ``lo``: the bytes' secant in ``ln lambda`` (:data:`BYTES_SLOPE_DB`
-    with one trial). Else the search moves down a rate point (lambda may barely move the
-    bytes: few iterations, screen content)."""
-    over = sorted((t for t in mine if goal.over_cap(t)), key=lambda t: t.log_lmbda)
-    if goal.cap is None or not over:
-        return True
-    low, high = over[0], over[-1]
-    slope = BYTES_SLOPE_DB
-    if high.log_lmbda - low.log_lmbda > 1e-6:
-        slope = (_bytes_db(high.bytes) - _bytes_db(low.bytes)) / (high.log_lmbda - low.log_lmbda)
-    return _bytes_db(low.bytes) + max(slope, 0.0) * (lo - low.log_lmbda) <= _bytes_db(goal.cap)

@@ -97,15 +97,15 @@ def test_each_gop_lands_just_above_the_target_with_lambda_moving_its_rate_point(
 
 
 def test_a_landing_is_tried_from_the_other_side(models) -> None:
-    from pipeline.ratecontrol import _Trial
+    from pipeline.ratesearch import Trial
 
     rc = RateController(models, cfg(target_psnr=30.0))
     goal = rc._goal(0, GOP)
     own = rc.log_lmbdas
     unrefined = [27.0, 28.4, 29.6, 30.8, 31.8]  # dB at each rate point (slot order)
 
-    def trial(slot: int, x: float, q: float, nbytes: int = 1000) -> _Trial:
-        return _Trial(x, slot, q, q, nbytes, [])
+    def trial(slot: int, x: float, q: float, nbytes: int = 1000) -> Trial:
+        return Trial(x, slot, q, q, nbytes, [])
 
     # slot 2 lowered to 0.6x its lambda landed: the slot below, raised, is tried next
     landed = trial(2, own[2] - 0.5, 30.1)
@@ -134,6 +134,12 @@ def test_a_landing_is_tried_from_the_other_side(models) -> None:
     assert rc._next(worse, unrefined, goal) is None
     slot, x2 = rc._next([landed, trial(1, own[1] + 0.3, 29.7, 850)], unrefined, goal)
     assert slot == 1 and own[1] + 0.3 < x2 < own[1] + 1.05
+    # nor where the line through its trials expects the next one to cost more than the
+    # landing at the aim (here its quality barely moves with lambda, its bytes do)
+    flat = [landed, trial(1, own[1] + 0.2, 29.9, 950), trial(1, own[1] + 0.4, 29.95, 990)]
+    assert rc._next(flat, unrefined, goal) is None
+    cheap = [landed, trial(1, own[1] + 0.2, 29.9, 950), trial(1, own[1] + 0.4, 29.95, 951)]
+    assert rc._next(cheap, unrefined, goal)[0] == 1
     # and never more than three
     three = [landed] + [trial(1, own[1] + d, 29.7 + d / 4, 500) for d in (0.1, 0.2, 0.3)]
     assert rc._next(three, unrefined, goal) is None
