@@ -44,7 +44,7 @@ iterations of each targeted encode over the fixed encode of the rate point it mo
 chose, and the trials per GOP). Writes ``target.json``, ``target.md`` and ``target.png`` under ``--out``.
 
 Target and bitrate items' cache keys carry :func:`rate_control_stamp` (the rate-control
-version and a hash of ``pipeline/ratecontrol.py``): a changed search never reuses them,
+version and a hash of the rate-control modules): a changed search never reuses them,
 while the fixed items stay valid.
 """
 
@@ -71,6 +71,7 @@ __all__ = [
     "DEFAULT_CACHE",
     "DEFAULT_FRAMES",
     "PAIRS",
+    "RATE_CONTROL_SOURCES",
     "TRIAL_GUESS",
     "add_parser",
     "base_config",
@@ -133,10 +134,15 @@ def targets_from_fixed(
     return out
 
 
+#: The modules of ``pipeline/`` whose code decides a targeted encode's trials.
+RATE_CONTROL_SOURCES = ("ratecontrol.py", "ratesearch.py", "bitrate.py")
+
+
 def rate_control_stamp() -> str:
     """What identifies the rate-control code: :data:`pipeline.config.RATE_CONTROL_VERSION`
-    and the first 12 hex digits of the sha256 of ``pipeline/ratecontrol.py``'s source (a
-    change to the search invalidates the cached target and bitrate items)."""
+    and the first 12 hex digits of the sha256 of the sources of :data:`RATE_CONTROL_SOURCES`
+    (a change to the search or the allocation invalidates the cached target and bitrate
+    items)."""
     global _STAMP
     if _STAMP is None:
         import hashlib
@@ -144,8 +150,10 @@ def rate_control_stamp() -> str:
         import pipeline
         from pipeline.config import RATE_CONTROL_VERSION
 
-        src = (Path(pipeline.__file__).parent / "ratecontrol.py").read_bytes()
-        _STAMP = f"rc{RATE_CONTROL_VERSION}-{hashlib.sha256(src).hexdigest()[:12]}"
+        h = hashlib.sha256()
+        for name in RATE_CONTROL_SOURCES:
+            h.update((Path(pipeline.__file__).parent / name).read_bytes())
+        _STAMP = f"rc{RATE_CONTROL_VERSION}-{h.hexdigest()[:12]}"
     return _STAMP
 
 

@@ -123,6 +123,11 @@ def test_gop_items_merge_into_one_encode_and_have_distinct_keys() -> None:
     assert stamp.startswith("rc") and stamp in target.item_key(t) and stamp not in k0
     kb = base | {"kind": "kbps", "kbps": 104.0, "fps": 30.0, "frames": [img] * 16}
     assert "k104.0" in target.item_key(kb) and stamp in target.item_key(kb)
+    # every module of the search is in the stamp, and exists
+    import pipeline
+
+    assert {"ratecontrol.py", "ratesearch.py", "bitrate.py"} <= set(target.RATE_CONTROL_SOURCES)
+    assert all((Path(pipeline.__file__).parent / n).is_file() for n in target.RATE_CONTROL_SOURCES)
 
 
 def test_analysis_counts_windows_bd_rate_and_search_cost() -> None:
