@@ -27,8 +27,8 @@ The search, per GOP, every trial coding the whole GOP for real (docs/ratecontrol
    the neighbouring rate point on the other side of the landing is tried too: a landing
    below its rate point's own lambda from the rate point below, raised, else from the
    rate point above, lowered; its lambda moves to the aim while it is about as good as
-   the landing (:meth:`~pipeline.ratesearch.Goal.merit`): which side codes fewer bits depends on the content
-   (measured: docs/ratecontrol.md);
+   the landing (:meth:`~pipeline.ratesearch.Goal.merit`): which side codes fewer bits
+   depends on the content (measured: docs/ratecontrol.md);
 4. after :data:`TRIALS` trials, or when no untried lambda is left, the GOP keeps the trial
    of fewest bytes that reaches the target, else the one of highest quality (reported as
    missing); a bitrate: the best PSNR at the budget within ``[KEEP_LOW, KEEP_HIGH]`` of it.

@@ -54,7 +54,12 @@ def quality_db(metric: str, value: float) -> float:
 
 
 @dataclass
-class Trial:  # one coding of a GOP at one rate point and lambda
+class Trial:
+    """One coding of a GOP at one rate point and lambda: ``log_lmbda`` (``ln lambda``),
+    ``slot`` (the rate point's index, ascending lambda), ``score`` (the GOP's mean of the
+    quality metric in its natural units: PSNR dB, or MS-SSIM), ``q`` (the goal's scale, dB),
+    ``bytes`` (packet bytes) and the coded ``frames`` (empty for an expected trial)."""
+
     log_lmbda: float
     slot: int
     score: float  # natural units (dB or MS-SSIM)
