@@ -38,6 +38,7 @@ from cluster.planning import (
 from cluster.shard import sidecar_stats
 from pipeline import media, storage
 from pipeline.bitstream import (
+    MAGIC,
     IndexEntry,
     has_midpoint,
     read_carry_info,
@@ -208,15 +209,37 @@ class _Assembled:
     stats: list[FrameStats]
 
 
+def _check_staged_version(uri: str, version: int, video_id: str) -> None:
+    """The header an actor staged (the first shard's first bytes: magic, then the format
+    version, u16 little-endian) is of the ``version`` the driver writes the tail in; a
+    stream of mixed versions would be committed unreadable.
+
+    Raises:
+        BitstreamError: another version, or no stream header."""
+    with storage.open_read(uri) as f:
+        head = f.read(len(MAGIC) + 2)
+    staged = int.from_bytes(head[len(MAGIC) :], "little") if head.startswith(MAGIC) else None
+    if staged != version:
+        raise BitstreamError(
+            f"{video_id}: the staged header is format version {staged}, the index and stats "
+            f"would be version {version}",
+            hint="the actors and the driver disagree on the stream's rate points: run both "
+            "on one release of relatent, then rerun the job",
+        )
+
+
 def _assemble(spec: CommitSpec, sidecars: Sequence[dict[str, Any]]) -> _Assembled:
     """Write the tail to staging, then the stream: shards + carry section + tail.
 
     Raises:
         StorageError: the assembled stream has an unexpected size (staging changed).
-        BitstreamError: a sidecar's stats are malformed.
+        BitstreamError: a sidecar's stats are malformed, or the staged header is of another
+            format version than the tail (:func:`_check_staged_version`).
     """
     plan, paths = spec.plan, spec.plan.paths
     header_size = int(sidecars[0]["prefix_bytes"])
+    version = container_version(spec.ident, spec.refine)
+    _check_staged_version(shard_uri(plan.staging, *spec.ranges[0]), version, plan.video_id)
     lengths = [(int(fi), int(ln)) for sc in sidecars for fi, ln in sc["packets"]]
     stats = [
         s
@@ -224,8 +247,7 @@ def _assemble(spec: CommitSpec, sidecars: Sequence[dict[str, Any]]) -> _Assemble
         for s in sidecar_stats(sc, sidecar_uri(plan.staging, start, end))
     ]
     entries, tail = stream_tail(
-        header_size, lengths, stats, plan.carry_bytes,
-        version=container_version(spec.ident, spec.refine),
+        header_size, lengths, stats, plan.carry_bytes, version=version
     )  # fmt: skip
     packet_bytes = sum(ln for _, ln in lengths)
     srcs = [shard_uri(plan.staging, s, e) for s, e in spec.ranges]

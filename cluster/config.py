@@ -38,7 +38,8 @@ class ModelSpec:
 
     Attributes:
         arch: architecture id (``bmshj2018-factorized``, ...); inferred from a checkpoint.
-        quality: rate point of the shipped weights (or the quality recorded for a checkpoint).
+        quality: rate point of the shipped weights, a midpoint (``2.5``) included (or the
+            quality recorded for a checkpoint).
         checkpoint: a CompressAI state dict (path, ``file://`` or ``s3://`` URI).
         weights_sha256: when set, actors refuse weights with another digest (the driver
             fills it in after loading the model once, so every actor provably runs the same
@@ -52,7 +53,7 @@ class ModelSpec:
     """
 
     arch: str | None = None
-    quality: int | None = None
+    quality: int | float | None = None
     checkpoint: str | None = None
     weights_sha256: str | None = None
     lmbda: float | None = None

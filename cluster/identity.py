@@ -57,10 +57,14 @@ def rate_points_of(ident: ModelIdentity) -> tuple[ModelIdentity, ...]:
 
 
 def header_rate_points(ident: ModelIdentity) -> tuple[ModelIdentity, ...]:
-    """The rate points a stream's header lists (format version 4): those of ``ident`` when
-    there are several, else ``()`` (one model: a plain header)."""
+    """The rate points a stream's header lists, as :func:`pipeline.codec.make_header`
+    lists them: those of ``ident`` when there are several (format version 4, 5 with a
+    midpoint); a midpoint coded alone (``--quality 2.5``) as its one rate point (version
+    5); else ``()`` (one shipped model: a plain header)."""
     points = rate_points_of(ident)
-    return points if len(points) > 1 else ()
+    if len(points) > 1:
+        return points
+    return (ident,) if not float(ident.quality).is_integer() else ()
 
 
 def slot_order(models: Sequence[LoadedModel]) -> list[LoadedModel]:

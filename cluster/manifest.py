@@ -89,7 +89,7 @@ def frame_rows(
     stats: Sequence[FrameStats],
     origins: Sequence[tuple[int, str]],
     *,
-    quality: int | None = None,
+    quality: int | float | None = None,
     min_psnr: float | None = None,
 ) -> list[dict[str, Any]]:
     """One :data:`SCHEMA` row per frame, in stream order: where its packet sits in the

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from jobs.console import count, progress_bar, set_threads, warn_printer
-from jobs.refine_options import add_refine_options, add_target_options
+from jobs.refine_options import add_refine_options, add_target_options, rate_point_number
 from pipeline.errors import RelatentError
 
 __all__ = [
@@ -33,9 +33,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="architecture id (default: the shipped default)")
     p.add_argument(
         "--quality",
-        type=int,
+        type=rate_point_number,
         default=None,
-        help="rate point of the shipped weights (default: the shipped default)",
+        help="rate point: a shipped quality, or a midpoint between two (e.g. 2.5: their "
+        "weights averaged; docs/ratecontrol.md) (default: the shipped default)",
     )
     p.add_argument(
         "--checkpoint",

@@ -40,6 +40,7 @@ __all__ = [
     "lr_of",
     "non_negative_float",
     "positive_float",
+    "rate_point_number",
     "refine_from_args",
     "refine_kwargs",
 ]
@@ -85,6 +86,24 @@ finite_float = float_option()
 positive_float = float_option(0.0, strict=True, example="1e-3")
 #: ``type=`` of a tolerance, threshold, resource share...: finite and >= 0.
 non_negative_float = float_option(0.0, example="0")
+
+
+def rate_point_number(text: str) -> int | float:
+    """``type=`` of ``--quality``: a shipped quality (a whole number, e.g. ``3``) or the
+    midpoint between two neighbouring ones (a half step, e.g. ``2.5``: their weights
+    averaged, :func:`pipeline.models.load_midpoint`); whole numbers come back as ``int``.
+    Whether the weights exist is checked when the model loads (exit 5).
+
+    Raises:
+        argparse.ArgumentTypeError: not a finite number >= 1 in whole or half steps."""
+    fix = "use a shipped quality (e.g. 3) or a midpoint between two (e.g. 2.5)"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; {fix}") from None
+    if not math.isfinite(value) or value < 1 or not (2 * value).is_integer():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate point; {fix}")
+    return int(value) if value.is_integer() else value
 
 
 def add_refine_options(p: argparse.ArgumentParser) -> None:

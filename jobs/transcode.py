@@ -32,6 +32,7 @@ from jobs.refine_options import (
     add_target_options,
     non_negative_float,
     positive_float,
+    rate_point_number,
     refine_kwargs,
 )
 from pipeline.config import RefineConfig
@@ -74,9 +75,10 @@ def add_encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="architecture id (default: the shipped default)")
     p.add_argument(
         "--quality",
-        type=int,
+        type=rate_point_number,
         default=None,
-        help="rate point of the shipped weights (default: the shipped default)",
+        help="rate point: a shipped quality, or a midpoint between two (e.g. 2.5: their "
+        "weights averaged; docs/ratecontrol.md) (default: the shipped default)",
     )
     p.add_argument(
         "--checkpoint",

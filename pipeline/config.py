@@ -60,7 +60,9 @@ AUTOCAST = ("none", "bf16")
 #: The version of rate control's rules (:mod:`pipeline.ratecontrol`), in the hash of every
 #: config with a target: a change of the rules re-encodes a catalog's targeted streams.
 #: 2: the rate points include the midpoints between shipped ones (``rate_point_qualities``).
-RATE_CONTROL_VERSION = 2
+#: 3: a landing near its own lambda is tried from the rate point above, lowered, and the
+#: other side's lambda moves on to the aim while it is as good (docs/ratecontrol.md).
+RATE_CONTROL_VERSION = 3
 
 
 @dataclass(frozen=True)

@@ -542,7 +542,7 @@ def load_model(
 
     With no ``checkpoint`` the shipped weights for ``(arch_id, quality)`` are used (defaults
     from ``cards.json``); a half step (``q + 0.5``) is the midpoint of the shipped ``q`` and
-    ``q + 1`` (:func:`load_midpoint`). With a ``checkpoint`` (a path, ``file://`` or ``s3://`` URI) the
+    ``q + 1`` (:func:`load_midpoint`, checked against ``expected_sha256`` too). With a ``checkpoint`` (a path, ``file://`` or ``s3://`` URI) the
     file must be a CompressAI-format state dict; ``arch_id`` is inferred when omitted.
     ``lmbda`` defaults to the card's, else :func:`zoo_lambda` of ``quality`` (0.0130 when
     the quality is unknown); ``device`` goes through :func:`resolve_device`.
@@ -561,7 +561,14 @@ def load_model(
     cards = load_cards()
     card: dict[str, Any] | None = None
     if checkpoint is None and quality is not None and not float(quality).is_integer():
-        return load_midpoint(arch_id or cards.get("default_arch") or "", quality, device=device)
+        mid = load_midpoint(arch_id or cards.get("default_arch") or "", quality, device=device)
+        digest = mid.identity.weights_sha256
+        if expected_sha256 is not None and digest != expected_sha256:
+            raise WeightsMismatchError(
+                f"{mid.source} has sha256 {digest[:16]}…, expected {expected_sha256[:16]}…",
+                hint="the shipped weights differ between machines: install the same release",
+            )
+        return mid
     if checkpoint is None:
         arch_id = arch_id or cards.get("default_arch")
         if arch_id is None:

@@ -479,3 +479,32 @@ def test_bad_s3_credentials_exit_6_on_every_path(
             assert re.search(line, err) and "check the AWS credentials" in err, err
             assert "Traceback" not in err and "testing" not in out_s + err
     assert [u for u in storage.list_prefix(out) if u.endswith((".rlv", ".parquet"))] == []
+
+
+def test_a_midpoint_quality_on_ray_matches_relatent_encode(ray_local, tmp_path, clips) -> None:
+    """``--quality 2.5`` through the Ray path: the actors build the midpoint of the shipped
+    q2 and q3 from their weights, pinned to the driver's digest, and code the same bytes as
+    `relatent encode` (a version-5 stream of one rate point)."""
+    from pipeline.bitstream import StreamReader
+    from pipeline.config import RefineConfig
+    from pipeline.models import shipped_qualities
+
+    if not {2, 3} <= set(shipped_qualities("bmshj2018-factorized")):
+        pytest.skip("no shipped q2 and q3 in this checkout")
+    refine = RefineConfig(method="none", grid=4)
+    ref = tmp_path / "ref.rlv"
+    encode_video(str(clips["b"]), str(ref), load_model("bmshj2018-factorized", 2.5), refine)
+    job = TranscodeJob(
+        sources=(str(clips["b"]),),
+        out=str(tmp_path / "out"),
+        model=ModelSpec(arch="bmshj2018-factorized", quality=2.5),
+        refine=refine,
+        shard_frames=5,
+        batch=2,
+        cluster=ClusterConfig(actors=2, max_inflight=2),
+    )
+    (v,) = run_job(job).videos
+    assert v.status == "committed" and Path(v.stream).read_bytes() == ref.read_bytes()
+    with StreamReader(v.stream) as r:
+        assert r.version == 5 and r.header.quality == 2.5
+    assert {row["rate_point"] for row in mf.read_rows(v.manifest).to_pylist()} == {2.5}

@@ -112,3 +112,45 @@ def test_a_no_carry_stream_from_shards_records_the_title_as_encode_does(
         CommitSpec(plan, tuple((s.start, s.end) for s in specs), ident, resolved)
     )
     assert Path(summary["stream"]).read_bytes() == ref.read_bytes()
+
+
+def test_a_midpoint_from_shards_is_encodes_stream_and_a_mixed_version_is_refused(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """A midpoint coded alone (``--quality 2.5``) is a version-5 stream that lists it as
+    its one rate point: assembled from shards it is `relatent encode`'s, byte for byte.
+    A commit whose tail would be of another version than the staged header (the driver
+    and the actors disagreeing on the rate points) fails, and nothing is committed."""
+    import dataclasses
+
+    from pipeline.errors import BitstreamError
+    from pipeline.models import shipped_qualities
+
+    if not {2, 3} <= set(shipped_qualities("bmshj2018-factorized")):
+        pytest.skip("no shipped q2 and q3 in this checkout")
+    mid = load_model("bmshj2018-factorized", 2.5)
+    refine = RefineConfig(method="none", gop=4)
+    src = clips["a"]
+    ref = tmp_path / "ref.rlv"
+    encode_video(str(src), str(ref), mid, refine)
+    ident = mid.identity
+    resolved = refine.resolved(ident.lmbda)
+    for name, commit_ident in (("ok", ident), ("mixed", dataclasses.replace(ident, quality=3))):
+        out = tmp_path / name
+        plan = prepare_video(str(src), str(out), ident, resolved)
+        specs = plan.shards(8, 0.5, resolved, ident.weights_sha256, batch=2)
+        enc = ShardEncoder(mid)
+        for s in specs:
+            enc.encode(s)
+        spec = CommitSpec(plan, tuple((s.start, s.end) for s in specs), commit_ident, resolved)
+        if name == "ok":
+            summary = commit_video(spec)
+            assert Path(summary["stream"]).read_bytes() == ref.read_bytes()
+            with StreamReader(summary["stream"]) as r:
+                assert r.version == 5 and r.header.quality == 2.5
+            assert summary["container_version"] == 5
+        else:
+            with pytest.raises(BitstreamError, match="staged header is format version 5"):
+                commit_video(spec)
+            assert not Path(plan.paths.stream).exists()
+            assert not Path(plan.paths.manifest).exists()

@@ -583,3 +583,46 @@ def test_grid_is_a_deprecated_alias_of_gop(capsys) -> None:
     )
     code = main(["encode", "a.mp4", "b.rlv", "--grid", "4", "--gop", "8"])
     assert code == 2 and "--grid 4 and --gop 8 conflict" in capsys.readouterr().err
+
+
+def test_quality_takes_a_midpoint_rate_point(tmp_path: Path, capsys) -> None:
+    """``--quality 2.5`` codes with the midpoint of the shipped q2 and q3 (format version
+    5): it decodes to the PSNR it recorded, between those of q2 and q3; a quality that is
+    no rate point is refused by the parser (exit 2), a midpoint without weights at load
+    (exit 5), and neither leaves an output."""
+    from jobs.cli import build_parser
+    from jobs.transcode import job_from_args
+
+    shipped()
+    parse = build_parser().parse_args
+    assert parse(["encode", "a", "b", "--quality", "2.5"]).quality == 2.5
+    three = parse(["encode", "a", "b", "--quality", "3"]).quality
+    assert three == 3 and isinstance(three, int)
+    job = job_from_args(parse(["transcode", "a", "--out", "b", "--quality", "1.5"]))
+    assert job.model.quality == 1.5
+    for bad in ("2.3", "0", "nan", "two"):
+        with pytest.raises(SystemExit) as e:
+            parse(["encode", "a", "b", "--quality", bad])
+        assert e.value.code == 2
+        assert "or a midpoint between two (e.g. 2.5)" in capsys.readouterr().err
+    clip = data_file(*CLIP)
+    runs = {}
+    for q in ("2", "2.5", "3"):
+        rlv = tmp_path / f"q{q}.rlv"
+        args = ("encode", clip, rlv, "--end", "3", "--refine", "none", "--no-progress")
+        code, _, err = run_cli(capsys, *args, "--quality", q)
+        assert code == 0, err
+        runs[q] = info_json(capsys, rlv)
+    mid = runs["2.5"]
+    assert mid["header"]["quality"] == 2.5 and mid["version"] == 5
+    assert runs["2"]["version"] == runs["3"]["version"] < 5
+    info = assert_roundtrip_psnr(capsys, clip, tmp_path / "q2.5.rlv", tmp_path / "png", end=3)
+    psnr = {q: r["summary"]["psnr"] for q, r in runs.items()}
+    size = {q: r["summary"]["packet_bytes"] for q, r in runs.items()}
+    assert psnr["2"] < info["summary"]["psnr"] < psnr["3"]
+    assert size["2"] < size["2.5"] < size["3"]
+    dst = tmp_path / "none.rlv"
+    code, _, err = run_cli(capsys, "encode", clip, dst, "--end", "1", "--quality", "5.5")
+    assert code == 5 and "q5" in err and "q6" in err
+    no_leftovers(tmp_path, {p.name for p in tmp_path.iterdir()} - {"none.rlv"})
+    assert not dst.exists()

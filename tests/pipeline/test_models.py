@@ -153,6 +153,11 @@ def test_a_midpoint_rate_point_is_the_mean_of_its_shipped_neighbours() -> None:
     assert again.identity == mid.identity
     shas = {lo.identity.weights_sha256, hi.identity.weights_sha256, mid.identity.weights_sha256}
     assert len(shas) == 3 and mid.identity.tables_sha256 != lo.identity.tables_sha256
+    # a pinned digest (an actor's) is checked as for shipped weights
+    pinned = load_model(arch, 2.5, expected_sha256=mid.identity.weights_sha256)
+    assert pinned.identity == mid.identity
+    with pytest.raises(WeightsMismatchError, match=r"midpoint of .* expected"):
+        load_model(arch, 2.5, expected_sha256=lo.identity.weights_sha256)
 
 
 def test_a_quality_that_is_no_rate_point_is_refused() -> None:
