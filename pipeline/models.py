@@ -542,8 +542,9 @@ def load_model(
 
     With no ``checkpoint`` the shipped weights for ``(arch_id, quality)`` are used (defaults
     from ``cards.json``); a half step (``q + 0.5``) is the midpoint of the shipped ``q`` and
-    ``q + 1`` (:func:`load_midpoint`, checked against ``expected_sha256`` too). With a ``checkpoint`` (a path, ``file://`` or ``s3://`` URI) the
-    file must be a CompressAI-format state dict; ``arch_id`` is inferred when omitted.
+    ``q + 1`` (:func:`load_midpoint`, checked against ``expected_sha256`` too). With a
+    ``checkpoint`` (a path, ``file://`` or ``s3://`` URI) the file must be a
+    CompressAI-format state dict; ``arch_id`` is inferred when omitted.
     ``lmbda`` defaults to the card's, else :func:`zoo_lambda` of ``quality`` (0.0130 when
     the quality is unknown); ``device`` goes through :func:`resolve_device`.
 
