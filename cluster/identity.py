@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from cluster.config import ModelSpec
 from pipeline.config import RefineConfig
-from pipeline.models import ModelIdentity
+from pipeline.models import ModelIdentity, listed_rate_points
 
 if TYPE_CHECKING:
     from pipeline.models import LoadedModel
@@ -57,14 +57,10 @@ def rate_points_of(ident: ModelIdentity) -> tuple[ModelIdentity, ...]:
 
 
 def header_rate_points(ident: ModelIdentity) -> tuple[ModelIdentity, ...]:
-    """The rate points a stream's header lists, as :func:`pipeline.codec.make_header`
-    lists them: those of ``ident`` when there are several (format version 4, 5 with a
-    midpoint); a midpoint coded alone (``--quality 2.5``) as its one rate point (version
-    5); else ``()`` (one shipped model: a plain header)."""
-    points = rate_points_of(ident)
-    if len(points) > 1:
-        return points
-    return (ident,) if not float(ident.quality).is_integer() else ()
+    """The rate points a stream's header lists for a job's model identity, by the
+    encoder's rule (:func:`pipeline.models.listed_rate_points`): every rate point of a
+    target, a midpoint coded alone (``--quality 2.5``), else ``()``."""
+    return listed_rate_points(ident, rate_points_of(ident))
 
 
 def slot_order(models: Sequence[LoadedModel]) -> list[LoadedModel]:

@@ -41,7 +41,7 @@ from pipeline.config import RefineConfig
 from pipeline.entropy import LatentCodec
 from pipeline.errors import ConfigError
 from pipeline.memory import fit_batch
-from pipeline.models import PAD_MULTIPLE, LoadedModel, fixed_threads
+from pipeline.models import PAD_MULTIPLE, LoadedModel, fixed_threads, listed_rate_points
 from pipeline.refine import (
     FrameState,
     RefineResult,
@@ -562,8 +562,6 @@ def make_header(
         display = display.without_title()
     hp, wp = padded_size(info.height, info.width, model.arch.pad_multiple)
     ident = model.identity
-    midpoint = [model] if not float(ident.quality).is_integer() else []  # rate_points only
-    points = list(rate_points) if len(rate_points) > 1 else midpoint
     return StreamHeader(
         arch=ident.arch,
         quality=ident.quality,
@@ -585,18 +583,16 @@ def make_header(
         | ({"video_stream": info.stream_index} if getattr(info, "left_out", ()) else {}),
         gop=refine.gop,
         display=display.to_dict() if display is not None else {},
-        rate_points=tuple(_rate_point(m) for m in points),
+        rate_points=tuple(
+            {
+                "quality": p.quality,
+                "lmbda": p.lmbda,
+                "weights_sha256": p.weights_sha256,
+                "tables_sha256": p.tables_sha256,
+            }
+            for p in listed_rate_points(ident, [m.identity for m in rate_points])
+        ),
     )
-
-
-def _rate_point(model: LoadedModel) -> dict[str, Any]:
-    ident = model.identity
-    return {
-        "quality": ident.quality,
-        "lmbda": ident.lmbda,
-        "weights_sha256": ident.weights_sha256,
-        "tables_sha256": ident.tables_sha256,
-    }
 
 
 def batched(frames: Iterable[Any], n: int) -> Iterator[list[Any]]:

@@ -18,7 +18,7 @@ import hashlib
 import io
 import itertools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,7 @@ __all__ = [
     "fixed_threads",
     "get_architecture",
     "infer_architecture",
+    "listed_rate_points",
     "load_cards",
     "load_midpoint",
     "load_model",
@@ -190,6 +191,19 @@ class ModelIdentity:
     def describe(self) -> str:
         """``<arch> q<quality> sha256 <first 12 hex digits>``, for messages."""
         return f"{self.arch} q{self.quality} sha256 {self.weights_sha256[:12]}"
+
+
+def listed_rate_points(
+    ident: ModelIdentity, points: Sequence[ModelIdentity]
+) -> tuple[ModelIdentity, ...]:
+    """The rate points a stream header lists for a stream coded by ``ident`` over
+    ``points`` (slot order): all of them when there are several (format version 4, 5 with
+    a midpoint); a midpoint coded alone as its one rate point (only version 5's rate points
+    can name a half step); else none (a plain header). The encoder's header
+    (:func:`pipeline.codec.make_header`) and the distributed commit both follow it."""
+    if len(points) > 1:
+        return tuple(points)
+    return (ident,) if not float(ident.quality).is_integer() else ()
 
 
 @dataclass

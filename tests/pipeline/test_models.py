@@ -169,3 +169,15 @@ def test_a_quality_that_is_no_rate_point_is_refused() -> None:
         UnknownModelError, match=r"no midpoint q5\.5 .* needs the shipped q5 and q6"
     ):
         load_model("bmshj2018-factorized", 5.5)
+
+
+def test_a_header_lists_several_rate_points_or_a_midpoint_alone() -> None:
+    from pipeline.models import ModelIdentity, listed_rate_points
+
+    def ident(q: float) -> ModelIdentity:
+        return ModelIdentity("bmshj2018-factorized", q, 0.001 * q, f"w{q}", f"t{q}")
+
+    two = (ident(2), ident(2.5))
+    assert listed_rate_points(two[0], two) == two
+    assert listed_rate_points(ident(3), ()) == () == listed_rate_points(ident(3), (ident(3),))
+    assert listed_rate_points(ident(2.5), ()) == (ident(2.5),)
